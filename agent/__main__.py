@@ -1,0 +1,3 @@
+from agent.run import main
+
+raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""Read and write ``calibration.toml`` (aniposelib's ``CameraGroup.dump`` format).
+
+Cameras are matched to the manifest by ``name``, never by table order.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import tomli_w
+
+from agent.atomic import write_text_atomic
+from agent.errors import InputError
+from tools.geometry import Camera, CameraGroup
+
+_REQUIRED = ("name", "size", "matrix", "distortions", "rotation", "translation")
+
+
+def _camera_from_table(path: Path, table_name: str, table: dict) -> Camera:
+    missing = [key for key in _REQUIRED if key not in table]
+    if missing:
+        raise InputError(path, f"table [{table_name}] lacks {', '.join(missing)}")
+    try:
+        size = tuple(int(v) for v in table["size"])
+        matrix = np.asarray(table["matrix"], dtype=np.float64)
+        dist = np.asarray(table["distortions"], dtype=np.float64).ravel()
+        rvec = np.asarray(table["rotation"], dtype=np.float64).ravel()
+        tvec = np.asarray(table["translation"], dtype=np.float64).ravel()
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"table [{table_name}] has a non-numeric value: {exc}") from None
+    if len(size) != 2 or matrix.shape != (3, 3) or rvec.shape != (3,) or tvec.shape != (3,):
+        raise InputError(
+            path,
+            f"table [{table_name}] needs size (2), matrix (3x3), rotation (3), translation (3); "
+            f"got size {len(size)}, matrix {matrix.shape}, rotation {rvec.shape}, "
+            f"translation {tvec.shape}",
+        )
+    if dist.shape[0] > 5:
+        raise InputError(path, f"table [{table_name}] has {dist.shape[0]} distortions, expected 5")
+    dist = np.pad(dist, (0, 5 - dist.shape[0]))
+    if not all(np.all(np.isfinite(a)) for a in (matrix, dist, rvec, tvec)):
+        raise InputError(path, f"table [{table_name}] has a NaN or infinite value")
+    return Camera(str(table["name"]), (size[0], size[1]), matrix, dist, rvec, tvec)
+
+
+def load_calibration(path: str | Path, camera_names: list[str] | None = None) -> CameraGroup:
+    """Load a calibration; with ``camera_names``, return those cameras in that order.
+
+    Raises
+    ------
+    InputError
+        Missing or unparseable file, malformed table, or a requested camera absent.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not valid TOML: {exc}") from None
+    cameras = [
+        _camera_from_table(path, key, value)
+        for key, value in data.items()
+        if key != "metadata" and isinstance(value, dict)
+    ]
+    if not cameras:
+        raise InputError(path, "no camera tables found")
+    by_name = {camera.name: camera for camera in cameras}
+    if len(by_name) != len(cameras):
+        raise InputError(path, "two camera tables share a name")
+    if camera_names is None:
+        return CameraGroup(tuple(cameras))
+    missing = [name for name in camera_names if name not in by_name]
+    if missing:
+        raise InputError(path, f"no calibration for camera(s) {', '.join(missing)} named in the manifest")
+    return CameraGroup(tuple(by_name[name] for name in camera_names))
+
+
+def dump_calibration(group: CameraGroup, path: str | Path) -> Path:
+    """Write ``group`` in aniposelib's format (tables ``cam_0``, ``cam_1``, ... in group order)."""
+    document: dict = {}
+    for index, camera in enumerate(group.cameras):
+        document[f"cam_{index}"] = {
+            "name": camera.name,
+            "size": [int(camera.size[0]), int(camera.size[1])],
+            "matrix": [[float(v) for v in row] for row in camera.matrix],
+            "distortions": [float(v) for v in camera.dist],
+            "rotation": [float(v) for v in camera.rvec],
+            "translation": [float(v) for v in camera.tvec],
+        }
+    document["metadata"] = {}
+    return write_text_atomic(path, tomli_w.dumps(document))

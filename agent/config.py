@@ -1,0 +1,108 @@
+"""Run configuration: one frozen, typed context object per pipeline.
+
+Precedence is CLI, then environment (``BVLM_<FIELD>`` upper-case), then the
+field default; environment strings are converted to the field's type. The
+graph receives the context as ``graph.invoke(..., context=ctx)`` and the same
+object is dumped to ``run.json``. Nodes never read the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from agent.errors import InputError
+
+ENV_PREFIX = "BVLM_"
+T = TypeVar("T")
+
+
+def _doc(description: str) -> dict[str, str]:
+    return {"description": description}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonContext:
+    """Settings shared by every pipeline."""
+
+    backend: Literal["classical", "openai", "hybrid"] = field(
+        default="classical", metadata=_doc("perception backend: classical (no model), openai, hybrid")
+    )
+    base_url: str | None = field(
+        default=None, metadata=_doc("OpenAI-compatible server URL, e.g. http://localhost:8000/v1")
+    )
+    vlm_model: str | None = field(default=None, metadata=_doc("served vision-language model name"))
+    llm_model: str | None = field(
+        default=None, metadata=_doc("text model for merging/chat (defaults to vlm_model)")
+    )
+    structured: Literal["json_schema", "function_calling"] = field(
+        default="json_schema", metadata=_doc("how structured answers are requested from the server")
+    )
+    prompts_dir: str | None = field(
+        default=None, metadata=_doc("folder replacing prompts/ (same file names)")
+    )
+    max_concurrency: int = field(default=8, metadata=_doc("parallel model calls / graph tasks"))
+    max_model_retries: int = field(
+        default=2, metadata=_doc("retries of a model call for transport errors or invalid answers")
+    )
+    request_timeout_s: float = field(default=120.0, metadata=_doc("timeout of one model request"))
+    seed: int = field(default=0, metadata=_doc("seed of every random choice"))
+
+
+def _convert(value: str, annotation: Any, name: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or (origin is not None and type(None) in args):
+        inner = [a for a in args if a is not type(None)]
+        if value == "" and type(None) in args:
+            return None
+        return _convert(value, inner[0], name) if len(inner) == 1 else value
+    if origin is Literal:
+        if value not in args:
+            raise InputError(f"{ENV_PREFIX}{name.upper()}", f"must be one of {', '.join(map(str, args))}")
+        return value
+    try:
+        if annotation is bool:
+            if value.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if value.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(value)
+        if annotation in (int, float, str, Path):
+            return annotation(value)
+    except ValueError:
+        raise InputError(f"{ENV_PREFIX}{name.upper()}", f"cannot read {value!r} as {annotation.__name__}") from None
+    return value
+
+
+def resolve_context(
+    cls: type[T], cli_values: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> T:
+    """Build ``cls`` with CLI values first, then ``BVLM_*`` environment, then defaults.
+
+    ``cli_values`` entries that are ``None`` count as "not given on the CLI".
+    """
+    environ = os.environ if environ is None else environ
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        cli_value = cli_values.get(spec.name)
+        env_value = environ.get(f"{ENV_PREFIX}{spec.name.upper()}")
+        if cli_value is not None:
+            values[spec.name] = cli_value
+        elif env_value is not None:
+            values[spec.name] = _convert(env_value, hints[spec.name], spec.name)
+    return cls(**values)
+
+
+def context_to_dict(ctx: Any) -> dict[str, Any]:
+    """The context as a JSON-ready dict (for run.json)."""
+    return {
+        key: (str(value) if isinstance(value, Path) else value)
+        for key, value in dataclasses.asdict(ctx).items()
+    }

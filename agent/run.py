@@ -1,0 +1,73 @@
+"""Command-line entry: ``python -m agent.run SUBCOMMAND ...``.
+
+Each subcommand lives in its own module under ``agent/commands/`` with two
+functions, ``configure(parser)`` and ``run(args) -> int``. This file only
+dispatches and turns :class:`~agent.errors.InputError` into one clear line on
+stderr and exit code 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from agent.errors import InputError
+
+# name -> (module, one-line help). Order is the order shown in --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("agent.commands.synth", "simulate a recording (pose) or a session (behavior) with ground truth"),
+    "pose": ("agent.commands.pose", "run the 4-stage pose pipeline on a recording"),
+    "eval": ("agent.commands.eval_pose", "score pose results against a recording's ground truth"),
+    "behavior": ("agent.commands.behavior", "run the behavior pipeline on a session"),
+    "eval-behavior": ("agent.commands.eval_behavior", "score behavior results against ground_truth.csv"),
+    "chat": ("agent.commands.chat", "ask questions about finished results"),
+    "replay": ("agent.commands.replay", "re-execute a finished run from its checkpoints and call log"),
+    "trace": ("agent.commands.trace", "print the node-by-node trace of a run"),
+    "compare": ("agent.commands.compare", "put two runs side by side"),
+}
+
+
+def _available_commands() -> dict[str, object]:
+    modules = {}
+    for name, (module_name, _help) in COMMANDS.items():
+        try:
+            modules[name] = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m agent.run",
+        description="BehaviorVLM agent: label-light pose estimation and behavior understanding.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in _available_commands().items():
+        sub = subparsers.add_parser(name, help=COMMANDS[name][1], description=COMMANDS[name][1])
+        module.configure(sub)  # type: ignore[attr-defined]
+        sub.set_defaults(_run=module.run)  # type: ignore[attr-defined]
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is saved (rerun with --resume to continue)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
