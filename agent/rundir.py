@@ -1,0 +1,119 @@
+"""Run directories: each run owns its output directory.
+
+Layout shared by every pipeline::
+
+    OUT/
+      run.json                 what ran (written last, atomically)
+      calls.jsonl              model-call log (model backends only)
+      .bvlm/meta.json          kind of run and its input, written first
+      .bvlm/checkpoints.sqlite LangGraph SQLite checkpointer (one thread per run)
+      .bvlm/cache/             arrays referenced by path from graph state
+
+A directory that holds another run is refused unless ``resume`` or
+``overwrite`` is given.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.atomic import write_json_atomic
+from agent.errors import InputError
+
+META_DIR = ".bvlm"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory."""
+
+    path: Path
+
+    @property
+    def meta_dir(self) -> Path:
+        return self.path / META_DIR
+
+    @property
+    def meta_file(self) -> Path:
+        return self.meta_dir / "meta.json"
+
+    @property
+    def checkpoint_db(self) -> Path:
+        return self.meta_dir / "checkpoints.sqlite"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.meta_dir / "cache"
+
+    @property
+    def calls_log(self) -> Path:
+        return self.path / "calls.jsonl"
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / "run.json"
+
+    def read_meta(self) -> dict[str, Any]:
+        """The meta written by :func:`prepare_run_dir`; InputError if absent or corrupt."""
+        if not self.meta_file.is_file():
+            raise InputError(self.path, "not a run directory of this tool (no .bvlm/meta.json)")
+        try:
+            return json.loads(self.meta_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(self.meta_file, f"corrupt run metadata: {exc}") from None
+
+
+def prepare_run_dir(
+    out: str | Path, kind: str, meta: dict[str, Any], *, resume: bool, overwrite: bool
+) -> RunDir:
+    """Create or reopen ``out`` for a run of ``kind`` (``pose`` or ``behavior``).
+
+    * empty or absent: created, ``meta`` written;
+    * holds a run and ``resume``: must be the same kind, returned as is;
+    * holds anything and ``overwrite``: emptied first;
+    * otherwise: InputError naming the directory.
+    """
+    run = RunDir(Path(out))
+    if resume and overwrite:
+        raise InputError("--resume/--overwrite", "choose one of --resume and --overwrite")
+    if run.path.exists() and not run.path.is_dir():
+        raise InputError(run.path, "output path exists and is not a directory")
+    occupied = run.path.is_dir() and any(run.path.iterdir())
+    if occupied and resume:
+        previous = run.read_meta()
+        if previous.get("kind") != kind:
+            raise InputError(run.path, f"holds a {previous.get('kind')} run, cannot resume it as {kind}")
+        return run
+    if resume and not occupied:
+        raise InputError(run.path, "nothing to resume: the directory holds no run")
+    if occupied and not overwrite:
+        raise InputError(
+            run.path, "already holds files of another run; pass --resume to continue it or --overwrite"
+        )
+    if occupied:
+        for child in run.path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    run.cache_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run.meta_file, {"kind": kind, **meta})
+    return run
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape results, for run.json."""
+    versions = {"python": platform.python_version()}
+    for name in ("behaviorvlm-agent", "numpy", "scipy", "opencv-python-headless", "opencv-contrib-python",
+                 "torch", "langgraph", "langchain-core", "langchain-openai", "openai", "pydantic"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
