@@ -51,6 +51,10 @@ class CommonContext:
         default=2, metadata=_doc("retries of a model call for transport errors or invalid answers")
     )
     request_timeout_s: float = field(default=120.0, metadata=_doc("timeout of one model request"))
+    disable_thinking: bool = field(
+        default=True,
+        metadata=_doc("send chat_template_kwargs enable_thinking=false (vLLM/Qwen); off for OpenAI"),
+    )
     seed: int = field(default=0, metadata=_doc("seed of every random choice"))
 
 
