@@ -1,0 +1,129 @@
+"""Chat over results: tools on a fixed results directory, slash commands, the agent loop."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage
+
+from agent.chat_tools import ResultsView
+from agent.commands.chat import run_command
+from agent.errors import InputError
+from agent.run import main
+from graphs.chat import ChatContext, build_chat_graph, final_answer
+from tests.fixtures.fake_chat import ScriptedChatModel
+
+FPS = 10.0
+# (animal, start_frame, end_frame, label): mouse1 and mouse2 chase overlap 20-40 -> 2.0 s
+SEGMENTS = [
+    ("mouse1", 0, 20, "locomotion"), ("mouse1", 20, 50, "chase"), ("mouse1", 50, 80, "huddle"), ("mouse1", 80, 100, "chase"),
+    ("mouse2", 0, 40, "chase"), ("mouse2", 40, 100, "stationary"),
+]
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def behavior_results(tmp_path: Path) -> Path:
+    out = tmp_path / "behavior"
+    (out / "clips").mkdir(parents=True)
+    rows, clip_rows = [], []
+    for index, (animal, start, end, label) in enumerate(SEGMENTS):
+        clip_id = f"c{index:03d}"
+        rows.append([f"s{index:03d}", animal, start, end, start / FPS, end / FPS, label, f"{animal} does {label}", clip_id])
+        clip_rows.append([clip_id, animal, start, end, start / FPS, end / FPS, index, label, f"clip of {label}"])
+        (out / "clips" / f"{clip_id}.mp4").write_bytes(b"")
+    _write_csv(out / "segments.csv", ["segment_id", "animal", "start_frame", "end_frame", "start_s", "end_s", "label", "description", "clip_ids"], rows)
+    _write_csv(out / "clips.csv", ["clip_id", "animal", "start_frame", "end_frame", "start_s", "end_s", "cluster", "label", "description"], clip_rows)
+    return out
+
+
+@pytest.fixture
+def pose_results(tmp_path: Path) -> Path:
+    out = tmp_path / "pose"
+    out.mkdir()
+    rows = [[f, k, 1.0 + f if k == "nose" else 0.5, 3, int(f == 2 and k == "nose"), "reprojection" if f == 2 and k == "nose" else ""]
+            for f in range(4) for k in ("nose", "tail")]
+    _write_csv(out / "qc.csv", ["frame", "keypoint", "error_px", "ncams", "flagged", "reason"], rows)
+    return out
+
+
+def test_time_budget_matches_an_independent_count(behavior_results):
+    view = ResultsView.open(behavior_results)
+    table = view.time_budget("mouse1")
+    chase = [line for line in table.splitlines() if " chase " in f" {line} "][0].split()
+    expected_total = sum(end - start for a, start, end, label in SEGMENTS if a == "mouse1" and label == "chase") / FPS
+    assert float(chase[2]) == pytest.approx(expected_total)
+    assert int(chase[4]) == 2  # two chase bouts
+
+
+def test_segments_filter_and_detail(behavior_results):
+    view = ResultsView.open(behavior_results)
+    text = run_command(view, "/segments mouse1 chase 0-4")
+    assert "s001" in text and "s003" not in text and "mouse2" not in text
+    detail = view.segment_detail("s001")
+    assert "clip c001" in detail and "clips/c001.mp4" in detail
+
+
+def test_co_occurrence_and_transitions(behavior_results):
+    view = ResultsView.open(behavior_results)
+    rows = {tuple(line.split()[:4]): float(line.split()[4]) for line in view.co_occurrence().splitlines()[1:]}
+    # mouse1 chase 2-5 s and 8-10 s; mouse2 chase 0-4 s, stationary 4-10 s
+    assert rows[("mouse1", "chase", "mouse2", "chase")] == pytest.approx(2.0)
+    assert rows[("mouse1", "chase", "mouse2", "stationary")] == pytest.approx(1.0 + 2.0)
+    assert rows[("mouse1", "huddle", "mouse2", "stationary")] == pytest.approx(3.0)
+    assert "huddle" in view.transitions("mouse1")
+
+
+def test_pose_commands(pose_results):
+    view = ResultsView.open(pose_results)
+    assert run_command(view, "/flagged nose").startswith("1 flagged labels in 1 frames")
+    errors = view.keypoint_errors().splitlines()
+    nose = [line for line in errors if line.split()[0] == "nose"][0].split()
+    assert float(nose[1]) == pytest.approx((1 + 2 + 3 + 4) / 4)
+    assert "behavior run" in run_command(view, "/stats") or "unknown" in run_command(view, "/stats")
+
+
+def test_foreign_directory_is_refused(tmp_path, capsys):
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(InputError):
+        ResultsView.open(tmp_path)
+    assert main(["chat", str(tmp_path), "--ask", "/stats"]) == 2
+    assert "neither segments.csv" in capsys.readouterr().err
+
+
+def test_offline_ask_without_a_model_says_so(behavior_results, capsys):
+    assert main(["chat", str(behavior_results), "--ask", "who chases most?"]) == 0
+    assert "no model configured" in capsys.readouterr().out
+
+
+def test_agent_loop_calls_tools_and_answers(behavior_results):
+    view = ResultsView.open(behavior_results)
+    model = ScriptedChatModel(script=[
+        AIMessage(content="", tool_calls=[{"name": "time_budget", "args": {"animal": "mouse1"}, "id": "a"}]),
+        AIMessage(content="mouse1 chased for 5.0 s in 2 bouts (segments s001, s003)."),
+    ])
+    graph = build_chat_graph(model, view.tools())
+    state = graph.invoke({"messages": [("user", "How long does mouse1 chase?")], "tool_rounds": 0},
+                         context=ChatContext(system_prompt="test"))
+    assert "5.0 s" in final_answer(state)
+    tool_message = state["messages"][2]
+    assert tool_message.type == "tool" and "chase" in tool_message.content
+    assert model.calls[0][0].type == "system"
+
+
+def test_agent_loop_is_bounded(behavior_results):
+    view = ResultsView.open(behavior_results)
+    model = ScriptedChatModel(script=lambda messages: AIMessage(
+        content="", tool_calls=[{"name": "co_occurrence", "args": {}, "id": f"x{len(messages)}"}]))
+    graph = build_chat_graph(model, view.tools())
+    state = graph.invoke({"messages": [("user", "loop")], "tool_rounds": 0}, context=ChatContext(system_prompt="t", max_tool_rounds=2))
+    assert state["tool_rounds"] == 2
+    assert "tool-call budget" in final_answer(state)
