@@ -1,0 +1,195 @@
+"""Tests for tools/centroids.py on synthetic Gaussian spots with known sub-pixel centres."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tools.centroids import CentroidParams, Centroids, detect_centroids
+
+SPOT_SIGMA_PX = 2.0
+
+
+def render_spots(
+    rng: np.random.Generator,
+    xy: np.ndarray,
+    amplitude: np.ndarray,
+    shape: tuple[int, int] = (240, 320),
+    noise: float = 3.0,
+    background: float = 10.0,
+    dtype: type = np.uint8,
+) -> np.ndarray:
+    """Gaussian spots sampled at pixel centres, plus Gaussian noise, rounded and clipped."""
+    height, width = shape
+    rows, cols = np.mgrid[0:height, 0:width]
+    image = np.full(shape, background, dtype=np.float64)
+    for (x, y), peak in zip(np.asarray(xy), np.asarray(amplitude), strict=True):
+        image += peak * np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * SPOT_SIGMA_PX**2))
+    image += rng.normal(0.0, noise, shape)
+    return np.clip(np.rint(image), 0, np.iinfo(dtype).max).astype(dtype)
+
+
+def spread_points(rng: np.random.Generator, n_points: int, shape=(240, 320)) -> np.ndarray:
+    """``(n_points, 2)`` random sub-pixel positions at least 20 px apart and from the border."""
+    height, width = shape
+    grid = np.array([(x, y) for y in range(30, height - 20, 40) for x in range(30, width - 20, 40)])
+    chosen = grid[rng.choice(len(grid), size=n_points, replace=False)]
+    return chosen + rng.uniform(-8.0, 8.0, size=(n_points, 2))
+
+
+def nearest_distance(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """For each true point, the distance to the nearest found centroid."""
+    return np.linalg.norm(truth[:, None, :] - found[None, :, :], axis=2).min(axis=1)
+
+
+def test_isolated_spots_are_found_within_a_tenth_of_a_pixel(rng):
+    truth = spread_points(rng, 12)
+    frame = render_spots(rng, truth, rng.uniform(60.0, 220.0, 12))
+    centroids = detect_centroids(frame)
+    assert len(centroids) == 12
+    assert nearest_distance(centroids.xy, truth).max() < 0.1
+
+
+def test_result_arrays_have_documented_shapes_and_types(rng):
+    frame = render_spots(rng, spread_points(rng, 5), np.full(5, 120.0))
+    centroids = detect_centroids(frame)
+    assert centroids.xy.shape == (5, 2) and centroids.xy.dtype == np.float64
+    assert centroids.intensity.shape == (5,) and np.all(centroids.intensity > 0)
+    assert centroids.area.shape == (5,) and centroids.area.dtype == np.int64
+
+
+def test_brighter_spot_has_more_intensity_and_area(rng):
+    truth = np.array([[80.3, 120.6], [200.7, 120.2]])
+    centroids = detect_centroids(render_spots(rng, truth, np.array([60.0, 200.0])))
+    dim, bright = np.argsort(centroids.xy[:, 0])
+    assert centroids.intensity[bright] > 2.5 * centroids.intensity[dim]
+    assert centroids.area[bright] > centroids.area[dim]
+
+
+@pytest.mark.parametrize("noise", [2.0, 6.0])
+def test_noise_only_frames_give_no_spots(rng, noise):
+    frame = render_spots(rng, np.zeros((0, 2)), np.zeros(0), noise=noise)
+    assert len(detect_centroids(frame)) == 0
+
+
+def test_empty_result_keeps_array_shapes():
+    centroids = detect_centroids(np.zeros((50, 60), np.uint8))
+    assert centroids.xy.shape == (0, 2)
+    assert centroids.intensity.shape == (0,) and centroids.area.shape == (0,)
+
+
+@pytest.mark.parametrize("separation_sigmas", [2.5, 3.0])
+@pytest.mark.parametrize("second_amplitude", [150.0, 90.0])
+def test_merged_spots_are_split(rng, separation_sigmas, second_amplitude):
+    direction = np.array([np.cos(0.6), np.sin(0.6)])
+    offset = direction * separation_sigmas * SPOT_SIGMA_PX / 2
+    centre = np.array([160.4, 120.7])
+    truth = np.array([centre - offset, centre + offset])
+    frame = render_spots(rng, truth, np.array([150.0, second_amplitude]))
+    assert len(detect_centroids(frame, CentroidParams(split_merged=False))) == 1
+    centroids = detect_centroids(frame)
+    assert len(centroids) == 2
+    assert nearest_distance(centroids.xy, truth).max() < 1.0
+
+
+@pytest.mark.parametrize("peak", [400.0, 2000.0])
+def test_saturated_spot_stays_whole(rng, peak):
+    truth = np.array([[150.3, 110.8]])
+    frame = render_spots(rng, truth, np.array([peak]), noise=3.0)
+    centroids = detect_centroids(frame)
+    assert len(centroids) == 1
+    assert nearest_distance(centroids.xy, truth).max() < 0.2
+
+
+def test_spots_are_numbered_in_reading_order(rng):
+    centroids = detect_centroids(render_spots(rng, spread_points(rng, 10), np.full(10, 150.0)))
+    rounded = np.round(centroids.xy, 2)
+    keys = list(zip(rounded[:, 1], rounded[:, 0], strict=True))
+    assert len(keys) == 10 and keys == sorted(keys)
+
+
+def test_translating_the_frame_translates_the_centroids(rng):
+    frame = render_spots(rng, spread_points(rng, 8), rng.uniform(80.0, 200.0, 8))
+    # A multiple of the background downsampling factor keeps the estimate aligned; the
+    # new border changes the noise estimate a little, hence the 0.01 px tolerance.
+    shift_x, shift_y = 8, 4
+    shifted = np.full_like(frame, 10)
+    shifted[shift_y:, shift_x:] = frame[:-shift_y, :-shift_x]
+    original, moved = detect_centroids(frame), detect_centroids(shifted)
+    np.testing.assert_allclose(moved.xy, original.xy + [shift_x, shift_y], atol=0.01)
+    np.testing.assert_array_equal(moved.area, original.area)
+
+
+def test_reruns_are_identical(rng):
+    frame = render_spots(rng, spread_points(rng, 8), np.full(8, 150.0))
+    first, second = detect_centroids(frame), detect_centroids(frame.copy())
+    for name in ("xy", "intensity", "area"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
+
+
+def test_uint16_frame_matches_scaled_uint8_frame(rng):
+    frame = render_spots(rng, spread_points(rng, 6), rng.uniform(80.0, 200.0, 6))
+    params = CentroidParams()
+    scaled_params = CentroidParams(threshold_floor=params.threshold_floor * 256)
+    as_uint8 = detect_centroids(frame, params)
+    as_uint16 = detect_centroids(frame.astype(np.uint16) * 256, scaled_params)
+    np.testing.assert_allclose(as_uint16.xy, as_uint8.xy, atol=1e-6)
+    np.testing.assert_array_equal(as_uint16.area, as_uint8.area)
+    np.testing.assert_allclose(as_uint16.intensity, as_uint8.intensity * 256, rtol=1e-5)
+
+
+def test_given_background_removes_a_bright_gradient(rng):
+    truth = spread_points(rng, 6)
+    height, width = 240, 320
+    gradient = np.tile(np.linspace(0.0, 120.0, width), (height, 1))
+    clean = render_spots(rng, truth, np.full(6, 100.0), noise=2.0, background=0.0)
+    frame = np.clip(clean + gradient, 0, 255).astype(np.uint8)
+    centroids = detect_centroids(frame, background=gradient)
+    assert len(centroids) == 6
+    assert nearest_distance(centroids.xy, truth).max() < 0.1
+
+
+def test_opening_background_handles_a_gradient_without_a_background_frame(rng):
+    truth = spread_points(rng, 6)
+    gradient = np.tile(np.linspace(0.0, 120.0, 320), (240, 1))
+    clean = render_spots(rng, truth, np.full(6, 100.0), noise=2.0, background=0.0)
+    frame = np.clip(clean + gradient, 0, 255).astype(np.uint8)
+    centroids = detect_centroids(frame)
+    assert len(centroids) == 6
+    assert nearest_distance(centroids.xy, truth).max() < 0.15
+
+
+def test_area_limits_drop_small_and_large_spots(rng):
+    truth = spread_points(rng, 4)
+    frame = render_spots(rng, truth, np.full(4, 150.0))
+    area = detect_centroids(frame).area
+    assert len(detect_centroids(frame, CentroidParams(max_area_px=int(area.min()) - 1))) == 0
+    too_small = CentroidParams(min_area_px=int(area.max()) + 1, max_area_px=10_000)
+    assert len(detect_centroids(frame, too_small)) == 0
+
+
+@pytest.mark.parametrize(
+    ("frame", "match"),
+    [
+        (np.zeros((4, 5, 3), np.uint8), r"\(H, W\).*\(4, 5, 3\)"),
+        (np.zeros((4, 5), np.float32), "uint8 or uint16"),
+    ],
+)
+def test_bad_frames_are_rejected(frame, match):
+    with pytest.raises(ValueError, match=match):
+        detect_centroids(frame)
+
+
+def test_background_of_wrong_shape_is_rejected():
+    with pytest.raises(ValueError, match=r"\(4, 5\).*\(5, 4\)"):
+        detect_centroids(np.zeros((4, 5), np.uint8), background=np.zeros((5, 4)))
+
+
+def test_inconsistent_area_limits_are_rejected():
+    with pytest.raises(ValueError, match="min_area_px"):
+        CentroidParams(min_area_px=10, max_area_px=5)
+
+
+def test_centroids_length_is_number_of_spots():
+    centroids = Centroids(xy=np.zeros((3, 2)), intensity=np.ones(3), area=np.ones(3, np.int64))
+    assert len(centroids) == 3
