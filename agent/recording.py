@@ -1,0 +1,316 @@
+"""Load a pose recording (FORMATS.md section 1), validating everything up front.
+
+:func:`load_recording` reads the manifest, the calibration, the seeds and
+the optional ground truth, and opens every stream once to check its frame
+count and size, so that a bad input fails with one
+:class:`~agent.errors.InputError` before any work or output exists.
+Cameras are matched to calibration tables and streams by name.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agent.calibration import load_calibration
+from agent.errors import InputError
+from agent.pose_results import (
+    check_unique_rows,
+    lookup_names,
+    parse_numbers,
+    read_csv_table,
+    read_keypoints_3d,
+)
+from agent.streams import STREAM_KINDS, FrameStream, open_stream, resolve_stream
+from tools.geometry import CameraGroup
+
+MIN_SEED_FRAMES = 3
+
+
+@dataclass(frozen=True, eq=False)
+class Seeds:
+    """Manual labels from ``seeds.csv``.
+
+    Attributes
+    ----------
+    frames : np.ndarray
+        ``(n_seed_frames,)`` int64, sorted, the labelled frames.
+    points_2d : np.ndarray
+        ``(n_seed_frames, n_cameras, n_keypoints, 2)`` pixels, NaN where
+        the keypoint has no row (not visible in that camera).
+    """
+
+    frames: np.ndarray
+    points_2d: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Recording:
+    """A validated recording; streams open lazily on first use and stay open (thread-safe).
+
+    Attributes
+    ----------
+    root : Path
+        The recording folder.
+    fps : float
+        Frames per second.
+    units : str
+        3D units of the calibration (``"mm"``).
+    cameras, keypoints : list[str]
+        Names in manifest order; every array is stacked in this order.
+    regions : dict[str, list[str]]
+        Region name -> its keypoints, in manifest order; each keypoint is in
+        exactly one region.
+    group : CameraGroup
+        The calibration, cameras in manifest order.
+    n_frames : int
+        Frames in every stream.
+    seeds : Seeds
+        The manual labels.
+    ground_truth_3d : np.ndarray or None
+        ``(n_frames, n_keypoints, 3)`` from ``ground_truth.csv``, NaN where absent.
+    ground_truth_2d : np.ndarray or None
+        ``(n_frames, n_cameras, n_keypoints, 2)`` from ``ground_truth_2d.csv``.
+    ground_truth_visible : np.ndarray or None
+        ``(n_frames, n_cameras, n_keypoints)`` bool; False where the file has no row.
+    """
+
+    root: Path
+    fps: float
+    units: str
+    cameras: list[str]
+    keypoints: list[str]
+    regions: dict[str, list[str]]
+    group: CameraGroup
+    n_frames: int
+    seeds: Seeds
+    ground_truth_3d: np.ndarray | None = None
+    ground_truth_2d: np.ndarray | None = None
+    ground_truth_visible: np.ndarray | None = None
+    _streams: dict[tuple[str, str], FrameStream] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _streams_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    def stream_path(self, camera: str, kind: str) -> Path:
+        """Path of the ``kind`` (``reflectance`` or ``fluorescence``) stream of ``camera``."""
+        if camera not in self.cameras:
+            raise KeyError(f"unknown camera {camera!r}; the recording has {self.cameras}")
+        return resolve_stream(self.root / "videos", camera, kind)
+
+    def _stream(self, camera: str, kind: str) -> FrameStream:
+        key = (camera, kind)
+        with self._streams_lock:
+            if key not in self._streams:
+                self._streams[key] = open_stream(self.stream_path(camera, kind))
+            return self._streams[key]
+
+    def reflectance(self, camera: str) -> FrameStream:
+        """The open reflectance stream of ``camera`` (shows the animal)."""
+        return self._stream(camera, "reflectance")
+
+    def fluorescence(self, camera: str) -> FrameStream:
+        """The open fluorescence stream of ``camera`` (quantum dots as bright spots)."""
+        return self._stream(camera, "fluorescence")
+
+    def close(self) -> None:
+        """Close every stream opened so far; later calls reopen them."""
+        with self._streams_lock:
+            for stream in self._streams.values():
+                stream.close()
+            self._streams.clear()
+
+
+def _load_manifest(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        manifest = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not valid TOML: {exc}") from None
+    missing = [key for key in ("fps", "cameras", "keypoints", "regions") if key not in manifest]
+    if missing:
+        raise InputError(path, f"missing key(s) {', '.join(missing)}")
+    fps = manifest["fps"]
+    if (
+        isinstance(fps, bool)
+        or not isinstance(fps, int | float)
+        or not math.isfinite(fps)
+        or fps <= 0
+    ):
+        raise InputError(path, f"fps must be a positive number, got {fps!r}")
+    units = manifest.get("units", "mm")
+    if not isinstance(units, str) or not units:
+        raise InputError(path, f"units must be a non-empty string, got {units!r}")
+    for key in ("cameras", "keypoints"):
+        names = manifest[key]
+        if (
+            not isinstance(names, list)
+            or not names
+            or not all(isinstance(n, str) and n for n in names)
+        ):
+            raise InputError(path, f"{key} must be a non-empty list of names")
+        if len(set(names)) != len(names):
+            raise InputError(path, f"{key} has a repeated name")
+    return {
+        "fps": float(fps),
+        "units": units,
+        "cameras": list(manifest["cameras"]),
+        "keypoints": list(manifest["keypoints"]),
+        "regions": _check_regions(path, manifest["regions"], manifest["keypoints"]),
+    }
+
+
+def _check_regions(path: Path, regions: object, keypoints: list[str]) -> dict[str, list[str]]:
+    """Regions with their keypoints in manifest order; each keypoint in exactly one region."""
+    if not isinstance(regions, dict) or not regions:
+        raise InputError(path, "[regions] must be a table of region = [keypoints]")
+    owner: dict[str, str] = {}
+    for region, members in regions.items():
+        if not isinstance(members, list) or not members:
+            raise InputError(path, f"region {region!r} must be a non-empty list of keypoints")
+        for keypoint in members:
+            if keypoint not in keypoints:
+                raise InputError(path, f"region {region!r} names unknown keypoint {keypoint!r}")
+            if keypoint in owner:
+                raise InputError(
+                    path,
+                    f"keypoint {keypoint!r} is in two regions, {owner[keypoint]!r} and {region!r}",
+                )
+            owner[keypoint] = region
+    orphans = [keypoint for keypoint in keypoints if keypoint not in owner]
+    if orphans:
+        raise InputError(path, f"keypoint(s) {', '.join(orphans)} belong to no region")
+    return {region: [kp for kp in keypoints if owner[kp] == region] for region in regions}
+
+
+def _check_streams(root: Path, group: CameraGroup) -> int:
+    """Open every stream once; return the common frame count."""
+    counts: dict[Path, int] = {}
+    for camera in group.cameras:
+        for kind in STREAM_KINDS:
+            with open_stream(resolve_stream(root / "videos", camera.name, kind)) as stream:
+                if tuple(stream.size) != tuple(camera.size):
+                    raise InputError(
+                        stream.path,
+                        f"frames are {stream.size[0]}x{stream.size[1]} but calibration.toml gives "
+                        f"camera {camera.name} size {camera.size[0]}x{camera.size[1]}",
+                    )
+                counts[stream.path] = stream.n_frames
+    (first_path, first_count), *others = counts.items()
+    for other_path, other_count in others:
+        if other_count != first_count:
+            raise InputError(
+                other_path,
+                f"has {other_count} frames but {first_path.name} has {first_count}; "
+                "all streams must have the same frame count",
+            )
+    return first_count
+
+
+def _load_seeds(path: Path, cameras: list[str], keypoints: list[str], n_frames: int) -> Seeds:
+    table = read_csv_table(path, ("frame", "camera", "keypoint", "x", "y"))
+    frame = parse_numbers(path, table, "frame", integer=True)
+    camera = lookup_names(path, table, "camera", cameras)
+    keypoint = lookup_names(path, table, "keypoint", keypoints)
+    points = np.stack([parse_numbers(path, table, "x"), parse_numbers(path, table, "y")], axis=1)
+    _check_frame_range(path, frame, n_frames)
+    frames, row = np.unique(frame, return_inverse=True)
+    if frames.size < MIN_SEED_FRAMES:
+        raise InputError(
+            path, f"labels {frames.size} distinct frame(s); at least {MIN_SEED_FRAMES} are needed"
+        )
+    check_unique_rows(path, np.stack([row, camera, keypoint], axis=1))
+    points_2d = np.full((frames.size, len(cameras), len(keypoints), 2), np.nan)
+    points_2d[row, camera, keypoint] = points
+    return Seeds(frames.astype(np.int64), points_2d)
+
+
+def _check_frame_range(path: Path, frame: np.ndarray, n_frames: int) -> None:
+    outside = (frame < 0) | (frame >= n_frames)
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise InputError(
+            path,
+            f"frame {frame[row]} on line {row + 2} is outside the recording's 0..{n_frames - 1}",
+        )
+
+
+def _load_ground_truth_3d(path: Path, keypoints: list[str], n_frames: int) -> np.ndarray:
+    table = read_keypoints_3d(path, keypoints)
+    _check_frame_range(path, table.frames, n_frames)
+    points_3d = np.full((n_frames, len(keypoints), 3), np.nan)
+    points_3d[table.frames] = table.points_3d
+    return points_3d
+
+
+def _load_ground_truth_2d(
+    path: Path, cameras: list[str], keypoints: list[str], n_frames: int
+) -> tuple[np.ndarray, np.ndarray]:
+    table = read_csv_table(path, ("frame", "camera", "keypoint", "x", "y", "visible"))
+    frame = parse_numbers(path, table, "frame", integer=True)
+    _check_frame_range(path, frame, n_frames)
+    camera = lookup_names(path, table, "camera", cameras)
+    keypoint = lookup_names(path, table, "keypoint", keypoints)
+    check_unique_rows(path, np.stack([frame, camera, keypoint], axis=1))
+    visible = parse_numbers(path, table, "visible", integer=True)
+    if not np.all(np.isin(visible, (0, 1))):
+        raise InputError(path, "column visible must hold 0 or 1")
+    points_2d = np.full((n_frames, len(cameras), len(keypoints), 2), np.nan)
+    points_2d[frame, camera, keypoint] = np.stack(
+        [parse_numbers(path, table, axis, allow_empty=True) for axis in "xy"], axis=1
+    )
+    visible_array = np.zeros((n_frames, len(cameras), len(keypoints)), dtype=bool)
+    visible_array[frame, camera, keypoint] = visible == 1
+    return points_2d, visible_array
+
+
+def load_recording(path: str | Path) -> Recording:
+    """Load and validate the recording folder ``path`` (FORMATS.md section 1).
+
+    Raises
+    ------
+    InputError
+        The first problem found, naming its file: a missing or malformed
+        file, a manifest camera absent from the calibration, a missing,
+        unreadable or truncated stream, streams whose frame counts differ, a
+        frame size other than the calibration's, a seed row with an unknown
+        camera or keypoint or a frame out of range, fewer than 3 seed frames,
+        a keypoint in two regions or in none, or bad ground truth.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise InputError(root, "recording folder not found")
+    manifest = _load_manifest(root / "recording.toml")
+    cameras, keypoints = manifest["cameras"], manifest["keypoints"]
+    group = load_calibration(root / "calibration.toml", cameras)
+    n_frames = _check_streams(root, group)
+    seeds = _load_seeds(root / "seeds.csv", cameras, keypoints, n_frames)
+    ground_truth_3d = ground_truth_2d = ground_truth_visible = None
+    if (root / "ground_truth.csv").exists():
+        ground_truth_3d = _load_ground_truth_3d(root / "ground_truth.csv", keypoints, n_frames)
+    if (root / "ground_truth_2d.csv").exists():
+        ground_truth_2d, ground_truth_visible = _load_ground_truth_2d(
+            root / "ground_truth_2d.csv", cameras, keypoints, n_frames
+        )
+    return Recording(
+        root=root,
+        fps=manifest["fps"],
+        units=manifest["units"],
+        cameras=cameras,
+        keypoints=keypoints,
+        regions=manifest["regions"],
+        group=group,
+        n_frames=n_frames,
+        seeds=seeds,
+        ground_truth_3d=ground_truth_3d,
+        ground_truth_2d=ground_truth_2d,
+        ground_truth_visible=ground_truth_visible,
+    )
