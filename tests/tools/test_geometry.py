@@ -1,0 +1,183 @@
+"""tools/geometry.py against OpenCV and aniposelib on random ring rigs."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from aniposelib import cameras as anipose
+
+from tools.geometry import (
+    Camera,
+    CameraGroup,
+    project,
+    project_camera,
+    reprojection_error,
+    rotation_matrix,
+    triangulate,
+    undistort_points,
+    world_to_camera,
+)
+
+IMAGE_SIZE = (1024, 700)
+
+
+def make_rig(rng: np.random.Generator, n_cameras: int = 6, distance_mm: float = 500.0
+             ) -> CameraGroup:
+    """Cameras on a ring ``distance_mm`` from the origin, 150 mm up, looking at it.
+
+    Intrinsics for 1024x700 images with jittered focal length and principal
+    point and small random distortion.
+    """
+    cameras = []
+    for index in range(n_cameras):
+        angle = 2 * np.pi * index / n_cameras + rng.uniform(-0.2, 0.2)
+        center = np.array([distance_mm * np.cos(angle), distance_mm * np.sin(angle), 150.0])
+        forward = -center / np.linalg.norm(center)
+        right = np.cross(forward, [0.0, 0.0, 1.0])
+        right /= np.linalg.norm(right)
+        rotation = np.stack([right, np.cross(forward, right), forward])
+        matrix = np.array([[rng.uniform(1000, 1200), 0, 512 + rng.normal(0, 5)],
+                           [0, rng.uniform(1000, 1200), 350 + rng.normal(0, 5)], [0, 0, 1]])
+        dist = np.array([rng.uniform(-0.2, 0.2), rng.uniform(-0.1, 0.1), rng.uniform(-2e-3, 2e-3),
+                         rng.uniform(-2e-3, 2e-3), rng.uniform(-0.05, 0.05)])
+        rvec = cv2.Rodrigues(rotation)[0].ravel()
+        cameras.append(Camera(f"cam{index}", IMAGE_SIZE, matrix, dist, rvec, -rotation @ center))
+    return CameraGroup(tuple(cameras))
+
+
+def to_aniposelib(group: CameraGroup) -> anipose.CameraGroup:
+    return anipose.CameraGroup([
+        anipose.Camera(name=camera.name, size=camera.size, matrix=camera.matrix,
+                       dist=camera.dist, rvec=camera.rvec, tvec=camera.tvec)
+        for camera in group.cameras])
+
+
+def random_points(rng: np.random.Generator, n_points: int) -> np.ndarray:
+    """Points in a 120 mm cube around the origin (a mouse arena's worth)."""
+    return rng.uniform(-60.0, 60.0, size=(n_points, 3))
+
+
+@pytest.fixture
+def rig(rng: np.random.Generator) -> CameraGroup:
+    return make_rig(rng)
+
+
+def test_rotation_matrix_matches_cv2_rodrigues(rng):
+    for rvec in [np.zeros(3), 1e-14 * np.ones(3), *rng.normal(0, 1.5, size=(5, 3))]:
+        np.testing.assert_allclose(rotation_matrix(rvec), cv2.Rodrigues(rvec)[0], atol=1e-12)
+
+
+def test_world_to_camera_is_rotation_then_translation(rig, rng):
+    points = random_points(rng, 20)
+    camera = rig.cameras[1]
+    expected = points @ cv2.Rodrigues(camera.rvec)[0].T + camera.tvec
+    np.testing.assert_allclose(world_to_camera(camera, points), expected, rtol=1e-12)
+
+
+def test_project_matches_opencv_and_aniposelib(rig, rng):
+    points = random_points(rng, 200)
+    ours = project(rig, points)
+    assert ours.shape == (6, 200, 2)
+    for index, camera in enumerate(rig.cameras):
+        opencv, _ = cv2.projectPoints(points, camera.rvec, camera.tvec, camera.matrix, camera.dist)
+        np.testing.assert_allclose(ours[index], opencv.reshape(-1, 2), rtol=1e-6)
+        np.testing.assert_array_equal(project_camera(camera, points), ours[index])
+    np.testing.assert_allclose(ours, to_aniposelib(rig).project(points), rtol=1e-6)
+
+
+def test_project_nan_in_gives_nan_out_only_there(rig, rng):
+    points = random_points(rng, 10)
+    points[[2, 7], 1] = np.nan
+    projected = project(rig, points)
+    assert np.isnan(projected[:, [2, 7]]).all()
+    assert np.isfinite(np.delete(projected, [2, 7], axis=1)).all()
+
+
+def test_undistort_matches_opencv_and_inverts_projection(rig, rng):
+    points = random_points(rng, 300)
+    for camera in rig.cameras:
+        pixels = project_camera(camera, points)
+        opencv = cv2.undistortPoints(pixels.reshape(-1, 1, 2), camera.matrix, camera.dist)
+        ours = undistort_points(camera, pixels)
+        np.testing.assert_allclose(ours, opencv.reshape(-1, 2), rtol=1e-6, atol=1e-9)
+        in_camera = world_to_camera(camera, points)
+        np.testing.assert_allclose(ours, in_camera[:, :2] / in_camera[:, 2:], atol=1e-10)
+
+
+def test_undistort_keeps_nan_rows(rig):
+    pixels = np.array([[500.0, 300.0], [np.nan, 10.0], [np.nan, np.nan]])
+    normalized = undistort_points(rig.cameras[0], pixels)
+    assert np.isfinite(normalized[0]).all() and np.isnan(normalized[1:]).all()
+
+
+def test_triangulate_matches_opencv_two_views(rig, rng):
+    points = random_points(rng, 100)
+    pixels = project(rig, points) + rng.normal(0, 1.0, size=(6, 100, 2))
+    pair = [0, 3]
+    normalized = [undistort_points(rig.cameras[i], pixels[i]) for i in pair]
+    extrinsics = [np.hstack([cv2.Rodrigues(rig.cameras[i].rvec)[0], rig.cameras[i].tvec[:, None]])
+                  for i in pair]
+    homogeneous = cv2.triangulatePoints(*extrinsics, normalized[0].T, normalized[1].T)
+    expected = (homogeneous[:3] / homogeneous[3]).T
+    two_views = np.full_like(pixels, np.nan)
+    two_views[pair] = pixels[pair]
+    np.testing.assert_allclose(triangulate(rig, two_views), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_triangulate_matches_aniposelib_with_noise_and_missing_views(rig, rng):
+    points = random_points(rng, 500)
+    pixels = project(rig, points) + rng.normal(0, 1.0, size=(6, 500, 2))
+    pixels[rng.random((6, 500)) < 0.3] = np.nan
+    ours = triangulate(rig, pixels)
+    theirs = to_aniposelib(rig).triangulate(pixels)
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_project_then_triangulate_recovers_points(rig, rng):
+    points = random_points(rng, 1000)
+    pixels = project(rig, points)
+    hidden = rng.random((6, 1000)) < 0.5
+    hidden[:2] = False  # every point keeps at least two views
+    pixels[hidden] = np.nan
+    np.testing.assert_allclose(triangulate(rig, pixels), points, atol=1e-6)
+
+
+def test_triangulate_is_nan_below_two_views(rig, rng):
+    pixels = project(rig, random_points(rng, 3))
+    pixels[1:, 0] = np.nan  # one view
+    pixels[:, 1] = np.nan  # none
+    pixels[0, 2, 0] = np.inf  # a broken view is dropped, five remain
+    points_3d = triangulate(rig, pixels)
+    assert np.isnan(points_3d[:2]).all() and np.isfinite(points_3d[2]).all()
+
+
+def test_reprojection_error_matches_aniposelib(rig, rng):
+    points = random_points(rng, 50)
+    pixels = project(rig, points) + rng.normal(0, 2.0, size=(6, 50, 2))
+    pixels[0, 3] = np.nan
+    pixels[:, 4] = np.nan
+    errors = reprojection_error(rig, points, pixels)
+    expected = np.linalg.norm(to_aniposelib(rig).reprojection_error(points, pixels), axis=2)
+    np.testing.assert_allclose(errors, expected, rtol=1e-6)
+    mean = reprojection_error(rig, points, pixels, mean=True)
+    np.testing.assert_allclose(mean[3], np.mean(errors[1:, 3]))
+    assert np.isnan(mean[4]) and np.isfinite(np.delete(mean, 4)).all()
+
+
+def test_reprojection_error_is_zero_for_exact_projections(rig, rng):
+    points = random_points(rng, 30)
+    assert np.max(reprojection_error(rig, points, project(rig, points))) < 1e-9
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda g: project(g, np.zeros((4, 2))), r"\(n, 3\), got \(4, 2\)"),
+    (lambda g: triangulate(g, np.zeros((5, 4, 2))), r"\(6, n, 2\), got \(5, 4, 2\)"),
+    (lambda g: reprojection_error(g, np.zeros((3, 3)), np.zeros((6, 4, 2))),
+     r"\(4, 3\), got \(3, 3\)"),
+    (lambda g: undistort_points(g.cameras[0], np.zeros(2)), r"\(n, 2\), got \(2,\)"),
+])
+def test_shape_errors_name_expected_and_actual(rig, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(rig)

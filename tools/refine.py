@@ -1,0 +1,552 @@
+"""Stage 4: RANSAC triangulation and cross-view correction.
+
+:func:`consensus_triangulate` picks, per point, at most one candidate per
+camera so that the most cameras agree (aniposelib's ``triangulate_possible``,
+batched). :func:`refine_cross_view` takes one frame's centroid assignment,
+triangulates each keypoint from the cameras that agree and repairs the
+others: it re-assigns them to a nearby centroid, recovers unassigned views,
+drops outliers and settles two keypoints claiming one centroid. Hypotheses
+are rows of arrays; nothing loops over points or hypotheses in Python.
+
+Shapes, camera axis first: ``candidates (n_cameras, n_points, n_candidates, 2)``
+NaN-padded pixels; ``assignment (n_cameras, n_keypoints)`` centroid indices,
+-1 for none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from tools.geometry import (
+    CameraGroup,
+    RigArrays,
+    block_basis,
+    block_coefficients,
+    nanmean_cameras,
+    project_rig,
+    project_with,
+    rig_arrays,
+    solve_inhomogeneous,
+    summed_blocks,
+    triangulate_normalized,
+    undistort_rig,
+)
+
+# Seed hypotheses are evaluated in chunks of points so that the
+# (cameras x points x hypotheses x candidates) distance array stays near
+# this many elements (~16 MB of float64).
+_CHUNK_ELEMENTS = 2_000_000
+
+
+@dataclass(frozen=True)
+class ConsensusResult:
+    """What :func:`consensus_triangulate` chose.
+
+    Attributes
+    ----------
+    points_3d : np.ndarray
+        ``(n_points, 3)`` DLT on the chosen candidates; NaN where fewer than
+        2 cameras agree.
+    chosen : np.ndarray
+        ``(n_cameras, n_points)`` int index into the candidate axis, -1 where
+        the camera is not used.
+    reprojection_error_px : np.ndarray
+        ``(n_cameras, n_points)`` pixel error of ``points_3d`` in each chosen
+        camera, NaN where none is chosen.
+    n_inliers : np.ndarray
+        ``(n_points,)`` number of cameras chosen (0 where NaN).
+    """
+
+    points_3d: np.ndarray
+    chosen: np.ndarray
+    reprojection_error_px: np.ndarray
+    n_inliers: np.ndarray
+
+
+def consensus_triangulate(group: CameraGroup, candidates: np.ndarray,
+                          threshold_px: float) -> ConsensusResult:
+    """Choose one candidate (or none) per camera so that most cameras agree.
+
+    Every camera pair and candidate pair seeds a 3D hypothesis; each camera
+    whose nearest candidate to the hypothesis' projection lies within
+    ``threshold_px`` is an inlier. The hypothesis with the most inliers
+    wins, ties going to the lower mean error; the point is re-triangulated
+    on its inliers, the inliers are re-picked once from that point
+    (keeping the larger set) and the point is triangulated again.
+
+    Parameters
+    ----------
+    group : CameraGroup
+        The calibrated cameras.
+    candidates : np.ndarray
+        ``(n_cameras, n_points, n_candidates, 2)`` pixels, NaN-padded.
+    threshold_px : float
+        Inlier reprojection error in pixels.
+
+    Returns
+    -------
+    ConsensusResult
+        On noiseless data with one consistent candidate per camera this is
+        the choice aniposelib's ``triangulate_possible`` makes.
+    """
+    candidates = np.asarray(candidates, dtype=np.float64)
+    if candidates.ndim != 4 or candidates.shape[0] != len(group) or candidates.shape[3] != 2:
+        raise ValueError(f"candidates must have shape ({len(group)}, n_points, n_candidates, 2), "
+                         f"got {candidates.shape}")
+    if not threshold_px > 0:
+        raise ValueError(f"threshold_px must be positive, got {threshold_px}")
+    rig = rig_arrays(group)
+    return _consensus(rig, candidates, undistort_rig(rig, candidates), threshold_px)
+
+
+def _consensus(rig: RigArrays, pixels: np.ndarray, normalized: np.ndarray,
+               threshold_px: float) -> ConsensusResult:
+    """:func:`consensus_triangulate` on candidates already undistorted."""
+    n_cameras, n_points, n_candidates, _ = pixels.shape
+    chosen = np.full((n_cameras, n_points), -1)
+    n_hypotheses = n_cameras * (n_cameras - 1) // 2 * n_candidates ** 2
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, n_cameras * n_hypotheses * n_candidates))
+    basis = block_basis(rig.extrinsics)
+    for start in range(0, n_points * (n_candidates > 0), chunk):
+        part = slice(start, start + chunk)
+        chosen[:, part] = _best_seed(rig, basis, pixels[:, part], normalized[:, part],
+                                     threshold_px)
+    points_3d = _triangulate_chosen(rig, normalized, chosen)
+    repicked, _ = _nearest_within(rig, points_3d, pixels, threshold_px)
+    grows = (repicked >= 0).sum(axis=0) >= (chosen >= 0).sum(axis=0)
+    chosen = np.where(grows & (chosen >= 0).any(axis=0), repicked, chosen)
+    chosen[:, (chosen >= 0).sum(axis=0) < 2] = -1
+    points_3d = _triangulate_chosen(rig, normalized, chosen)
+    observed = _take_candidates(pixels, chosen)
+    errors = np.linalg.norm(project_rig(rig, points_3d) - observed, axis=2)
+    return ConsensusResult(points_3d, chosen, errors, (chosen >= 0).sum(axis=0))
+
+
+def _best_seed(rig: RigArrays, basis: np.ndarray, pixels: np.ndarray, normalized: np.ndarray,
+               threshold_px: float) -> np.ndarray:
+    """Inlier choice ``(n_cameras, n_points)`` of the best two-view seed of each point."""
+    n_cameras, n_points, n_candidates, _ = pixels.shape
+    blocks = _candidate_blocks(basis, normalized)  # (C, n, K, 16)
+    first, second = np.array(list(combinations(range(n_cameras), 2))).T
+    seed_blocks = blocks[first][:, :, :, None] + blocks[second][:, :, None, :]  # (P, n, K, K, 16)
+    seeds = solve_inhomogeneous(seed_blocks.reshape(*seed_blocks.shape[:-1], 4, 4))
+    seeds = np.moveaxis(seeds, 0, 1).reshape(n_points, -1, 3)  # (n, H, 3)
+    nearest, distance = _nearest_candidates(rig, seeds, pixels)  # (C, n, H)
+    inlier = distance < threshold_px
+    count = inlier.sum(axis=0)
+    mean_error = np.where(inlier, distance, 0.0).sum(axis=0) / np.maximum(count, 1)
+    most = count.max(axis=1, keepdims=True)
+    best = np.argmin(np.where(count == most, mean_error, np.inf), axis=1)
+    rows = np.arange(n_points)
+    chosen = np.where(inlier[:, rows, best], nearest[:, rows, best], -1)
+    chosen[:, most[:, 0] < 2] = -1
+    return chosen
+
+
+def _candidate_blocks(basis: np.ndarray, normalized: np.ndarray) -> np.ndarray:
+    """DLT blocks ``(n_cameras, ..., 16)`` of each candidate ``(n_cameras, ..., 2)``."""
+    coefficients = block_coefficients(normalized)
+    flat = coefficients.reshape(coefficients.shape[0], -1, 4)
+    return (flat @ basis).reshape(*coefficients.shape[:-1], 16)
+
+
+def _nearest_candidates(rig: RigArrays, points_3d: np.ndarray,
+                        pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest candidate to each projection and its distance.
+
+    ``points_3d (n_points, n_hypotheses, 3)``, ``pixels (n_cameras, n_points,
+    n_candidates, 2)`` -> index and distance ``(n_cameras, n_points,
+    n_hypotheses)``; distance inf where a camera has no candidate.
+    """
+    projected = project_rig(rig, points_3d)[:, :, :, None, :]
+    offset = projected - pixels[:, :, None, :, :]
+    squared = offset[..., 0] ** 2 + offset[..., 1] ** 2
+    squared = np.where(np.isnan(squared), np.inf, squared)
+    nearest = np.argmin(squared, axis=3)
+    return nearest, np.sqrt(np.take_along_axis(squared, nearest[..., None], axis=3)[..., 0])
+
+
+def _nearest_within(rig: RigArrays, points_3d: np.ndarray, pixels: np.ndarray,
+                    threshold_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each camera's nearest candidate to ``points_3d (n_points, 3)`` if within threshold."""
+    nearest, distance = _nearest_candidates(rig, points_3d[:, None], pixels)
+    inlier = distance[:, :, 0] < threshold_px
+    return np.where(inlier, nearest[:, :, 0], -1), distance[:, :, 0]
+
+
+def _take_candidates(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """``values (n_cameras, n_points, n_candidates, d)`` at ``chosen`` -> ``(C, n_points, d)``."""
+    if values.shape[2] == 0:
+        return np.full((*chosen.shape, values.shape[3]), np.nan)
+    taken = np.take_along_axis(values, np.maximum(chosen, 0)[:, :, None, None], axis=2)[:, :, 0]
+    taken[chosen < 0] = np.nan
+    return taken
+
+
+def _triangulate_chosen(rig: RigArrays, normalized: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    return triangulate_normalized(rig, _take_candidates(normalized, chosen))
+
+
+@dataclass(frozen=True)
+class RefineParams:
+    """Thresholds of :func:`refine_cross_view`, in pixels.
+
+    Attributes
+    ----------
+    inlier_threshold_px : float
+        A camera agrees with a keypoint's 3D point when its reprojection
+        error is below this. 8 px is about 4x the error of a well-assigned
+        quantum dot (centroid noise plus calibration error) and well under
+        the spacing of neighbouring dots, so a wrong centroid rarely passes.
+    lock_threshold_px : float
+        Cameras at or below this error are trusted as they are and anchor
+        the re-triangulation of every alternative; 3 px sits above the bulk
+        of correct assignments, so good views are not second-guessed.
+    search_radius_px : float
+        Alternatives are centroids within this distance of the keypoint's
+        projection. 40 px covers the image-space error of a point
+        triangulated from only two locked views; hypotheses beyond the
+        inlier threshold are scored but can only be accepted when
+        re-triangulation pulls them under it.
+    max_alternatives : int
+        At most this many nearest centroids are scored per camera.
+    min_cameras : int
+        Fewest agreeing cameras for a keypoint to be triangulated.
+    """
+
+    inlier_threshold_px: float = 8.0
+    lock_threshold_px: float = 3.0
+    search_radius_px: float = 40.0
+    max_alternatives: int = 4
+    min_cameras: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lock_threshold_px <= self.inlier_threshold_px:
+            raise ValueError("need 0 < lock_threshold_px <= inlier_threshold_px, got "
+                             f"{self.lock_threshold_px} and {self.inlier_threshold_px}")
+        if not self.search_radius_px > 0:
+            raise ValueError(f"search_radius_px must be positive, got {self.search_radius_px}")
+        if self.max_alternatives < 1 or self.min_cameras < 2:
+            raise ValueError("need max_alternatives >= 1 and min_cameras >= 2, got "
+                             f"{self.max_alternatives} and {self.min_cameras}")
+
+
+@dataclass(frozen=True)
+class AssignmentChange:
+    """One assignment that :func:`refine_cross_view` changed.
+
+    ``reason`` is one of ``reassigned_outlier`` (a disagreeing view moved to
+    a centroid that agrees), ``recovered_unassigned`` (a view without a
+    label got one), ``dropped_outlier`` (no nearby centroid agrees),
+    ``dropped_conflict`` (another keypoint won the centroid) and ``swap``
+    (two keypoints exchanged centroids in this camera). Centroid -1 is none.
+    """
+
+    camera: int
+    keypoint: int
+    old_centroid: int
+    new_centroid: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RefineResult:
+    """One frame after cross-view correction.
+
+    Attributes
+    ----------
+    points_3d : np.ndarray
+        ``(n_keypoints, 3)``, NaN where fewer than ``min_cameras`` agree.
+    assignment : np.ndarray
+        ``(n_cameras, n_keypoints)`` int centroid index, -1 for none.
+    reprojection_error_px : np.ndarray
+        ``(n_cameras, n_keypoints)``, NaN where unassigned or not triangulated.
+    inlier : np.ndarray
+        ``(n_cameras, n_keypoints)`` bool, error below the inlier threshold.
+    ncams : np.ndarray
+        ``(n_keypoints,)`` int cameras used for ``points_3d`` (0 where NaN).
+    mean_error_px : np.ndarray
+        ``(n_keypoints,)`` mean error over the cameras used, NaN where none.
+    changes : tuple[AssignmentChange, ...]
+        Every changed assignment and why, by camera then keypoint.
+    """
+
+    points_3d: np.ndarray
+    assignment: np.ndarray
+    reprojection_error_px: np.ndarray
+    inlier: np.ndarray
+    ncams: np.ndarray
+    mean_error_px: np.ndarray
+    changes: tuple[AssignmentChange, ...]
+
+
+def refine_cross_view(group: CameraGroup, centroids: Sequence[np.ndarray],
+                      assignment: np.ndarray, params: RefineParams = RefineParams()
+                      ) -> RefineResult:
+    """Stage 4 on one frame: triangulate each keypoint by consensus and repair its views.
+
+    Per keypoint: the camera subset with the most inliers (ties by lower
+    error) is re-triangulated; cameras within ``lock_threshold_px`` are
+    locked. Every other camera, assigned or not, scores up to
+    ``max_alternatives`` centroids within ``search_radius_px`` of the
+    projection by re-triangulating each with the locked cameras, and takes
+    the one with the lowest mean error if its own error is under
+    ``inlier_threshold_px``; otherwise its label is dropped. Two keypoints
+    claiming one centroid in a camera are settled by the lowest total error
+    (an optimal assignment where a dropped claim costs the inlier threshold),
+    which also performs swaps.
+
+    Parameters
+    ----------
+    group : CameraGroup
+        The calibrated cameras.
+    centroids : Sequence[np.ndarray]
+        One ``(n_centroids, 2)`` pixel array per camera, in detection order.
+    assignment : np.ndarray
+        ``(n_cameras, n_keypoints)`` int index into each camera's centroids, -1 for none.
+    params : RefineParams
+        Thresholds.
+
+    Returns
+    -------
+    RefineResult
+        Keypoints whose views never agree keep their labels, untriangulated.
+    """
+    assignment = np.asarray(assignment)
+    if assignment.ndim != 2:
+        raise ValueError(f"assignment must have shape ({len(group)}, n_keypoints), "
+                         f"got {assignment.shape}")
+    return refine_cross_view_batch(group, [centroids], assignment[None], params)[0]
+
+
+def refine_cross_view_batch(group: CameraGroup, centroids: Sequence[Sequence[np.ndarray]],
+                            assignment: np.ndarray, params: RefineParams = RefineParams()
+                            ) -> list[RefineResult]:
+    """:func:`refine_cross_view` on many frames in one vectorized pass.
+
+    Parameters
+    ----------
+    centroids : Sequence[Sequence[np.ndarray]]
+        Per frame, one ``(n_centroids, 2)`` array per camera.
+    assignment : np.ndarray
+        ``(n_frames, n_cameras, n_keypoints)`` int, -1 for none.
+
+    Returns
+    -------
+    list[RefineResult]
+        One per frame, identical to calling :func:`refine_cross_view` on each.
+    """
+    rig = rig_arrays(group)
+    pixels, current, frame = _frame_arrays(len(group), centroids, assignment)
+    normalized = undistort_rig(rig, pixels)
+    observed_px, observed = _observe(pixels, frame, current), _observe(normalized, frame, current)
+    consensus = _consensus(rig, observed_px[:, :, None], observed[:, :, None],
+                           params.inlier_threshold_px)
+    locked = consensus.reprojection_error_px <= params.lock_threshold_px
+    few = locked.sum(axis=0) < params.min_cameras
+    locked[:, few] = consensus.chosen[:, few] >= 0
+    usable = locked.sum(axis=0) >= params.min_cameras
+    locked &= usable
+    options, option_cost, target = _score_alternatives(
+        rig, pixels, normalized, frame, observed_px, observed, locked, usable, params)
+    proposal = np.where(locked | ~usable, current, -1)
+    proposal[target] = options[:, 0]
+    locked_mean = nanmean_cameras(np.where(locked, consensus.reprojection_error_px, np.nan))
+    claim_cost = np.where(locked, locked_mean, params.inlier_threshold_px)
+    claim_cost[target] = option_cost[:, 0]
+    final, lost = _settle_conflicts(proposal, claim_cost, options, option_cost, target, frame,
+                                    pixels.shape[2], params.inlier_threshold_px)
+    return _assemble(rig, pixels, normalized, frame, current, final, lost, usable, params)
+
+
+def _frame_arrays(n_cameras: int, centroids: Sequence[Sequence[np.ndarray]],
+                  assignment: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pad and check the inputs.
+
+    Returns centroid pixels ``(n_cameras, n_frames, max_centroids, 2)``
+    NaN-padded, the assignment as ``(n_cameras, n_frames * n_keypoints)``
+    and the frame of each of those points.
+    """
+    assignment = np.asarray(assignment)
+    if assignment.ndim != 3 or assignment.shape[1] != n_cameras or len(centroids) != len(
+            assignment) or not np.issubdtype(assignment.dtype, np.integer):
+        raise ValueError(f"assignment must be int of shape (n_frames={len(centroids)}, "
+                         f"{n_cameras}, n_keypoints), got {assignment.dtype} {assignment.shape}")
+    n_frames, _, n_keypoints = assignment.shape
+    arrays = []
+    for index, per_camera in enumerate(centroids):
+        if len(per_camera) != n_cameras:
+            raise ValueError(f"frame {index}: expected {n_cameras} centroid arrays, "
+                             f"got {len(per_camera)}")
+        for camera, points in enumerate(per_camera):
+            points = np.asarray(points, dtype=np.float64).reshape(-1, 2) if np.size(points) \
+                else np.empty((0, 2))
+            bad = (assignment[index, camera] < -1) | (assignment[index, camera] >= len(points))
+            if bad.any():
+                raise ValueError(f"frame {index} camera {camera}: assignment "
+                                 f"{assignment[index, camera][bad].tolist()} outside "
+                                 f"-1..{len(points) - 1}")
+            arrays.append(points)
+    width = max([1] + [len(points) for points in arrays])
+    pixels = np.full((n_frames * n_cameras, width, 2), np.nan)
+    for row, points in enumerate(arrays):
+        pixels[row, :len(points)] = points
+    pixels = pixels.reshape(n_frames, n_cameras, width, 2).transpose(1, 0, 2, 3)
+    current = assignment.transpose(1, 0, 2).reshape(n_cameras, -1).astype(np.int64)
+    return pixels, current, np.repeat(np.arange(n_frames), n_keypoints)
+
+
+def _observe(values: np.ndarray, frame: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """``values (n_cameras, n_frames, n_centroids, 2)`` at ``chosen (n_cameras, n_points)``."""
+    cameras = np.arange(values.shape[0])[:, None]
+    taken = values[cameras, frame[None, :], np.maximum(chosen, 0)]
+    taken[chosen < 0] = np.nan
+    return taken
+
+
+def _score_alternatives(rig: RigArrays, pixels: np.ndarray, normalized: np.ndarray,
+                        frame: np.ndarray, observed_px: np.ndarray, observed: np.ndarray,
+                        locked: np.ndarray, usable: np.ndarray, params: RefineParams
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank the centroids near each target view's projection.
+
+    Targets are the (camera, point) cells of usable points that are not
+    locked. Returns ``options (n_targets, n_alternatives)`` centroid
+    indices, best first, -1 past the acceptable ones, their mean pixel errors
+    ``option_cost`` (same shape) and the ``(n_cameras, n_points)`` target mask.
+    """
+    target = usable[None, :] & ~locked
+    camera, point = np.nonzero(target)
+    anchor = np.where(locked[..., None], observed, np.nan)
+    locked_blocks = summed_blocks(rig, anchor[:, point]).reshape(-1, 16)  # (T, 16)
+    base = triangulate_normalized(rig, anchor[:, point])
+    index, distance = _nearby_centroids(rig, pixels, camera, frame[point], base, params)
+    nearby_px = pixels[camera[:, None], frame[point][:, None], index]  # (T, A, 2)
+    nearby = normalized[camera[:, None], frame[point][:, None], index]
+    basis = block_basis(rig.extrinsics)[camera]  # (T, 4, 16)
+    blocks = locked_blocks[:, None, :] + block_coefficients(nearby) @ basis
+    hypotheses = solve_inhomogeneous(blocks.reshape(*blocks.shape[:-1], 4, 4))  # (T, A, 3)
+    projected = project_rig(rig, hypotheses)  # (C, T, A, 2)
+    locked_error = np.linalg.norm(projected - observed_px[:, point, None, :], axis=3)
+    locked_here = locked[:, point, None]
+    locked_sum = np.where(locked_here, locked_error, 0.0).sum(axis=0)
+    rows = np.arange(len(point))
+    own_error = np.linalg.norm(projected[camera, rows] - nearby_px, axis=2)
+    mean_error = (locked_sum + own_error) / (locked_here.sum(axis=0) + 1)
+    acceptable = (distance <= params.search_radius_px) & (own_error < params.inlier_threshold_px)
+    rank = np.argsort(np.where(acceptable, mean_error, np.inf), axis=1, kind="stable")
+    options = np.where(np.take_along_axis(acceptable, rank, axis=1),
+                       np.take_along_axis(index, rank, axis=1), -1)
+    return options, np.take_along_axis(mean_error, rank, axis=1), target
+
+
+def _nearby_centroids(rig: RigArrays, pixels: np.ndarray, camera: np.ndarray, frame: np.ndarray,
+                      points_3d: np.ndarray, params: RefineParams
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``max_alternatives`` centroids nearest each target's projection.
+
+    ``camera``, ``frame (n_targets,)`` and ``points_3d (n_targets, 3)`` ->
+    centroid indices and pixel distances ``(n_targets, n_alternatives)``,
+    nearest first; distance inf for padding.
+    """
+    projected = project_with(rig.take(camera), points_3d)  # (T, 2)
+    offset = pixels[camera, frame] - projected[:, None, :]  # (T, M, 2)
+    distance = np.hypot(offset[..., 0], offset[..., 1])
+    distance = np.where(np.isnan(distance), np.inf, distance)
+    index = np.argsort(distance, axis=1, kind="stable")[:, :params.max_alternatives]
+    return index, np.take_along_axis(distance, index, axis=1)
+
+
+def _settle_conflicts(proposal: np.ndarray, claim_cost: np.ndarray, options: np.ndarray,
+                      option_cost: np.ndarray, target: np.ndarray, frame: np.ndarray,
+                      n_centroids: int, drop_cost: float) -> tuple[np.ndarray, np.ndarray]:
+    """Give each centroid claimed twice in a camera and frame to one keypoint.
+
+    Only (camera, frame) cells with a double claim are solved, each as an
+    optimal assignment of that frame's keypoints to their acceptable
+    centroids, where leaving a keypoint without one costs ``drop_cost``.
+    Returns the final assignment and the cells that lost their first choice.
+    """
+    final = proposal.copy()
+    camera, point = np.nonzero(proposal >= 0)
+    cell = camera * (frame.max(initial=0) + 1) + frame[point]
+    keys = cell * n_centroids + proposal[camera, point]
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    target_row = np.full(proposal.shape, -1)
+    target_row[target] = np.arange(int(target.sum()))
+    for conflict in np.unique(cell[counts[inverse] > 1]):
+        in_cell = cell == conflict
+        here = camera[in_cell][0]
+        points = np.flatnonzero(frame == frame[point[in_cell][0]])
+        claims = []
+        for index in points:
+            row = target_row[here, index]
+            if row >= 0:
+                keep = options[row] >= 0
+                claims.append((index, options[row][keep], option_cost[row][keep]))
+            elif proposal[here, index] >= 0:
+                claims.append((index, proposal[here, index:index + 1],
+                               claim_cost[here, index:index + 1]))
+        for index, centroid in _optimal_claims(claims, drop_cost):
+            final[here, index] = centroid
+    return final, (final != proposal)
+
+
+def _optimal_claims(claims: list[tuple[int, np.ndarray, np.ndarray]],
+                    drop_cost: float) -> list[tuple[int, int]]:
+    """Minimum-cost matching of ``(point, centroids, costs)`` claims; -1 where dropped."""
+    columns = np.unique(np.concatenate([centroids for _, centroids, _ in claims]))
+    n_claims = len(claims)
+    cost = np.full((n_claims, len(columns) + n_claims), 1e9)
+    cost[:, len(columns):][np.diag_indices(n_claims)] = drop_cost
+    for row, (_, centroids, costs) in enumerate(claims):
+        cost[row, np.searchsorted(columns, centroids)] = costs
+    rows, picked = linear_sum_assignment(cost)
+    return [(claims[row][0], int(columns[column]) if column < len(columns) else -1)
+            for row, column in zip(rows, picked, strict=True)]
+
+
+def _assemble(rig: RigArrays, pixels: np.ndarray, normalized: np.ndarray, frame: np.ndarray,
+              current: np.ndarray, final: np.ndarray, lost: np.ndarray, usable: np.ndarray,
+              params: RefineParams) -> list[RefineResult]:
+    """Triangulate the final assignment and split the arrays into per-frame results."""
+    observed = _observe(normalized, frame, final)
+    observed[:, ~usable] = np.nan
+    ncams = np.isfinite(observed[..., 0]).sum(axis=0)
+    triangulable = ncams >= params.min_cameras
+    observed[:, ~triangulable] = np.nan
+    points_3d = triangulate_normalized(rig, observed)
+    errors = np.linalg.norm(project_rig(rig, points_3d) - _observe(pixels, frame, final), axis=2)
+    ncams = np.where(triangulable, ncams, 0)
+    mean_error = nanmean_cameras(errors)
+    n_keypoints = len(frame) // max(1, pixels.shape[1])
+    results = []
+    for index in range(pixels.shape[1]):
+        part = slice(index * n_keypoints, (index + 1) * n_keypoints)
+        results.append(RefineResult(
+            points_3d[part].copy(), final[:, part].copy(), errors[:, part].copy(),
+            errors[:, part] < params.inlier_threshold_px, ncams[part].copy(),
+            mean_error[part].copy(), _changes(current[:, part], final[:, part], lost[:, part])))
+    return results
+
+
+def _changes(current: np.ndarray, final: np.ndarray, lost: np.ndarray
+             ) -> tuple[AssignmentChange, ...]:
+    """The changed cells of one frame ``(n_cameras, n_keypoints)``, with reasons."""
+    changes = []
+    for camera, keypoint in zip(*np.nonzero(final != current), strict=True):
+        old, new = int(current[camera, keypoint]), int(final[camera, keypoint])
+        swapped = (current[camera] == new) & (final[camera] == old)
+        if old >= 0 and new >= 0:
+            reason = "swap" if swapped.any() else "reassigned_outlier"
+        elif old < 0:
+            reason = "recovered_unassigned"
+        else:
+            reason = "dropped_conflict" if lost[camera, keypoint] else "dropped_outlier"
+        changes.append(AssignmentChange(int(camera), int(keypoint), old, new, reason))
+    return tuple(changes)
