@@ -1,0 +1,233 @@
+"""Tests of tools/clips.py: label smoothing, clip cutting and clip videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tools.clips import (
+    ClipSpan,
+    ClipVideoRequest,
+    cut_clip_videos,
+    cut_clips,
+    label_runs,
+    smooth_labels,
+    write_clip_video,
+)
+
+
+def random_labels(rng: np.random.Generator, n_runs: int, max_run: int, n_clusters: int = 4):
+    """Labels made of ``n_runs`` runs of 1..max_run frames with random clusters."""
+    lengths = rng.integers(1, max_run + 1, size=n_runs)
+    values = rng.integers(0, n_clusters, size=n_runs)
+    return np.repeat(values, lengths)
+
+
+def long_run_boundaries(labels: np.ndarray, min_frames: int) -> set[int]:
+    """Frames where a run of at least ``min_frames`` directly follows another one."""
+    starts, ends, _ = label_runs(labels)
+    is_long = ends - starts >= min_frames
+    return {int(starts[r]) for r in range(1, starts.size) if is_long[r - 1] and is_long[r]}
+
+
+def test_label_runs():
+    starts, ends, values = label_runs(np.array([2, 2, 0, 0, 0, 2]))
+    np.testing.assert_array_equal(starts, [0, 2, 5])
+    np.testing.assert_array_equal(ends, [2, 5, 6])
+    np.testing.assert_array_equal(values, [2, 0, 2])
+
+
+def test_smooth_labels_properties(rng):
+    for _ in range(100):
+        labels = random_labels(rng, n_runs=int(rng.integers(1, 40)), max_run=12)
+        min_run = int(rng.integers(2, 8))
+        smoothed = smooth_labels(labels, None, min_run)
+        starts, ends, _ = label_runs(smoothed)
+        if starts.size > 1:
+            assert (ends - starts).min() >= min_run
+        # Frames of long runs keep their label, and boundaries between long runs survive.
+        run_starts, run_ends, run_values = label_runs(labels)
+        for start, end, value in zip(run_starts, run_ends, run_values, strict=True):
+            if end - start >= min_run:
+                assert (smoothed[start:end] == value).all()
+        assert long_run_boundaries(labels, min_run) <= set(starts.tolist())
+
+
+def test_smooth_labels_sends_a_flicker_to_the_neighbour_the_soft_assignment_prefers():
+    labels = np.array([0] * 10 + [1] * 2 + [2] * 10)
+    soft = np.full((22, 3), 1 / 3)
+    soft[10:12] = [0.1, 0.3, 0.6]
+    np.testing.assert_array_equal(smooth_labels(labels, soft, 3), [0] * 10 + [2] * 12)
+    np.testing.assert_array_equal(smooth_labels(labels, None, 3), [0] * 12 + [2] * 10)
+
+
+def test_smooth_labels_of_a_sequence_shorter_than_min_run_is_one_run():
+    smoothed = smooth_labels(np.array([0, 1, 0, 2]), None, 5)
+    assert np.unique(smoothed).size == 1
+
+
+def test_smooth_labels_does_not_swap_alternating_flicker():
+    labels = np.array([0, 1] * 10 + [2] * 10)
+    smoothed = smooth_labels(labels, None, 3)
+    starts, ends, _ = label_runs(smoothed)
+    assert (ends - starts).min() >= 3
+    assert (smoothed[20:] == 2).all()
+
+
+def test_cut_clips_tile_the_sequence_and_keep_real_boundaries(rng):
+    fps = 10.0
+    for _ in range(200):
+        labels = random_labels(rng, n_runs=int(rng.integers(1, 30)), max_run=40)
+        min_clip_s, max_clip_s = float(rng.choice([0.5, 1.0])), float(rng.choice([2.0, 3.0]))
+        clips = cut_clips(labels, fps, min_clip_s, max_clip_s)
+        edges = [clip.start_frame for clip in clips] + [clips[-1].end_frame]
+        assert edges[0] == 0 and edges[-1] == labels.size
+        assert all(
+            a.end_frame == b.start_frame for a, b in zip(clips[:-1], clips[1:], strict=False)
+        )
+        lengths = np.diff(edges)
+        assert lengths.max() <= max_clip_s * fps
+        if labels.size >= min_clip_s * fps:
+            assert lengths.min() >= min_clip_s * fps
+        assert long_run_boundaries(labels, round(min_clip_s * fps)) <= set(edges)
+        for clip in clips:
+            counts = np.bincount(labels[clip.start_frame : clip.end_frame])
+            assert counts[clip.cluster] == counts.max()
+
+
+def test_cut_clips_by_hand():
+    labels = np.array([0] * 25 + [1] * 5 + [2] * 12 + [1] * 70)
+    clips = cut_clips(labels, fps=10.0, min_clip_s=1.0, max_clip_s=5.0)
+    # The 5-frame run joins its shorter neighbour (the 12-frame run); 70 frames split in two.
+    assert clips == [
+        ClipSpan(0, 25, 0),
+        ClipSpan(25, 42, 2),
+        ClipSpan(42, 77, 1),
+        ClipSpan(77, 112, 1),
+    ]
+
+
+def test_cut_clips_of_a_short_sequence_is_one_clip():
+    assert cut_clips(np.array([3, 3, 1]), fps=30.0) == [ClipSpan(0, 3, 3)]
+    assert cut_clips(np.zeros(0, dtype=np.int64), fps=30.0) == []
+
+
+def test_cut_clips_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="min_clip_s <= max_clip_s"):
+        cut_clips(np.zeros(10, dtype=np.int64), fps=10.0, min_clip_s=2.0, max_clip_s=1.0)
+    with pytest.raises(ValueError, match=r"\(n_frames,\)"):
+        cut_clips(np.zeros((10, 2), dtype=np.int64), fps=10.0)
+
+
+def write_counter_video(path: Path, n_frames: int, size: tuple[int, int]) -> None:
+    """Frame ``i`` is uniformly grey at level ``8 * i``: frames stay apart despite compression."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, size)
+    for index in range(n_frames):
+        writer.write(np.full((size[1], size[0], 3), 8 * index, dtype=np.uint8))
+    writer.release()
+
+
+def read_all(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+def request(clip_id: str, start: int, end: int, track_columns: int = 2) -> ClipVideoRequest:
+    track = np.full((end - start, track_columns), 40.0)
+    if track_columns == 4:
+        track[:, 2:] = 60.0
+    return ClipVideoRequest(
+        clip_id=clip_id,
+        start_frame=start,
+        end_frame=end,
+        focal_track=track,
+        focal_name="mouse1",
+        other_tracks={"mouse2": np.full((end - start, 2), np.nan)},
+        label="cluster 1",
+    )
+
+
+def corner_grey(frame: np.ndarray) -> float:
+    """Mean of the bottom-right corner, away from the markers and the caption band."""
+    return float(frame[60:, 75:].mean())
+
+
+def test_cut_clip_videos_samples_the_right_frames_at_10_fps(tmp_path):
+    video = tmp_path / "video.mp4"
+    write_counter_video(video, 32, (96, 80))
+    source_grey = np.array([corner_grey(frame) for frame in read_all(video)])
+    clips = [request("b", 2, 32), request("a", 0, 21, track_columns=4)]
+    paths = cut_clip_videos(video, tmp_path / "clips", clips, fps_in=30.0)
+    assert [path.name for path in paths] == ["b.mp4", "a.mp4"]
+    for clip, path in zip(clips, paths, strict=True):
+        frames = read_all(path)
+        sampled = range(clip.start_frame, clip.end_frame, 3)
+        assert len(frames) == len(sampled)
+        assert frames[0].shape == (80, 96, 3)
+        # Each written frame is closest to the source frame it should show.
+        nearest = [int(np.abs(source_grey - corner_grey(frame)).argmin()) for frame in frames]
+        assert nearest == list(sampled)
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == ["a.mp4", "b.mp4"]
+
+
+def test_write_clip_video_downscales_large_videos(tmp_path):
+    video = tmp_path / "big.mp4"
+    write_counter_video(video, 8, (1024, 600))
+    out = write_clip_video(
+        video,
+        tmp_path / "clip.mp4",
+        2,
+        8,
+        fps_in=30.0,
+        fps_out=30.0,
+        focal_track=np.full((6, 2), 500.0),
+        label="rest",
+    )
+    frames = read_all(out)
+    assert len(frames) == 6
+    assert frames[0].shape == (300, 512, 3)
+
+
+def test_a_clip_outside_the_video_writes_nothing(tmp_path):
+    video = tmp_path / "video.mp4"
+    write_counter_video(video, 20, (64, 64))
+    with pytest.raises(ValueError, match="not inside the video"):
+        cut_clip_videos(
+            video, tmp_path / "clips", [request("ok", 0, 10), request("x", 15, 25)], 30.0
+        )
+    assert not (tmp_path / "clips").exists() or not any((tmp_path / "clips").iterdir())
+
+
+def test_cut_clip_videos_on_real_session(shared_data, tmp_path):
+    video = shared_data / "mabe22-triplets-EGS8X2MN4SSUGFWAV976" / "video.mp4"
+    paths = cut_clip_videos(video, tmp_path, [request("late", 1700, 1760)], fps_in=30.0)
+    frames = read_all(paths[0])
+    assert len(frames) == 20
+    assert frames[0].shape == (512, 512, 3)
+
+
+def test_a_failure_mid_pass_leaves_no_files(tmp_path, monkeypatch):
+    import tools.clips
+
+    video = tmp_path / "video.mp4"
+    write_counter_video(video, 20, (64, 64))
+    calls = []
+
+    def annotate_then_fail(*args):
+        calls.append(args)
+        if len(calls) > 3:
+            raise RuntimeError("disk full")
+        return args[0]
+
+    monkeypatch.setattr(tools.clips, "_annotate", annotate_then_fail)
+    with pytest.raises(RuntimeError):
+        cut_clip_videos(video, tmp_path / "clips", [request("a", 0, 6), request("b", 6, 20)], 30.0)
+    assert list((tmp_path / "clips").iterdir()) == []
