@@ -1,0 +1,179 @@
+"""``python -m agent.run behavior [SESSION] --out DIR``: segment a session into labelled behaviors.
+
+Writes ``clips.csv``, ``segments.csv``, ``ethogram.png``, ``run.json`` and
+one short video per clip under ``clips/``. The session is validated before
+anything is written; a run that fails on bad input removes what it wrote.
+Progress is checkpointed (SQLite) so ``--resume`` continues an interrupted
+run. Without SESSION a demo session is simulated under
+``./data/demo-behavior`` (once; reused afterwards), analysed into
+``./data/demo-behavior-results`` and scored against its ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from agent.atomic import write_json_atomic
+from agent.backends.factory_behavior import make_behavior_backend
+from agent.behavior_context import BehaviorContext
+from agent.behavior_steps import resolve_features_mode
+from agent.commands.eval_behavior import format_metrics, score_results
+from agent.config import context_to_dict, resolve_context
+from agent.errors import InputError
+from agent.rundir import RunDir, package_versions, prepare_run_dir
+from agent.session import load_session
+from agent.synth_behavior import synthesize_behavior_session
+from graphs.behavior import build_behavior_graph
+from tools.behavior_sim import SimParams
+
+DEMO_SESSION = Path("data/demo-behavior")
+DEMO_RESULTS = Path("data/demo-behavior-results")
+DEMO_PARAMS = SimParams(n_animals=3, seconds=60.0)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("session", nargs="?", type=Path,
+                        help="session directory (FORMATS.md section 3); omit for the demo")
+    parser.add_argument("--out", type=Path, help="output directory (required with SESSION)")
+    parser.add_argument("--features", choices=("keypoint", "visual", "fused"),
+                        help="features to cluster (default: features.npy, else fused with keypoints, else visual)")
+    parser.add_argument("--clusters", type=int, dest="n_clusters", help="DEC clusters K (default 10)")
+    parser.add_argument("--backend", choices=("classical", "openai", "hybrid"),
+                        help="caption/merge backend (default classical: no model)")
+    parser.add_argument("--base-url", help="OpenAI-compatible server for openai/hybrid, e.g. http://localhost:8000/v1")
+    parser.add_argument("--model", dest="vlm_model", help="served vision-language model (captions)")
+    parser.add_argument("--llm-model", help="text model for merging (default: --model)")
+    parser.add_argument("--prompts", dest="prompts_dir", help="folder replacing prompts/ (same file names)")
+    parser.add_argument("--seed", type=int, help="seed of DEC (default 0)")
+    parser.add_argument("--no-clip-videos", action="store_true", help="do not cut clip videos")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in --out")
+    mode.add_argument("--overwrite", action="store_true", help="replace the results in --out")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+
+def run(args: argparse.Namespace) -> int:
+    demo = args.session is None
+    session_dir, out = _demo_paths(args) if demo else (args.session, args.out)
+    if out is None:
+        raise InputError("--out", "is required when a SESSION is given")
+    cli = {"features": args.features, "n_clusters": args.n_clusters, "backend": args.backend, "seed": args.seed,
+           "base_url": args.base_url, "vlm_model": args.vlm_model, "llm_model": args.llm_model,
+           "prompts_dir": args.prompts_dir, "clip_videos": False if args.no_clip_videos else None}
+    ctx = resolve_context(BehaviorContext, cli)
+    if ctx.n_clusters < 1:
+        raise InputError("--clusters", f"must be at least 1, got {ctx.n_clusters}")
+    session = load_session(session_dir)
+    if ctx.n_clusters > session.n_frames:
+        raise InputError(session.video_path, f"--clusters {ctx.n_clusters} is more than its {session.n_frames} frames")
+    mode = resolve_features_mode(session, ctx.features)
+    make_behavior_backend(ctx, None)  # a model backend without server or model fails here, before any output
+    overwrite = args.overwrite or (demo and not args.resume)
+    existed = out.is_dir() and any(out.iterdir())
+    meta = {"session": str(Path(session_dir).resolve()), "run_id": _run_id(session_dir, ctx)}
+    run_dir = prepare_run_dir(out, "behavior", meta, resume=args.resume, overwrite=overwrite)
+    try:
+        state, timings = _run_graph(run_dir, session_dir, ctx, args.resume)
+    except InputError:
+        if not args.resume:
+            _discard(run_dir.path, existed)
+        raise
+    summary = _summary(state, mode)
+    write_json_atomic(run_dir.run_json, {
+        "kind": "behavior", "session": meta["session"], "config": context_to_dict(ctx),
+        "versions": package_versions(), "counts": summary["counts"], "timings_s": timings,
+        "summary": summary,
+    })
+    if not args.quiet:
+        print("\n".join(_report(summary, run_dir.path)))
+        if demo:
+            print("\n".join(["", "against the demo's ground truth:", *format_metrics(score_results(session_dir,
+                                                                                             run_dir.path))]))
+    return 0
+
+
+def _demo_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    if not (DEMO_SESSION / "session.toml").is_file():
+        if not args.quiet:
+            print(f"simulating a demo session in {DEMO_SESSION} (first use only)", file=sys.stderr)
+        synthesize_behavior_session(DEMO_SESSION, DEMO_PARAMS, seed=0, overwrite=True)
+    return DEMO_SESSION, args.out or DEMO_RESULTS
+
+
+def _run_id(session_dir: Path, ctx: BehaviorContext) -> str:
+    key = f"{Path(session_dir).resolve()}|{sorted(context_to_dict(ctx).items())}"
+    return "behavior-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _run_graph(run_dir: RunDir, session_dir: Path, ctx: BehaviorContext, resume: bool) -> tuple[dict, dict]:
+    """Run (or continue) the graph; returns the final state and seconds spent per node."""
+    thread_id = run_dir.read_meta()["run_id"]
+    config = {"max_concurrency": ctx.max_concurrency, "configurable": {"thread_id": thread_id}}
+    inputs: dict[str, Any] | None = {"session_dir": str(session_dir), "run_dir": str(run_dir.path),
+                                     "cache_dir": str(run_dir.cache_dir)}
+    timings: dict[str, float] = collections.defaultdict(float)
+    with SqliteSaver.from_conn_string(str(run_dir.checkpoint_db)) as saver:
+        graph = build_behavior_graph().compile(checkpointer=saver)
+        snapshot = graph.get_state(config)
+        if resume and snapshot.values:
+            inputs = None
+        if inputs is not None or snapshot.next:
+            started = last = time.perf_counter()
+            for update in graph.stream(inputs, config=config, context=ctx, stream_mode="updates"):
+                now = time.perf_counter()
+                for node in update:
+                    timings[node] += (now - last) / len(update)
+                last = now
+            timings["total"] = time.perf_counter() - started
+        state = graph.get_state(config).values
+    return state, {name: round(seconds, 3) for name, seconds in sorted(timings.items())}
+
+
+def _discard(path: Path, existed: bool) -> None:
+    """Remove what a failed fresh run wrote (the directory itself when it was new)."""
+    if not existed:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _summary(state: dict, mode: str) -> dict[str, Any]:
+    segments = state.get("segments", [])
+    captions = state.get("captions", [])
+    per_label = collections.Counter(segment["label"] for segment in segments)
+    session = state["session"]
+    return {
+        "animals": session["animals"], "n_frames": session["n_frames"], "fps": session["fps"],
+        "features": state["features"]["mode"] if "features" in state else mode,
+        "kinematics_from": state.get("features", {}).get("kinematics_from"),
+        "dec": {k: v for k, v in state.get("dec", {}).items() if k != "path"},
+        "counts": {"clips": len(state.get("clips", [])), "segments": len(segments),
+                   "flagged_captions": sum(1 for c in captions if c.get("flagged")),
+                   "segments_per_label": dict(sorted(per_label.items()))},
+    }
+
+
+def _report(summary: dict[str, Any], out: Path) -> list[str]:
+    counts = summary["counts"]
+    lines = [
+        f"behavior results in {out}",
+        f"animals: {', '.join(summary['animals'])} ({summary['n_frames']} frames at {summary['fps']:g} fps)",
+        f"features: {summary['features']} (rules from {summary['kinematics_from']}); "
+        f"DEC clusters used: {summary['dec'].get('clusters_used')}",
+        f"clips: {counts['clips']} ({counts['flagged_captions']} flagged); segments: {counts['segments']}",
+    ]
+    lines += [f"  {label:24s} {n}" for label, n in counts["segments_per_label"].items()]
+    return lines
