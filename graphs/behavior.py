@@ -64,7 +64,9 @@ def dispatch_captions(state: BehaviorState) -> list[Send] | Literal["merge_segme
     """One caption task per clip (bounded by the run config's max_concurrency)."""
     if not state["clips"]:
         return "merge_segments"
-    return [Send("caption_clips", {"clip": clip, "run_dir": state["run_dir"]}) for clip in state["clips"]]
+    # clip_id and animal at the top of the payload name the task's item in the trace (trace --clip).
+    return [Send("caption_clips", {"clip_id": clip["clip_id"], "animal": clip["animal"], "clip": clip,
+                                   "run_dir": state["run_dir"]}) for clip in state["clips"]]
 
 
 def caption_clips(task: CaptionTask, runtime: Runtime[BehaviorContext]) -> dict[str, Any]:

@@ -47,5 +47,7 @@ class BehaviorState(BehaviorInput, total=False):
 class CaptionTask(TypedDict):
     """Payload of one ``caption_clips`` task (a Send per clip)."""
 
+    clip_id: str
+    animal: str
     clip: dict[str, Any]
     run_dir: str

@@ -1,195 +1,36 @@
 """Stage 4: RANSAC triangulation and cross-view correction.
 
-:func:`consensus_triangulate` picks, per point, at most one candidate per
-camera so that the most cameras agree (aniposelib's ``triangulate_possible``,
-batched). :func:`refine_cross_view` takes one frame's centroid assignment,
-triangulates each keypoint from the cameras that agree and repairs the
-others: it re-assigns them to a nearby centroid, recovers unassigned views,
-drops outliers and settles two keypoints claiming one centroid. Hypotheses
-are rows of arrays; nothing loops over points or hypotheses in Python.
+:func:`refine_cross_view` takes one frame's centroid assignment,
+triangulates each keypoint from the cameras that agree
+(:func:`tools.consensus.consensus_normalized`) and repairs the others: it
+re-assigns them to a nearby centroid, recovers unassigned views, drops
+outliers and settles two keypoints claiming one centroid. Hypotheses are
+rows of arrays; nothing loops over points or hypotheses in Python.
 
-Shapes, camera axis first: ``candidates (n_cameras, n_points, n_candidates, 2)``
-NaN-padded pixels; ``assignment (n_cameras, n_keypoints)`` centroid indices,
--1 for none.
+Shapes, camera axis first: ``assignment (n_cameras, n_keypoints)`` centroid
+indices, -1 for none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import combinations
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from tools.consensus import consensus_normalized
 from tools.geometry import (
     CameraGroup,
     RigArrays,
-    block_basis,
-    block_coefficients,
     nanmean_cameras,
     project_rig,
-    project_with,
     rig_arrays,
     solve_inhomogeneous,
-    summed_blocks,
     triangulate_normalized,
     undistort_rig,
+    view_entries,
 )
-
-# Seed hypotheses are evaluated in chunks of points so that the
-# (cameras x points x hypotheses x candidates) distance array stays near
-# this many elements (~16 MB of float64).
-_CHUNK_ELEMENTS = 2_000_000
-
-
-@dataclass(frozen=True)
-class ConsensusResult:
-    """What :func:`consensus_triangulate` chose.
-
-    Attributes
-    ----------
-    points_3d : np.ndarray
-        ``(n_points, 3)`` DLT on the chosen candidates; NaN where fewer than
-        2 cameras agree.
-    chosen : np.ndarray
-        ``(n_cameras, n_points)`` int index into the candidate axis, -1 where
-        the camera is not used.
-    reprojection_error_px : np.ndarray
-        ``(n_cameras, n_points)`` pixel error of ``points_3d`` in each chosen
-        camera, NaN where none is chosen.
-    n_inliers : np.ndarray
-        ``(n_points,)`` number of cameras chosen (0 where NaN).
-    """
-
-    points_3d: np.ndarray
-    chosen: np.ndarray
-    reprojection_error_px: np.ndarray
-    n_inliers: np.ndarray
-
-
-def consensus_triangulate(group: CameraGroup, candidates: np.ndarray,
-                          threshold_px: float) -> ConsensusResult:
-    """Choose one candidate (or none) per camera so that most cameras agree.
-
-    Every camera pair and candidate pair seeds a 3D hypothesis; each camera
-    whose nearest candidate to the hypothesis' projection lies within
-    ``threshold_px`` is an inlier. The hypothesis with the most inliers
-    wins, ties going to the lower mean error; the point is re-triangulated
-    on its inliers, the inliers are re-picked once from that point
-    (keeping the larger set) and the point is triangulated again.
-
-    Parameters
-    ----------
-    group : CameraGroup
-        The calibrated cameras.
-    candidates : np.ndarray
-        ``(n_cameras, n_points, n_candidates, 2)`` pixels, NaN-padded.
-    threshold_px : float
-        Inlier reprojection error in pixels.
-
-    Returns
-    -------
-    ConsensusResult
-        On noiseless data with one consistent candidate per camera this is
-        the choice aniposelib's ``triangulate_possible`` makes.
-    """
-    candidates = np.asarray(candidates, dtype=np.float64)
-    if candidates.ndim != 4 or candidates.shape[0] != len(group) or candidates.shape[3] != 2:
-        raise ValueError(f"candidates must have shape ({len(group)}, n_points, n_candidates, 2), "
-                         f"got {candidates.shape}")
-    if not threshold_px > 0:
-        raise ValueError(f"threshold_px must be positive, got {threshold_px}")
-    rig = rig_arrays(group)
-    return _consensus(rig, candidates, undistort_rig(rig, candidates), threshold_px)
-
-
-def _consensus(rig: RigArrays, pixels: np.ndarray, normalized: np.ndarray,
-               threshold_px: float) -> ConsensusResult:
-    """:func:`consensus_triangulate` on candidates already undistorted."""
-    n_cameras, n_points, n_candidates, _ = pixels.shape
-    chosen = np.full((n_cameras, n_points), -1)
-    n_hypotheses = n_cameras * (n_cameras - 1) // 2 * n_candidates ** 2
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, n_cameras * n_hypotheses * n_candidates))
-    basis = block_basis(rig.extrinsics)
-    for start in range(0, n_points * (n_candidates > 0), chunk):
-        part = slice(start, start + chunk)
-        chosen[:, part] = _best_seed(rig, basis, pixels[:, part], normalized[:, part],
-                                     threshold_px)
-    points_3d = _triangulate_chosen(rig, normalized, chosen)
-    repicked, _ = _nearest_within(rig, points_3d, pixels, threshold_px)
-    grows = (repicked >= 0).sum(axis=0) >= (chosen >= 0).sum(axis=0)
-    chosen = np.where(grows & (chosen >= 0).any(axis=0), repicked, chosen)
-    chosen[:, (chosen >= 0).sum(axis=0) < 2] = -1
-    points_3d = _triangulate_chosen(rig, normalized, chosen)
-    observed = _take_candidates(pixels, chosen)
-    errors = np.linalg.norm(project_rig(rig, points_3d) - observed, axis=2)
-    return ConsensusResult(points_3d, chosen, errors, (chosen >= 0).sum(axis=0))
-
-
-def _best_seed(rig: RigArrays, basis: np.ndarray, pixels: np.ndarray, normalized: np.ndarray,
-               threshold_px: float) -> np.ndarray:
-    """Inlier choice ``(n_cameras, n_points)`` of the best two-view seed of each point."""
-    n_cameras, n_points, n_candidates, _ = pixels.shape
-    blocks = _candidate_blocks(basis, normalized)  # (C, n, K, 16)
-    first, second = np.array(list(combinations(range(n_cameras), 2))).T
-    seed_blocks = blocks[first][:, :, :, None] + blocks[second][:, :, None, :]  # (P, n, K, K, 16)
-    seeds = solve_inhomogeneous(seed_blocks.reshape(*seed_blocks.shape[:-1], 4, 4))
-    seeds = np.moveaxis(seeds, 0, 1).reshape(n_points, -1, 3)  # (n, H, 3)
-    nearest, distance = _nearest_candidates(rig, seeds, pixels)  # (C, n, H)
-    inlier = distance < threshold_px
-    count = inlier.sum(axis=0)
-    mean_error = np.where(inlier, distance, 0.0).sum(axis=0) / np.maximum(count, 1)
-    most = count.max(axis=1, keepdims=True)
-    best = np.argmin(np.where(count == most, mean_error, np.inf), axis=1)
-    rows = np.arange(n_points)
-    chosen = np.where(inlier[:, rows, best], nearest[:, rows, best], -1)
-    chosen[:, most[:, 0] < 2] = -1
-    return chosen
-
-
-def _candidate_blocks(basis: np.ndarray, normalized: np.ndarray) -> np.ndarray:
-    """DLT blocks ``(n_cameras, ..., 16)`` of each candidate ``(n_cameras, ..., 2)``."""
-    coefficients = block_coefficients(normalized)
-    flat = coefficients.reshape(coefficients.shape[0], -1, 4)
-    return (flat @ basis).reshape(*coefficients.shape[:-1], 16)
-
-
-def _nearest_candidates(rig: RigArrays, points_3d: np.ndarray,
-                        pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest candidate to each projection and its distance.
-
-    ``points_3d (n_points, n_hypotheses, 3)``, ``pixels (n_cameras, n_points,
-    n_candidates, 2)`` -> index and distance ``(n_cameras, n_points,
-    n_hypotheses)``; distance inf where a camera has no candidate.
-    """
-    projected = project_rig(rig, points_3d)[:, :, :, None, :]
-    offset = projected - pixels[:, :, None, :, :]
-    squared = offset[..., 0] ** 2 + offset[..., 1] ** 2
-    squared = np.where(np.isnan(squared), np.inf, squared)
-    nearest = np.argmin(squared, axis=3)
-    return nearest, np.sqrt(np.take_along_axis(squared, nearest[..., None], axis=3)[..., 0])
-
-
-def _nearest_within(rig: RigArrays, points_3d: np.ndarray, pixels: np.ndarray,
-                    threshold_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """Each camera's nearest candidate to ``points_3d (n_points, 3)`` if within threshold."""
-    nearest, distance = _nearest_candidates(rig, points_3d[:, None], pixels)
-    inlier = distance[:, :, 0] < threshold_px
-    return np.where(inlier, nearest[:, :, 0], -1), distance[:, :, 0]
-
-
-def _take_candidates(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """``values (n_cameras, n_points, n_candidates, d)`` at ``chosen`` -> ``(C, n_points, d)``."""
-    if values.shape[2] == 0:
-        return np.full((*chosen.shape, values.shape[3]), np.nan)
-    taken = np.take_along_axis(values, np.maximum(chosen, 0)[:, :, None, None], axis=2)[:, :, 0]
-    taken[chosen < 0] = np.nan
-    return taken
-
-
-def _triangulate_chosen(rig: RigArrays, normalized: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    return triangulate_normalized(rig, _take_candidates(normalized, chosen))
 
 
 @dataclass(frozen=True)
@@ -345,15 +186,19 @@ def refine_cross_view_batch(group: CameraGroup, centroids: Sequence[Sequence[np.
     pixels, current, frame = _frame_arrays(len(group), centroids, assignment)
     normalized = undistort_rig(rig, pixels)
     observed_px, observed = _observe(pixels, frame, current), _observe(normalized, frame, current)
-    consensus = _consensus(rig, observed_px[:, :, None], observed[:, :, None],
-                           params.inlier_threshold_px)
+    consensus = consensus_normalized(rig, observed_px[:, :, None], observed[:, :, None],
+                                     params.inlier_threshold_px)
     locked = consensus.reprojection_error_px <= params.lock_threshold_px
     few = locked.sum(axis=0) < params.min_cameras
     locked[:, few] = consensus.chosen[:, few] >= 0
     usable = locked.sum(axis=0) >= params.min_cameras
     locked &= usable
+    anchor_points = _triangulate_reusing(rig, np.where(locked[..., None], observed, np.nan),
+                                         consensus.points_3d,
+                                         (locked == (consensus.chosen >= 0)).all(axis=0))
     options, option_cost, target = _score_alternatives(
-        rig, pixels, normalized, frame, observed_px, observed, locked, usable, params)
+        rig, pixels, normalized, frame, observed_px, observed, locked, usable, anchor_points,
+        params)
     proposal = np.where(locked | ~usable, current, -1)
     proposal[target] = options[:, 0]
     locked_mean = nanmean_cameras(np.where(locked, consensus.reprojection_error_px, np.nan))
@@ -361,7 +206,9 @@ def refine_cross_view_batch(group: CameraGroup, centroids: Sequence[Sequence[np.
     claim_cost[target] = option_cost[:, 0]
     final, lost = _settle_conflicts(proposal, claim_cost, options, option_cost, target, frame,
                                     pixels.shape[2], params.inlier_threshold_px)
-    return _assemble(rig, pixels, normalized, frame, current, final, lost, usable, params)
+    same_views = np.where(consensus.chosen >= 0, final == current, final < 0).all(axis=0)
+    return _assemble(rig, pixels, normalized, frame, current, final, lost, usable,
+                     np.where(same_views[:, None], consensus.points_3d, np.nan), params)
 
 
 def _frame_arrays(n_cameras: int, centroids: Sequence[Sequence[np.ndarray]],
@@ -411,26 +258,26 @@ def _observe(values: np.ndarray, frame: np.ndarray, chosen: np.ndarray) -> np.nd
 
 def _score_alternatives(rig: RigArrays, pixels: np.ndarray, normalized: np.ndarray,
                         frame: np.ndarray, observed_px: np.ndarray, observed: np.ndarray,
-                        locked: np.ndarray, usable: np.ndarray, params: RefineParams
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        locked: np.ndarray, usable: np.ndarray, anchor_points: np.ndarray,
+                        params: RefineParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rank the centroids near each target view's projection.
 
     Targets are the (camera, point) cells of usable points that are not
-    locked. Returns ``options (n_targets, n_alternatives)`` centroid
+    locked; ``anchor_points (n_points, 3)`` are triangulated from the locked
+    views. Returns ``options (n_targets, n_alternatives)`` centroid
     indices, best first, -1 past the acceptable ones, their mean pixel errors
     ``option_cost`` (same shape) and the ``(n_cameras, n_points)`` target mask.
     """
     target = usable[None, :] & ~locked
     camera, point = np.nonzero(target)
     anchor = np.where(locked[..., None], observed, np.nan)
-    locked_blocks = summed_blocks(rig, anchor[:, point]).reshape(-1, 16)  # (T, 16)
-    base = triangulate_normalized(rig, anchor[:, point])
-    index, distance = _nearby_centroids(rig, pixels, camera, frame[point], base, params)
+    locked_entries = view_entries(rig.dlt_basis, anchor[:, point]).sum(axis=1)  # (10, T)
+    index, distance = _nearby_centroids(rig, pixels, camera, frame[point], anchor_points[point],
+                                        params)
     nearby_px = pixels[camera[:, None], frame[point][:, None], index]  # (T, A, 2)
     nearby = normalized[camera[:, None], frame[point][:, None], index]
-    basis = block_basis(rig.extrinsics)[camera]  # (T, 4, 16)
-    blocks = locked_blocks[:, None, :] + block_coefficients(nearby) @ basis
-    hypotheses = solve_inhomogeneous(blocks.reshape(*blocks.shape[:-1], 4, 4))  # (T, A, 3)
+    own_entries = view_entries(rig.dlt_basis[camera], nearby)  # (10, T, A)
+    hypotheses = solve_inhomogeneous(locked_entries[:, :, None] + own_entries)  # (T, A, 3)
     projected = project_rig(rig, hypotheses)  # (C, T, A, 2)
     locked_error = np.linalg.norm(projected - observed_px[:, point, None, :], axis=3)
     locked_here = locked[:, point, None]
@@ -454,7 +301,7 @@ def _nearby_centroids(rig: RigArrays, pixels: np.ndarray, camera: np.ndarray, fr
     centroid indices and pixel distances ``(n_targets, n_alternatives)``,
     nearest first; distance inf for padding.
     """
-    projected = project_with(rig.take(camera), points_3d)  # (T, 2)
+    projected = project_rig(rig, points_3d)[camera, np.arange(len(camera))]  # (T, 2)
     offset = pixels[camera, frame] - projected[:, None, :]  # (T, M, 2)
     distance = np.hypot(offset[..., 0], offset[..., 1])
     distance = np.where(np.isnan(distance), np.inf, distance)
@@ -513,14 +360,19 @@ def _optimal_claims(claims: list[tuple[int, np.ndarray, np.ndarray]],
 
 def _assemble(rig: RigArrays, pixels: np.ndarray, normalized: np.ndarray, frame: np.ndarray,
               current: np.ndarray, final: np.ndarray, lost: np.ndarray, usable: np.ndarray,
-              params: RefineParams) -> list[RefineResult]:
-    """Triangulate the final assignment and split the arrays into per-frame results."""
+              known_points: np.ndarray, params: RefineParams) -> list[RefineResult]:
+    """Triangulate the final assignment and split the arrays into per-frame results.
+
+    ``known_points (n_points, 3)``: the consensus points whose views the final
+    assignment kept, NaN elsewhere; only the others are triangulated again.
+    """
     observed = _observe(normalized, frame, final)
     observed[:, ~usable] = np.nan
     ncams = np.isfinite(observed[..., 0]).sum(axis=0)
     triangulable = ncams >= params.min_cameras
     observed[:, ~triangulable] = np.nan
-    points_3d = triangulate_normalized(rig, observed)
+    known = triangulable & np.isfinite(known_points).all(axis=1)
+    points_3d = _triangulate_reusing(rig, observed, known_points, known)
     errors = np.linalg.norm(project_rig(rig, points_3d) - _observe(pixels, frame, final), axis=2)
     ncams = np.where(triangulable, ncams, 0)
     mean_error = nanmean_cameras(errors)
@@ -533,6 +385,19 @@ def _assemble(rig: RigArrays, pixels: np.ndarray, normalized: np.ndarray, frame:
             errors[:, part] < params.inlier_threshold_px, ncams[part].copy(),
             mean_error[part].copy(), _changes(current[:, part], final[:, part], lost[:, part])))
     return results
+
+
+def _triangulate_reusing(rig: RigArrays, normalized: np.ndarray, known_points: np.ndarray,
+                         known: np.ndarray) -> np.ndarray:
+    """DLT of ``normalized (n_cameras, n_points, 2)``, taking ``known_points`` where ``known``.
+
+    Stage 4 mostly keeps the consensus views of a keypoint: only the points
+    whose views changed are solved again.
+    """
+    points_3d = np.where(known[:, None], known_points, np.nan)
+    if not known.all():
+        points_3d[~known] = triangulate_normalized(rig, normalized[:, ~known])
+    return points_3d
 
 
 def _changes(current: np.ndarray, final: np.ndarray, lost: np.ndarray

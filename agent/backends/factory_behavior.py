@@ -51,6 +51,8 @@ def make_behavior_backend(
         Run directory receiving the call log; None logs nothing (tests).
     answer_source : callable, optional
         Replay: serves logged answers by request hash (:class:`agent.replay_log.ReplayLog`).
+        Given, the backend is built anew and replaces the one kept for ``(ctx, run_dir)``,
+        so that the graph's nodes, which ask without it, get this one.
 
     Raises
     ------
@@ -62,7 +64,7 @@ def make_behavior_backend(
     key = (ctx, "" if run_dir is None else str(Path(run_dir).resolve()))
     with _BUILT_LOCK:
         backend = _BUILT.get(key)
-        if backend is None:
+        if backend is None or answer_source is not None:  # a replay always gets its own answers
             backend = _build_model_backend(ctx, run_dir, answer_source)
             _BUILT[key] = backend
     return backend

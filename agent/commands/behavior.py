@@ -1,7 +1,8 @@
 """``python -m agent.run behavior [SESSION] --out DIR``: segment a session into labelled behaviors.
 
-Writes ``clips.csv``, ``segments.csv``, ``ethogram.png``, ``run.json`` and
-one short video per clip under ``clips/``. The session is validated before
+Writes ``clips.csv``, ``segments.csv``, ``ethogram.png``, ``run.json``,
+one short video per clip under ``clips/`` and the node-by-node trace
+``trace.jsonl`` (``python -m agent.run trace``). The session is validated before
 anything is written; a run that fails on bad input removes what it wrote.
 Progress is checkpointed (SQLite) so ``--resume`` continues an interrupted
 run. Without SESSION a demo session is simulated under
@@ -17,27 +18,32 @@ import hashlib
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent.atomic import write_json_atomic
-from agent.backends.factory_behavior import make_behavior_backend
+from agent.backends.factory_behavior import AnswerSource, make_behavior_backend
 from agent.behavior_context import BehaviorContext
 from agent.behavior_steps import resolve_features_mode
 from agent.commands.eval_behavior import format_metrics, score_results
 from agent.config import context_to_dict, resolve_context
 from agent.errors import InputError
+from agent.prompts import load_prompt
 from agent.rundir import RunDir, package_versions, prepare_run_dir
 from agent.session import load_session
 from agent.synth_behavior import synthesize_behavior_session
+from agent.trace_log import TraceRecorder
 from graphs.behavior import build_behavior_graph
 from tools.behavior_sim import SimParams
 
 DEMO_SESSION = Path("data/demo-behavior")
 DEMO_RESULTS = Path("data/demo-behavior-results")
 DEMO_PARAMS = SimParams(n_animals=3, seconds=60.0)
+BEHAVIOR_PROMPTS = ("behavior/caption_clips", "behavior/merge_segments")
+TRACE_FILE = "trace.jsonl"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +76,53 @@ def run(args: argparse.Namespace) -> int:
            "base_url": args.base_url, "vlm_model": args.vlm_model, "llm_model": args.llm_model,
            "prompts_dir": args.prompts_dir, "clip_videos": False if args.no_clip_videos else None}
     ctx = resolve_context(BehaviorContext, cli)
+    behavior_run = open_behavior_run(session_dir, out, ctx, resume=args.resume,
+                                     overwrite=args.overwrite or (demo and not args.resume))
+    summary = finish_behavior_run(behavior_run)
+    if not args.quiet:
+        print("\n".join(_report(summary, behavior_run.run_dir.path)))
+        if demo:
+            print("\n".join(["", "against the demo's ground truth:", *format_metrics(score_results(session_dir,
+                                                                                             out))]))
+    return 0
+
+
+@dataclass(frozen=True)
+class BehaviorRun:
+    """A run directory opened for the graph, and what the graph runs with.
+
+    Attributes
+    ----------
+    continue_thread : bool
+        Continue the checkpointer thread from its latest checkpoint (``--resume``,
+        or a replay fork) instead of starting from the session.
+    discard_on_error : bool
+        Remove what the run wrote when it fails on bad input (a fresh run).
+    """
+
+    run_dir: RunDir
+    session_dir: Path
+    ctx: BehaviorContext
+    mode: str
+    continue_thread: bool
+    discard_on_error: bool
+    existed: bool
+
+
+def open_behavior_run(
+    session_dir: Path, out: Path, ctx: BehaviorContext, *, resume: bool = False, overwrite: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> BehaviorRun:
+    """Check the session and settings, then create (or reopen) the run directory ``out``.
+
+    ``meta`` adds to (or replaces) what ``.bvlm/meta.json`` records: the
+    session, the checkpointer thread (``run_id``) and the context.
+
+    Raises
+    ------
+    InputError
+        Bad settings or session (nothing is written), or an occupied ``out``.
+    """
     if ctx.n_clusters < 1:
         raise InputError("--clusters", f"must be at least 1, got {ctx.n_clusters}")
     session = load_session(session_dir)
@@ -77,28 +130,47 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(session.video_path, f"--clusters {ctx.n_clusters} is more than its {session.n_frames} frames")
     mode = resolve_features_mode(session, ctx.features)
     make_behavior_backend(ctx, None)  # a model backend without server or model fails here, before any output
-    overwrite = args.overwrite or (demo and not args.resume)
     existed = out.is_dir() and any(out.iterdir())
-    meta = {"session": str(Path(session_dir).resolve()), "run_id": _run_id(session_dir, ctx)}
-    run_dir = prepare_run_dir(out, "behavior", meta, resume=args.resume, overwrite=overwrite)
+    stored = {"session": str(Path(session_dir).resolve()), "run_id": _run_id(session_dir, ctx),
+              "context": context_to_dict(ctx), **(meta or {})}
+    run_dir = prepare_run_dir(out, "behavior", stored, resume=resume, overwrite=overwrite)
+    return BehaviorRun(run_dir, Path(session_dir), ctx, mode, continue_thread=resume,
+                       discard_on_error=not resume, existed=existed)
+
+
+def finish_behavior_run(
+    behavior_run: BehaviorRun, *, answer_source: AnswerSource | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the graph into the opened directory and write ``run.json``; returns the summary.
+
+    ``answer_source`` serves model answers (replay); ``provenance`` (what a
+    replay or fork came from) is recorded in ``run.json``.
+    """
+    run_dir, ctx = behavior_run.run_dir, behavior_run.ctx
+    if answer_source is not None:
+        make_behavior_backend(ctx, run_dir.path, answer_source=answer_source)
     try:
-        state, timings = _run_graph(run_dir, session_dir, ctx, args.resume)
+        state, timings = _run_graph(run_dir, behavior_run.session_dir, ctx, behavior_run.continue_thread)
     except InputError:
-        if not args.resume:
-            _discard(run_dir.path, existed)
+        if behavior_run.discard_on_error:
+            _discard(run_dir.path, behavior_run.existed)
         raise
-    summary = _summary(state, mode)
+    summary = _summary(state, behavior_run.mode)
+    meta = run_dir.read_meta()
     write_json_atomic(run_dir.run_json, {
         "kind": "behavior", "session": meta["session"], "config": context_to_dict(ctx),
-        "versions": package_versions(), "counts": summary["counts"], "timings_s": timings,
-        "summary": summary,
+        "prompts": _prompt_hashes(ctx), "versions": package_versions(), "counts": summary["counts"],
+        "timings_s": timings, "summary": summary, **(provenance or {}),
     })
-    if not args.quiet:
-        print("\n".join(_report(summary, run_dir.path)))
-        if demo:
-            print("\n".join(["", "against the demo's ground truth:", *format_metrics(score_results(session_dir,
-                                                                                             run_dir.path))]))
-    return 0
+    return summary
+
+
+def _prompt_hashes(ctx: BehaviorContext) -> dict[str, str]:
+    """SHA-256 of each prompt file a model backend sends (none for the classical backend)."""
+    if ctx.backend == "classical":
+        return {}
+    return {name: load_prompt(name, ctx.prompts_dir).sha256 for name in BEHAVIOR_PROMPTS}
 
 
 def _demo_paths(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -128,10 +200,14 @@ def _run_graph(run_dir: RunDir, session_dir: Path, ctx: BehaviorContext, resume:
             inputs = None
         if inputs is not None or snapshot.next:
             started = last = time.perf_counter()
-            for update in graph.stream(inputs, config=config, context=ctx, stream_mode="updates"):
+            trace = TraceRecorder(run_dir.path / TRACE_FILE)
+            for mode, chunk in graph.stream(inputs, config=config, context=ctx, stream_mode=["updates", "tasks"]):
+                if mode == "tasks":
+                    trace.on_task_event(chunk)
+                    continue
                 now = time.perf_counter()
-                for node in update:
-                    timings[node] += (now - last) / len(update)
+                for node in chunk:
+                    timings[node] += (now - last) / len(chunk)
                 last = now
             timings["total"] = time.perf_counter() - started
         state = graph.get_state(config).values

@@ -8,8 +8,11 @@ import pytest
 from aniposelib import cameras as anipose
 
 from tools.geometry import (
+    DISTINCT_ENTRIES,
     Camera,
     CameraGroup,
+    distort_normalized,
+    dlt_points,
     project,
     project_camera,
     reprojection_error,
@@ -169,6 +172,87 @@ def test_reprojection_error_matches_aniposelib(rig, rng):
 def test_reprojection_error_is_zero_for_exact_projections(rig, rng):
     points = random_points(rng, 30)
     assert np.max(reprojection_error(rig, points, project(rig, points))) < 1e-9
+
+
+def svd_triangulate(rig: CameraGroup, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference DLT: smallest right singular vector of each point's ``A`` (zero rows if missing).
+
+    Also returns each point's ratio of the two smallest singular values: near 1
+    the answer is ill-determined and any solver's rounding decides it.
+    """
+    normalized = np.stack([cv2.undistortPoints(pixels[index].reshape(-1, 1, 2), camera.matrix,
+                                               camera.dist, criteria=CONVERGED).reshape(-1, 2)
+                           for index, camera in enumerate(rig.cameras)])
+    present = np.isfinite(normalized).all(axis=2)[..., None, None]  # (C, N, 1, 1)
+    extrinsics = np.stack([np.hstack([cv2.Rodrigues(camera.rvec)[0], camera.tvec[:, None]])
+                           for camera in rig.cameras])[:, None]  # (C, 1, 3, 4)
+    rows = normalized[..., None] * extrinsics[:, :, 2:3] - extrinsics[:, :, :2]  # (C, N, 2, 4)
+    matrices = np.where(present, rows, 0.0).transpose(1, 0, 2, 3).reshape(pixels.shape[1], -1, 4)
+    _, singular, vectors = np.linalg.svd(matrices)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        points = vectors[:, -1, :3] / vectors[:, -1, 3:]
+        gap = singular[:, -2] / singular[:, -1]
+    points[present.sum(axis=0)[:, 0, 0] < 2] = np.nan
+    return points, gap
+
+
+CONVERGED = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
+
+
+@pytest.mark.parametrize(("noise_px", "n_points"), [
+    (0.5, 10), (5.0, 10), (0.5, 400), (5.0, 400), (30.0, 400),  # eigh below ~50 points
+    (300.0, 40000),  # Newton can reach a root that is not the smallest: caught, eigh redoes it
+])
+def test_triangulate_is_the_svd_solution_at_any_noise(rig, rng, noise_px, n_points):
+    points = random_points(rng, n_points)
+    pixels = project(rig, points) + rng.normal(0, noise_px, size=(6, n_points, 2))
+    outside = ((pixels < 0) | (pixels > IMAGE_SIZE)).any(axis=2)  # where undistortion is moot
+    pixels[outside | (rng.random((6, n_points)) < 0.3)] = np.nan
+    expected, gap = svd_triangulate(rig, pixels)
+    ours = triangulate(rig, pixels)
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(expected))
+    determined = np.isfinite(expected).all(axis=1) & (gap > 3.0)
+    scale = 1.0 + np.abs(expected[determined]).max(axis=1, keepdims=True)
+    np.testing.assert_array_less(np.abs(ours - expected)[determined] / scale, 1e-7)
+
+
+def test_dlt_points_is_the_smallest_eigenvector_of_any_normal_matrix(rng):
+    # Random A: far from pixel-level noise, Newton's method often lands on a
+    # root that is not the smallest; those points must be redone exactly.
+    matrices = rng.normal(size=(2000, 12, 4))
+    normal = matrices.transpose(0, 2, 1) @ matrices
+    rows, columns = np.array(DISTINCT_ENTRIES).T
+    _, vectors = np.linalg.eigh(normal)
+    expected = vectors[:, :3, 0] / vectors[:, 3:, 0]
+    np.testing.assert_allclose(dlt_points(normal[:, rows, columns].T), expected, rtol=1e-6)
+
+
+def test_answers_do_not_depend_on_how_many_points_come_together(rig, rng):
+    # Large inputs are undistorted in chunks per camera and solved by Newton's
+    # method, small ones in one pass and by eigh: the points must not notice.
+    points = random_points(rng, 20000)
+    pixels = project(rig, points) + rng.normal(0, 1.0, size=(6, 20000, 2))
+    pixels[:, -5:] = rng.uniform([0, 0], [1024, 700], size=(6, 5, 2))  # image corners too
+    together = triangulate(rig, pixels)
+    for part in (slice(0, 7), slice(16380, 16390), slice(-5, None)):
+        np.testing.assert_allclose(triangulate(rig, pixels[:, part]), together[part],
+                                   rtol=1e-9, atol=1e-9)
+
+
+def test_undistort_inverts_the_lens_model_over_the_whole_image(rig):
+    grid = np.stack(np.meshgrid(np.linspace(0, 1024, 40), np.linspace(0, 700, 30)), axis=-1)
+    pixels = grid.reshape(-1, 2)
+    for camera in rig.cameras:
+        normalized = undistort_points(camera, pixels)
+        distorted = distort_normalized(normalized, camera.dist)
+        back = distorted * np.diag(camera.matrix)[:2] + camera.matrix[:2, 2]
+        np.testing.assert_allclose(back, pixels, atol=1e-6)
+
+
+def test_group_arrays_are_computed_once_and_read_only(rig):
+    assert rig.arrays is rig.arrays
+    with pytest.raises(ValueError, match="read-only"):
+        rig.arrays.dist[0, 0] = 1.0
 
 
 @pytest.mark.parametrize(("call", "message"), [

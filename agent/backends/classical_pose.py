@@ -1,0 +1,146 @@
+"""The ``classical`` pose backend: a motion-model tracker with gated optimal assignment.
+
+No model is involved. Each keypoint's position in a camera is predicted from
+the 3D track (constant velocity over the rolling window, projected into the
+camera: the ``prior`` of the request), or, where the track has no point,
+from the camera's own exemplar labels (constant velocity in 2D).
+
+* Stage 1, ``locate_regions``: a region's box is the box of its keypoints'
+  predicted positions, padded with the method's crop padding
+  (:func:`tools.regions.pad_box`).
+* Stage 2, ``assign_within_region``: the centroids inside the box are
+  assigned to the region's predicted keypoints by optimal assignment with a
+  distance gate (:func:`tools.assignment.assign_points`).
+* Stage 3, ``reconcile_regions``: keypoints whose centroid another region
+  also claimed, and keypoints left without one, are re-assigned jointly to
+  the centroids nobody else holds.
+
+Retries (``strategy`` > 0) double the gate and pad the boxes once more per
+step, so a keypoint that moved faster than predicted can be found again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.backends.pose_base import (
+    AssignWithinRegionRequest,
+    CameraView,
+    Centroid,
+    Label,
+    LocateRegionsAnswer,
+    LocateRegionsRequest,
+    ReconcileRegionsAnswer,
+    ReconcileRegionsRequest,
+    RegionAssignment,
+    RegionBox,
+)
+from tools.assignment import assign_points, predict_constant_velocity
+from tools.regions import Box, box_of_points, pad_box
+
+
+@dataclass(frozen=True)
+class ClassicalPoseBackend:
+    """Tracker settings.
+
+    Attributes
+    ----------
+    gate_px : float
+        Largest distance (pixels) between a prediction and the centroid it
+        takes on a first try; each retry doubles it.
+    """
+
+    gate_px: float = 12.0
+    name: str = "classical"
+
+    def locate_regions(self, request: LocateRegionsRequest) -> LocateRegionsAnswer:
+        """Stage 1: the padded box of each region's predicted keypoint positions."""
+        predicted = dict(zip(request.keypoints, predict_view(request), strict=True))
+        boxes = []
+        for region, members in request.regions.items():
+            points = np.array([predicted[name] for name in members], dtype=np.float64).reshape(-1, 2)
+            known = np.all(np.isfinite(points), axis=1)
+            box = _padded_box(points, request.image_size, 1 + request.strategy)
+            if box is None:
+                reason = "outside_image" if known.any() else "no_prediction"
+                boxes.append(RegionBox(region=region, box=None, confidence=0.0, flagged=True,
+                                       reason=reason))
+                continue
+            boxes.append(RegionBox(region=region, box=(box.x0, box.y0, box.x1, box.y1),
+                                   confidence=float(known.mean())))
+        return LocateRegionsAnswer(regions=boxes)
+
+    def assign_within_region(self, request: AssignWithinRegionRequest) -> RegionAssignment:
+        """Stage 2: gated optimal assignment of the centroids inside the box."""
+        candidates = [c for c in request.centroids if request.box is not None
+                      and Box(*request.box).contains(np.array([[c.x, c.y]]))[0]]
+        labels = self._assign(request, candidates, "within_region")
+        missing = sum(label.centroid < 0 for label in labels)
+        return RegionAssignment(camera=request.camera, region=request.region, labels=labels,
+                                flagged=missing > 0, reason="unassigned" if missing else "")
+
+    def reconcile_regions(self, request: ReconcileRegionsRequest) -> ReconcileRegionsAnswer:
+        """Stage 3: settle centroids claimed twice and give free centroids to unlabelled keypoints."""
+        proposed = {label.keypoint: label for p in request.proposals for label in p.labels}
+        claims = Counter(label.centroid for label in proposed.values() if label.centroid >= 0)
+        conflicted = {c for c, n in claims.items() if n > 1}
+        settled = {k: label for k, label in proposed.items()
+                   if label.centroid >= 0 and label.centroid not in conflicted}
+        taken = {label.centroid for label in settled.values()}
+        redo = [k for k in request.keypoints if k not in settled]
+        free = [c for c in request.centroids if c.index not in taken]
+        view = request.subset(redo)
+        redone = {label.keypoint: label for label in self._assign(view, free, "reconcile")}
+        labels = [settled.get(keypoint) or redone[keypoint] for keypoint in request.keypoints]
+        missing = sum(label.centroid < 0 for label in labels)
+        return ReconcileRegionsAnswer(camera=request.camera, labels=labels,
+                                      n_conflicts=len(conflicted), flagged=missing > 0,
+                                      reason="unassigned" if missing else "")
+
+    def _assign(self, view: CameraView, candidates: list[Centroid], stage: str) -> list[Label]:
+        gate_px = self.gate_px * 2.0**view.strategy
+        predicted = predict_view(view)
+        positions = np.array([[c.x, c.y] for c in candidates], dtype=np.float64).reshape(-1, 2)
+        result = assign_points(predicted, positions, gate_px)
+        labels = []
+        for keypoint, index, cost, margin in zip(view.keypoints, result.index, result.cost,
+                                                 result.margin, strict=True):
+            assigned = index >= 0
+            labels.append(Label(
+                keypoint=keypoint,
+                centroid=candidates[index].index if assigned else -1,
+                confidence=float(max(0.0, 1.0 - cost / gate_px)) if assigned else 0.0,
+                margin_px=float(margin) if assigned else None,
+                stage=stage,
+            ))
+        return labels
+
+
+def _padded_box(points: np.ndarray, image_size: tuple[int, int], times: int) -> Box | None:
+    """The box of ``points (n, 2)`` padded ``times`` times; None if none is known or it misses the image."""
+    box = box_of_points(points)
+    width, height = image_size
+    if box is None or box.x1 <= 0 or box.y1 <= 0 or box.x0 >= width or box.y0 >= height:
+        return None
+    for _ in range(times):
+        box = pad_box(box, image_size)
+    return box
+
+
+def predict_view(view: CameraView) -> np.ndarray:
+    """Predicted ``(n_keypoints, 2)`` positions for ``view.keypoints``: the prior, else 2D motion.
+
+    NaN where neither the 3D track nor the camera's exemplars know the keypoint.
+    """
+    prior = np.array([p if p is not None else (np.nan, np.nan) for p in view.prior],
+                     dtype=np.float64).reshape(-1, 2)
+    if not view.exemplars:
+        return prior
+    frames = np.array([e.frame for e in view.exemplars])
+    history = np.array([[p if p is not None else (np.nan, np.nan) for p in e.points]
+                        for e in view.exemplars], dtype=np.float64).reshape(len(frames), -1, 2)
+    motion = predict_constant_velocity(frames, history, view.frame)
+    return np.where(np.isfinite(prior), prior, motion)

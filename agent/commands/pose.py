@@ -1,0 +1,66 @@
+"""``python -m agent.run pose [RECORDING --out DIR]``: the 4-stage pose pipeline.
+
+Without a recording it runs the demo: a synthetic recording is simulated into
+``./data/demo-pose`` on first use (then reused) and tracked into
+``./runs/demo-pose`` (replacing the previous demo run).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from agent.config import resolve_context
+from agent.errors import InputError
+from agent.pose_context import PoseContext
+from agent.pose_pipeline import run_pose, summary_lines
+
+DEMO_RECORDING = Path("data/demo-pose")
+DEMO_RUN = Path("runs/demo-pose")
+DEMO_FRAMES = 200
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recording", nargs="?", type=Path,
+                        help="recording directory (FORMATS.md section 1); omit for the demo")
+    parser.add_argument("--out", type=Path, help="output directory (required with a recording)")
+    parser.add_argument("--backend", choices=("classical", "openai", "hybrid"),
+                        help="perception for stages 1-3 (default classical)")
+    parser.add_argument("--base-url", help="OpenAI-compatible server of the model backends")
+    parser.add_argument("--model", help="served vision-language model name (model backends)")
+    parser.add_argument("--ablation", choices=("full", "no-refine", "naive"),
+                        help="full (default), no-refine (skip Stage 4) or naive (no regions, no Stage 4)")
+    parser.add_argument("--max-frames", type=int, help="track only the first N frames")
+    parser.add_argument("--max-retries", type=int, help="retries of stages 1-3 per frame (default 2)")
+    parser.add_argument("--max-concurrency", type=int, help="parallel graph tasks (default 8)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run in --out")
+    group.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    cli = {"backend": args.backend, "base_url": args.base_url, "vlm_model": args.model,
+           "ablation": args.ablation, "max_frames": args.max_frames,
+           "max_retries": args.max_retries, "max_concurrency": args.max_concurrency}
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError("--max-frames", "must be at least 1")
+    ctx = resolve_context(PoseContext, cli)
+    if args.recording is None:
+        recording, out, overwrite = _demo_recording(), DEMO_RUN, not args.resume
+    else:
+        if args.out is None:
+            raise InputError("--out", "required when a recording is given")
+        recording, out, overwrite = args.recording, args.out, args.overwrite
+    summary = run_pose(recording, out, ctx, resume=args.resume, overwrite=overwrite, quiet=args.quiet)
+    print("\n".join(summary_lines(summary)))
+    return 0
+
+
+def _demo_recording() -> Path:
+    from agent.synth_pose import SynthPoseOptions, synthesize_pose_recording
+
+    if not (DEMO_RECORDING / "recording.toml").is_file():
+        print(f"simulating a demo recording into {DEMO_RECORDING} (first use only) ...")
+        synthesize_pose_recording(DEMO_RECORDING, SynthPoseOptions(frames=DEMO_FRAMES, overwrite=True))
+    return DEMO_RECORDING

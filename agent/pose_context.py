@@ -1,0 +1,51 @@
+"""Run configuration of the pose pipeline (``python -m agent.run pose``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from agent.config import CommonContext
+
+
+def _doc(description: str) -> dict[str, str]:
+    return {"description": description}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoseContext(CommonContext):
+    """Settings of one pose run; nodes read them as ``runtime.context.settings``."""
+
+    ablation: Literal["full", "no-refine", "naive"] = field(
+        default="full",
+        metadata=_doc("full: all four stages; no-refine: skip Stage 4 (plain DLT of the "
+                      "assignments); naive: no regions and no Stage 4, every keypoint assigned "
+                      "at once from the last accepted frame"),
+    )
+    gate_px: float = field(
+        default=12.0, metadata=_doc("largest prediction-to-centroid distance of a first try, pixels")
+    )
+    max_retries: int = field(
+        default=2, metadata=_doc("retries of stages 1-3 for low-confidence views of one frame")
+    )
+    max_error_px: float = field(
+        default=2.0, metadata=_doc("QC: largest mean reprojection error of an accepted keypoint")
+    )
+    max_view_error_px: float = field(
+        default=2.5, metadata=_doc("QC: largest reprojection error of one labelled view")
+    )
+    qc_min_cameras: int = field(
+        default=3, metadata=_doc("QC: fewest agreeing cameras of an accepted keypoint")
+    )
+    min_margin_px: float = field(
+        default=2.0, metadata=_doc("QC: smallest assignment margin (cost gap to second best)")
+    )
+    max_jump_mm: float = field(
+        default=15.0, metadata=_doc("QC: largest distance of a 3D point from its motion prediction")
+    )
+    inlier_threshold_px: float = field(
+        default=8.0, metadata=_doc("Stage 4: a view agrees with a 3D point within this error")
+    )
+    max_frames: int | None = field(
+        default=None, metadata=_doc("process only the first N frames of the recording")
+    )

@@ -1,0 +1,173 @@
+"""Per-frame data of a pose run outside the graph state.
+
+Graph state stays small (frame indices, counters, short lists); arrays live
+here, in the run's cache directory, referenced by path:
+
+* ``centroids/NNNNNN.npz``: the centroids of every camera of one frame;
+* ``frames.bin``: one fixed-size float64 record per accepted frame, appended
+  with a single ``write``. A run killed mid-frame leaves at most a partial
+  record at the end, which is cut when the store is reopened; a frame written
+  twice (redone after a resume) keeps its last record, identical to the first
+  because the pipeline is deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agent.pose_results import write_keypoints_2d, write_keypoints_3d, write_qc
+from tools.confidence import REASONS
+
+STAGES = ("", "seed", "within_region", "reconcile", "refine")
+REASON_CODES = ("", *REASONS)
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """Everything the results files need about one accepted frame.
+
+    Shapes: ``points_3d (n_keypoints, 3)``; ``error_px``, ``ncams``, ``score``,
+    ``flagged``, ``reason`` ``(n_keypoints,)``; ``points_2d (n_cameras,
+    n_keypoints, 2)``; ``centroid``, ``view_error_px``, ``stage``
+    ``(n_cameras, n_keypoints)``.
+    """
+
+    frame: int
+    points_3d: np.ndarray
+    error_px: np.ndarray
+    ncams: np.ndarray
+    score: np.ndarray
+    flagged: np.ndarray
+    reason: np.ndarray
+    points_2d: np.ndarray
+    centroid: np.ndarray
+    view_error_px: np.ndarray
+    stage: np.ndarray
+
+
+class FrameStore:
+    """Centroid files and the append-only frame log of one run (thread-safe)."""
+
+    def __init__(self, cache_dir: str | Path, n_cameras: int, n_keypoints: int) -> None:
+        self.cache_dir = Path(cache_dir)
+        (self.cache_dir / "centroids").mkdir(parents=True, exist_ok=True)
+        self.log_path = self.cache_dir / "frames.bin"
+        self.n_cameras, self.n_keypoints = n_cameras, n_keypoints
+        self._lock = threading.Lock()
+        self._recent: dict[str, list[np.ndarray]] = {}
+        self._records: dict[int, FrameRecord] = {}
+        self._drop_partial_record()
+
+    def _drop_partial_record(self) -> None:
+        """Cut a record that a killed run left half-written, so later appends stay aligned."""
+        if self.log_path.exists():
+            record_bytes = 8 * self.record_size
+            size = self.log_path.stat().st_size
+            if size % record_bytes:
+                os.truncate(self.log_path, size - size % record_bytes)
+
+    @property
+    def record_size(self) -> int:
+        return 1 + 8 * self.n_keypoints + 5 * self.n_cameras * self.n_keypoints
+
+    def save_centroids(self, frame: int, centroids: list[np.ndarray]) -> str:
+        """Write one ``(n_c, 2)`` array per camera; returns the file's path."""
+        path = self.cache_dir / "centroids" / f"{frame:06d}.npz"
+        counts = np.array([len(c) for c in centroids])
+        xy = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1, 2) for c in centroids])
+        np.savez(path, xy=xy, counts=counts)
+        with self._lock:
+            self._recent = {str(path): centroids}
+        return str(path)
+
+    def load_centroids(self, path: str) -> list[np.ndarray]:
+        """The per-camera ``(n_c, 2)`` centroids saved at ``path`` (memoised for the current frame)."""
+        with self._lock:
+            if path in self._recent:
+                return self._recent[path]
+        with np.load(path) as archive:
+            xy, counts = archive["xy"], archive["counts"]
+        centroids = np.split(xy, np.cumsum(counts)[:-1])
+        with self._lock:
+            self._recent = {path: centroids}
+        return centroids
+
+    def append(self, record: FrameRecord) -> None:
+        """Append one frame's record to the log with a single write."""
+        parts = [
+            np.array([record.frame], dtype=np.float64), record.points_3d, record.error_px,
+            record.ncams, record.score, record.flagged, _codes(record.reason, REASON_CODES),
+            record.points_2d, record.centroid, record.view_error_px, _codes(record.stage, STAGES),
+        ]
+        data = np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parts]).tobytes()
+        with self._lock:
+            self._records[record.frame] = record
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        descriptor = os.open(self.log_path, flags, 0o644)
+        try:
+            os.write(descriptor, data)
+        finally:
+            os.close(descriptor)
+
+    def read_all(self) -> list[FrameRecord]:
+        """Every accepted frame once (its last record), by frame."""
+        if not self.log_path.exists():
+            return []
+        values = np.fromfile(self.log_path, dtype=np.float64)
+        values = values[: values.size - values.size % self.record_size].reshape(-1, self.record_size)
+        latest = {int(row[0]): row for row in values}
+        records = [self._unpack(latest[frame]) for frame in sorted(latest)]
+        with self._lock:
+            self._records.update({record.frame: record for record in records})
+        return records
+
+    def window(self, frames: list[int]) -> list[dict]:
+        """Rolling-window entries of accepted ``frames``: ``frame``, ``points_2d (C, K, 2)``, ``points_3d (K, 3)``."""
+        with self._lock:
+            missing = [frame for frame in frames if frame not in self._records]
+        if missing:
+            self.read_all()
+        with self._lock:
+            return [{"frame": frame, "points_2d": self._records[frame].points_2d,
+                     "points_3d": self._records[frame].points_3d} for frame in frames]
+
+    def _unpack(self, row: np.ndarray) -> FrameRecord:
+        n_k, n_ck = self.n_keypoints, self.n_cameras * self.n_keypoints
+        sizes = [1, 3 * n_k, n_k, n_k, n_k, n_k, n_k, 2 * n_ck, n_ck, n_ck, n_ck]
+        parts = np.split(row, np.cumsum(sizes)[:-1])
+        views = (self.n_cameras, self.n_keypoints)
+        return FrameRecord(
+            frame=int(parts[0][0]), points_3d=parts[1].reshape(n_k, 3), error_px=parts[2],
+            ncams=parts[3].astype(np.int64), score=parts[4], flagged=parts[5].astype(bool),
+            reason=np.array(REASON_CODES)[parts[6].astype(int)],
+            points_2d=parts[7].reshape(*views, 2), centroid=parts[8].astype(np.int64).reshape(views),
+            view_error_px=parts[9].reshape(views),
+            stage=np.array(STAGES)[parts[10].astype(int)].reshape(views),
+        )
+
+
+def _codes(values: np.ndarray, table: tuple[str, ...]) -> np.ndarray:
+    lookup = {name: code for code, name in enumerate(table)}
+    return np.array([lookup[str(v)] for v in np.ravel(values)], dtype=np.float64)
+
+
+def write_results_files(out: str | Path, cameras: list[str], keypoints: list[str],
+                        records: list[FrameRecord]) -> None:
+    """``keypoints_3d.csv``, ``keypoints_2d.csv`` and ``qc.csv`` of FORMATS.md section 2."""
+    out = Path(out)
+    frames = np.array([r.frame for r in records], dtype=np.int64)
+
+    def stack(name: str) -> np.ndarray:
+        return np.stack([getattr(r, name) for r in records])
+
+    points_3d, error, ncams = stack("points_3d"), stack("error_px"), stack("ncams")
+    write_keypoints_3d(out / "keypoints_3d.csv", keypoints, frames, points_3d, error, ncams,
+                       stack("score"))
+    write_keypoints_2d(out / "keypoints_2d.csv", cameras, keypoints, frames, stack("points_2d"),
+                       stack("centroid"), stack("view_error_px"), stack("stage"))
+    write_qc(out / "qc.csv", keypoints, frames, error, ncams, stack("flagged"), stack("reason"))

@@ -1,0 +1,233 @@
+"""Run the pose graph on a recording: run directory, checkpointer, seeds, progress, results.
+
+:func:`run_pose` owns the output directory (:func:`agent.rundir.prepare_run_dir`),
+checkpoints the graph in ``.bvlm/checkpoints.sqlite`` (one thread per run,
+its id in ``.bvlm/meta.json``) and continues a killed run with ``resume``:
+finished frames are in the frame log and the checkpoint, so nothing is redone
+but the frame in flight, and the results are byte-identical to an
+uninterrupted run. ``run.json`` is written last, atomically.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sqlite3
+import sys
+import time
+import uuid
+from contextlib import closing
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from agent import pose_steps as steps
+from agent.atomic import write_json_atomic
+from agent.backends.classical_pose import ClassicalPoseBackend
+from agent.backends.pose_base import PoseBackend
+from agent.config import context_to_dict
+from agent.errors import InputError
+from agent.pose_context import PoseContext
+from agent.pose_frames import FrameRecord, FrameStore
+from agent.recording import Recording, load_recording
+from agent.rundir import RunDir, package_versions, prepare_run_dir
+from agent.trace_log import TraceRecorder
+from graphs.pose import build_pose_graph
+from graphs.pose_state import PoseRuntime, PoseState
+from tools.centroids import detect_centroids
+from tools.pose_metrics import evaluate_pose
+
+if TYPE_CHECKING:  # the factory is imported when a model backend is asked for
+    from agent.backends.factory_pose import AnswerSource
+
+RECURSION_LIMIT = 10**9  # the loop is bounded by the frame count, never by this
+
+
+@dataclass(frozen=True)
+class PoseRunSummary:
+    """What one run did, as printed and stored in run.json."""
+
+    out_dir: str
+    n_frames: int
+    n_flagged: int
+    flagged_by_reason: dict[str, int]
+    wall_s: float
+    ms_per_frame: float
+    mean_error_mm: float | None
+    share_within_5mm: float | None
+
+
+def make_pose_backend(ctx: PoseContext, recording: Recording, run: RunDir,
+                      answer_source: AnswerSource | None = None) -> PoseBackend:
+    """The perception backend named by ``ctx.backend``.
+
+    ``classical`` is built here; the model backends come from
+    :mod:`agent.backends.factory_pose` when it is installed. ``answer_source``
+    serves logged model answers (replay).
+    """
+    if ctx.backend == "classical":
+        return ClassicalPoseBackend(gate_px=ctx.gate_px)
+    try:
+        factory = importlib.import_module("agent.backends.factory_pose")
+    except ModuleNotFoundError as exc:
+        if exc.name != "agent.backends.factory_pose":
+            raise
+        raise InputError("--backend", f"the {ctx.backend} pose backend is not available; "
+                                      "use classical") from None
+    return factory.make_pose_backend(ctx, recording, run.path, answer_source=answer_source)
+
+
+def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, resume: bool = False,
+             overwrite: bool = False, quiet: bool = False,
+             backend: PoseBackend | None = None,
+             answer_source: AnswerSource | None = None) -> PoseRunSummary:
+    """Track every frame of the recording into ``out`` (FORMATS.md section 2).
+
+    On ``resume`` the settings stored with the run are used, so the results
+    equal those of an uninterrupted run. ``backend`` replaces the one
+    ``ctx.backend`` names (tests script one); ``answer_source`` serves the
+    model answers of a replay (:class:`agent.replay_log.ReplayLog`). Every
+    node execution is traced to ``trace.jsonl``.
+    """
+    recording = load_recording(recording_path)
+    meta = {"recording": str(Path(recording_path).resolve()), "thread_id": uuid.uuid4().hex,
+            "context": context_to_dict(ctx)}
+    run = prepare_run_dir(out, "pose", meta, resume=resume, overwrite=overwrite)
+    stored = run.read_meta()
+    ctx = PoseContext(**stored["context"])
+    started = time.perf_counter()
+    store = FrameStore(run.cache_dir, len(recording.cameras), len(recording.keypoints))
+    runtime = PoseRuntime(
+        settings=ctx, recording=recording, backend=backend or make_pose_backend(ctx, recording, run, answer_source),
+        store=store,
+        out_dir=str(run.path), regions=_regions(recording, ctx),
+        seed_frames=_log_seed_frames(recording, store),
+    )
+    end_frame = min(recording.n_frames, ctx.max_frames or recording.n_frames)
+    config = {"max_concurrency": ctx.max_concurrency, "recursion_limit": RECURSION_LIMIT,
+              "configurable": {"thread_id": stored["thread_id"]}}
+    with closing(_connect(run)) as connection:
+        graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
+        snapshot = graph.get_state(config)
+        inputs = None if snapshot.values else _initial_state(recording, runtime, end_frame)
+        progress = _Progress(end_frame - int(recording.seeds.frames[0]), quiet)
+        trace = TraceRecorder(run.path / "trace.jsonl")
+        for mode, update in graph.stream(inputs, config, context=runtime, stream_mode=["updates", "tasks"]):
+            if mode == "tasks":
+                trace.on_task_event(update)
+                continue
+            accepted = update.get("accept_frame")
+            if accepted:
+                progress.show(accepted["n_done"], accepted["n_flagged"])
+        progress.close()
+    recording.close()
+    return _finish(run, recording, ctx, store.read_all(), time.perf_counter() - started)
+
+
+def _connect(run: RunDir) -> sqlite3.Connection:
+    connection = sqlite3.connect(run.checkpoint_db, check_same_thread=False)
+    # WAL with synchronous=NORMAL survives a killed process (not a power cut) at a fraction
+    # of the cost of a full fsync per checkpoint.
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
+
+
+def _regions(recording: Recording, ctx: PoseContext) -> dict[str, list[str]]:
+    if ctx.ablation == "naive":
+        return {"all": list(recording.keypoints)}
+    return {name: list(members) for name, members in recording.regions.items()}
+
+
+def _log_seed_frames(recording: Recording, store: FrameStore) -> frozenset[int]:
+    """Log the record of every seed frame not logged yet; the seed frames."""
+    logged = {record.frame for record in store.read_all()}
+    for frame, points_2d in zip(recording.seeds.frames.tolist(), recording.seeds.points_2d,
+                                strict=True):
+        if frame not in logged:
+            centroids = [detect_centroids(recording.fluorescence(camera).read(frame)).xy
+                         for camera in recording.cameras]
+            store.append(steps.seed_record(recording.group, frame, points_2d, centroids))
+    return frozenset(recording.seeds.frames.tolist())
+
+
+def _initial_state(recording: Recording, runtime: PoseRuntime, end_frame: int) -> PoseState:
+    """The first window is the seed frames from the first one on; tracking starts after them."""
+    window, frame = steps.advance([], int(recording.seeds.frames[0]), runtime.seed_frames)
+    n_keypoints = len(recording.keypoints)
+    last_seen = np.full((n_keypoints, 3), np.nan).tolist()
+    for entry in runtime.store.window(window):
+        last_seen = steps.update_last_seen(last_seen, entry["points_3d"])
+    return {"frame": frame, "end_frame": end_frame, "window": window[-3:],
+            "last_seen_3d": last_seen, "n_done": len(window), "n_flagged": 0}
+
+
+def _finish(run: RunDir, recording: Recording, ctx: PoseContext, records: list[FrameRecord],
+            wall_s: float) -> PoseRunSummary:
+    flagged = np.stack([r.flagged for r in records])
+    reasons = np.concatenate([r.reason for r in records])
+    by_reason = {str(name): int(np.sum(reasons == name)) for name in sorted(set(reasons)) if name}
+    metrics = None
+    if recording.ground_truth_3d is not None:
+        index = np.array([r.frame for r in records])
+        metrics = evaluate_pose(np.stack([r.points_3d for r in records]),
+                                recording.ground_truth_3d[index], flagged)
+    summary = PoseRunSummary(
+        out_dir=str(run.path), n_frames=len(records), n_flagged=int(flagged.sum()),
+        flagged_by_reason=by_reason, wall_s=round(wall_s, 3),
+        ms_per_frame=round(1000 * wall_s / max(1, len(records)), 3),
+        mean_error_mm=None if metrics is None else _finite(metrics.mean_error_mm),
+        share_within_5mm=None if metrics is None else _finite(metrics.share_within_5mm),
+    )
+    write_json_atomic(run.run_json, {
+        "kind": "pose", "recording": str(recording.root), "config": context_to_dict(ctx),
+        "versions": package_versions(),
+        "counts": {"frames": len(records), "cameras": len(recording.cameras),
+                   "keypoints": len(recording.keypoints), "flagged": summary.n_flagged,
+                   "flagged_by_reason": by_reason},
+        "timings": {"wall_s": summary.wall_s, "ms_per_frame": summary.ms_per_frame},
+        "summary": asdict(summary),
+    })
+    return summary
+
+
+def _finite(value: float) -> float | None:
+    return round(float(value), 4) if np.isfinite(value) else None
+
+
+class _Progress:
+    """One stderr line: frames done, frames per second, flagged labels."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet = total, quiet
+        self.started = self.last = time.perf_counter()
+        self.first_done: int | None = None
+
+    def show(self, done: int, flagged: int) -> None:
+        now = time.perf_counter()
+        if self.quiet or now - self.last < 0.2:
+            return
+        self.first_done = done if self.first_done is None else self.first_done
+        rate = (done - self.first_done) / max(now - self.started, 1e-9)
+        sys.stderr.write(f"\rpose {done}/{self.total} frames  {rate:5.1f} fps  flagged {flagged}   ")
+        sys.stderr.flush()
+        self.last = now
+
+    def close(self) -> None:
+        if not self.quiet:
+            sys.stderr.write("\n")
+
+
+def summary_lines(summary: PoseRunSummary) -> list[str]:
+    """The one-screen summary printed by the CLI."""
+    lines = [f"results: {summary.out_dir}",
+             f"frames: {summary.n_frames}   time: {summary.wall_s:.1f} s "
+             f"({summary.ms_per_frame:.1f} ms/frame)"]
+    if summary.mean_error_mm is not None:
+        lines.append(f"mean 3D error vs ground truth: {summary.mean_error_mm:.2f} mm   "
+                     f"within 5 mm: {100 * (summary.share_within_5mm or 0):.1f}%")
+    reasons = ", ".join(f"{name} {count}" for name, count in summary.flagged_by_reason.items())
+    lines.append(f"flagged labels: {summary.n_flagged}" + (f" ({reasons})" if reasons else ""))
+    return lines

@@ -1,0 +1,249 @@
+"""Steps of the pose graph's nodes: requests from the window, Stage 4, records, window moves.
+
+The graph (:mod:`graphs.pose`) only wires; what its nodes compute between a
+backend call and the next state lives here, on arrays from
+:class:`agent.pose_frames.FrameStore`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.pose_frames import FrameRecord
+from tools.assignment import assign_points, predict_constant_velocity, recover_lost
+from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_error, triangulate
+from tools.refine import RefineParams, refine_cross_view
+
+
+def predict_track(window: list[dict], last_seen_3d: list | None, frame: int) -> np.ndarray:
+    """3D motion prediction ``(n_keypoints, 3)`` at ``frame`` from :meth:`FrameStore.window` entries.
+
+    Constant velocity over the window; where the window never triangulated a
+    keypoint, its last seen point ``last_seen_3d (K, 3)`` (NaN when None).
+    """
+    frames = np.array([entry["frame"] for entry in window])
+    history = np.array([entry["points_3d"] for entry in window], dtype=np.float64)
+    predicted = predict_constant_velocity(frames, history, frame)
+    if last_seen_3d is None:
+        return predicted
+    return np.where(np.isfinite(predicted), predicted, np.asarray(last_seen_3d, dtype=np.float64))
+
+
+def fill_from_regions(points_3d: np.ndarray, keypoints: list[str],
+                      regions: dict[str, list[str]]) -> np.ndarray:
+    """``points_3d (K, 3)`` with each NaN point replaced by the mean of its region's known points.
+
+    A rough guess for a keypoint never seen yet, good enough to start looking for it.
+    """
+    filled = np.array(points_3d, dtype=np.float64)
+    for members in regions.values():
+        index = [keypoints.index(name) for name in members]
+        known = np.all(np.isfinite(filled[index]), axis=1)
+        if known.any() and not known.all():
+            filled[np.array(index)[~known]] = filled[np.array(index)[known]].mean(axis=0)
+    return filled
+
+
+def camera_view(group: CameraGroup, keypoints: list[str], window: list[dict], camera: int,
+                frame: int, prior_3d: np.ndarray | None, strategy: int) -> dict:
+    """Fields of a :class:`~agent.backends.pose_base.CameraView` for ``camera``.
+
+    Exemplars are the window's labels in this camera; the prior is
+    ``prior_3d (n_keypoints, 3)`` projected, or None everywhere (naive
+    ablation: no 3D prior).
+    """
+    exemplars = [{"frame": entry["frame"], "points": _points(entry["points_2d"][camera])}
+                 for entry in window]
+    if prior_3d is None:
+        prior = [None] * len(keypoints)
+    else:
+        prior = _points(project(CameraGroup((group.cameras[camera],)), prior_3d)[0])
+    return {"frame": frame, "camera": group.cameras[camera].name,
+            "image_size": group.cameras[camera].size, "keypoints": list(keypoints),
+            "exemplars": exemplars, "prior": prior, "strategy": strategy}
+
+
+def free_centroids(xy: np.ndarray, claimed: set[int]) -> list[dict]:
+    """:class:`Centroid` fields of the centroids of ``xy (n, 2)`` whose index is not in ``claimed``."""
+    return [{"index": i, "x": float(x), "y": float(y)} for i, (x, y) in enumerate(xy.tolist())
+            if i not in claimed]
+
+
+def _points(points: np.ndarray) -> list[tuple[float, float] | None]:
+    """``points (n, 2)`` as a list of (x, y), None where NaN."""
+    finite = np.all(np.isfinite(points), axis=1).tolist()
+    return [(x, y) if ok else None for (x, y), ok in zip(points.tolist(), finite, strict=True)]
+
+
+def label_positions(centroids: list[np.ndarray], assignment: np.ndarray) -> np.ndarray:
+    """Pixel positions ``(n_cameras, n_keypoints, 2)`` of ``assignment (C, K)``; NaN where -1."""
+    points = np.full((*assignment.shape, 2), np.nan)
+    for camera, xy in enumerate(centroids):
+        labelled = assignment[camera] >= 0
+        points[camera, labelled] = xy[assignment[camera, labelled]]
+    return points
+
+
+def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignment: np.ndarray,
+                       stage: np.ndarray, params: RefineParams | None,
+                       predicted_3d: np.ndarray | None = None, search_radius_px: float = 60.0,
+                       max_distance: float = 25.0) -> dict[str, np.ndarray]:
+    """Stage 4 (``params`` given) or plain DLT (``params`` None) of one frame's labels.
+
+    With Stage 4, keypoints it cannot triangulate are looked for again among
+    the free centroids near ``predicted_3d`` by cross-view consensus
+    (:func:`tools.assignment.recover_lost`), and Stage 4 runs once more if
+    any is found.
+
+    Parameters
+    ----------
+    centroids : list[np.ndarray]
+        One ``(n_c, 2)`` array per camera.
+    assignment, stage : np.ndarray
+        ``(n_cameras, n_keypoints)`` centroid index (-1 none) and the stage that set it.
+    predicted_3d : np.ndarray or None
+        ``(n_keypoints, 3)`` motion prediction, NaN where unknown.
+
+    Returns
+    -------
+    dict
+        ``points_3d (K, 3)``, ``ncams (K,)``, ``mean_error_px (K,)``, ``error_px (C, K)``
+        (NaN unlabelled, inf labelled but untriangulated), ``assignment`` and
+        ``stage`` ``(C, K)`` after Stage 4's corrections.
+    """
+    # object dtype: a fixed-width string array would cut "refine" to the widest stage present.
+    assignment, stage = assignment.copy(), np.array(stage, dtype=object)
+    if params is not None:
+        result = refine_cross_view(group, centroids, assignment, params)
+        for change in result.changes:
+            stage[change.camera, change.keypoint] = "refine" if change.new_centroid >= 0 else ""
+        lost = ~np.all(np.isfinite(result.points_3d), axis=1)
+        if predicted_3d is not None and lost.any():
+            found = recover_lost(group, centroids, result.assignment, predicted_3d, lost,
+                                 search_radius_px, params.inlier_threshold_px, max_distance)
+            if not np.array_equal(found, result.assignment):
+                stage[found != result.assignment] = "refine"
+                result = refine_cross_view(group, centroids, found, params)
+                for change in result.changes:
+                    stage[change.camera, change.keypoint] = ("refine" if change.new_centroid >= 0
+                                                             else "")
+        assignment, points_3d = result.assignment, result.points_3d
+        ncams, mean_error, error = result.ncams, result.mean_error_px, result.reprojection_error_px
+    else:
+        points_2d = label_positions(centroids, assignment)
+        points_3d = triangulate(group, points_2d)
+        error = reprojection_error(group, points_3d, points_2d)
+        ncams = np.sum(np.isfinite(error), axis=0)
+        mean_error = nanmean_cameras(error)
+    labelled = assignment >= 0
+    error = np.where(labelled, np.where(np.isfinite(error), error, np.inf), np.nan)
+    return {"points_3d": points_3d, "ncams": np.asarray(ncams, dtype=np.int64),
+            "mean_error_px": mean_error, "error_px": error, "assignment": assignment,
+            "stage": np.where(labelled, stage, "")}
+
+
+def refined_labels(labels: dict[str, list], assignment: np.ndarray, stage: np.ndarray
+                   ) -> dict[str, list]:
+    """One camera's labels after Stage 4; a label it changed has no assignment margin."""
+    margin = [m if before == after else None
+              for m, before, after in zip(labels["margin_px"], labels["centroid"],
+                                          assignment.tolist(), strict=True)]
+    return {"centroid": assignment.tolist(), "margin_px": margin, "stage": stage.tolist()}
+
+
+def seed_record(group: CameraGroup, frame: int, points_2d: np.ndarray,
+                centroids: list[np.ndarray], snap_px: float = 3.0) -> FrameRecord:
+    """The record of a seed frame: its manual labels ``points_2d (C, K, 2)``, triangulated.
+
+    A label's centroid is the detected one it matches within ``snap_px`` (one
+    centroid per label: two labels on one merged spot keep only the closer), else -1.
+    """
+    points_3d = triangulate(group, points_2d)
+    error = reprojection_error(group, points_3d, points_2d)
+    centroid = np.stack([assign_points(points_2d[camera], xy, snap_px).index
+                         for camera, xy in enumerate(centroids)])
+    triangulated = np.all(np.isfinite(points_3d), axis=1)
+    labelled = np.all(np.isfinite(points_2d), axis=2)
+    n_keypoints = points_3d.shape[0]
+    return FrameRecord(
+        frame=frame, points_3d=points_3d, error_px=nanmean_cameras(error),
+        ncams=np.where(triangulated, labelled.sum(axis=0), 0), score=triangulated.astype(float),
+        flagged=np.zeros(n_keypoints, bool), reason=np.full(n_keypoints, ""),
+        points_2d=points_2d, centroid=centroid, view_error_px=error,
+        stage=np.where(labelled, "seed", ""),
+    )
+
+
+def region_tasks(group: CameraGroup, keypoints: list[str], regions: dict[str, list[str]],
+                 window: list[dict], prior_3d: np.ndarray | None, frame: int,
+                 centroids: list[np.ndarray], labels: dict[str, dict[str, list]],
+                 redo: dict[str, list[str]], strategy: int) -> list[dict]:
+    """Stage 1 payloads (``RegionTask``), one per camera in ``redo``.
+
+    Each carries the camera's view restricted to the keypoints to (re)assign,
+    the regions restricted likewise, and the centroids that no kept label holds.
+    """
+    tasks = []
+    for camera, names in redo.items():
+        index = group.names.index(camera)
+        kept = labels.get(camera, {}).get("centroid", [-1] * len(keypoints))
+        claimed = {c for name, c in zip(keypoints, kept, strict=True) if c >= 0 and name not in names}
+        view = camera_view(group, keypoints, window, index, frame, prior_3d, strategy)
+        chosen = [keypoints.index(name) for name in names]
+        view["exemplars"] = [{"frame": e["frame"], "points": [e["points"][i] for i in chosen]}
+                             for e in view["exemplars"]]
+        view["prior"] = [view["prior"][i] for i in chosen]
+        view["keypoints"] = list(names)
+        subset = {region: [k for k in members if k in names] for region, members in regions.items()}
+        tasks.append({"view": view, "regions": {r: m for r, m in subset.items() if m},
+                      "centroids": free_centroids(centroids[index], claimed)})
+    return tasks
+
+
+def merge_labels(keypoints: list[str], previous: dict[str, list] | None,
+                 answer_labels: list[dict]) -> dict[str, list]:
+    """One camera's labels after Stage 3: ``previous`` with the answered keypoints replaced."""
+    merged = previous or {"centroid": [-1] * len(keypoints), "margin_px": [None] * len(keypoints),
+                          "stage": [""] * len(keypoints)}
+    merged = {key: list(values) for key, values in merged.items()}
+    for label in answer_labels:
+        i = keypoints.index(label["keypoint"])
+        merged["centroid"][i] = label["centroid"]
+        merged["margin_px"][i] = label["margin_px"]
+        merged["stage"][i] = label["stage"] if label["centroid"] >= 0 else ""
+    return merged
+
+
+def accept(state: dict, centroids: list[np.ndarray]) -> tuple[FrameRecord, list]:
+    """The accepted frame's record and the updated last seen 3D points."""
+    refined, quality = state["refined"], state["quality"]
+    assignment = np.array(refined["assignment"], dtype=np.int64)
+    points_2d = label_positions(centroids, assignment)
+    points_3d = np.array(refined["points_3d"], dtype=np.float64)
+    record = FrameRecord(
+        frame=state["frame"], points_3d=points_3d,
+        error_px=np.array(refined["mean_error_px"], dtype=np.float64),
+        ncams=np.array(refined["ncams"], dtype=np.int64),
+        score=np.array(quality["score"], dtype=np.float64),
+        flagged=np.array(quality["flagged"], dtype=bool), reason=np.array(quality["reason"]),
+        points_2d=points_2d, centroid=assignment,
+        view_error_px=np.where(np.isinf(refined["error_px"]), np.nan, refined["error_px"]),
+        stage=np.array(refined["stage"]),
+    )
+    return record, update_last_seen(state["last_seen_3d"], points_3d)
+
+
+def update_last_seen(last_seen_3d: list, points_3d: np.ndarray) -> list:
+    """``last_seen_3d (K, 3)`` with the keypoints triangulated in ``points_3d (K, 3)`` moved there."""
+    last_seen = np.array(last_seen_3d, dtype=np.float64)
+    seen = np.all(np.isfinite(points_3d), axis=1)
+    last_seen[seen] = points_3d[seen]
+    return last_seen.tolist()
+
+
+def advance(window: list[int], frame: int, seed_frames: frozenset[int]) -> tuple[list[int], int]:
+    """Skip the seed frames at ``frame`` and after (they join the window); the next frame to track."""
+    while frame in seed_frames:
+        window = [*window, frame]
+        frame += 1
+    return window, frame

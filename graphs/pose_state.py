@@ -1,0 +1,93 @@
+"""What flows through the pose graph: small lists and paths, never frames or arrays.
+
+Arrays of the current frame (centroids) and of finished frames live in the
+run's cache directory (:class:`agent.pose_frames.FrameStore`) and are
+referenced by path. Lists below are indexed camera first, then keypoint, in
+manifest order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, TypedDict
+
+from agent.backends.pose_base import PoseBackend
+from agent.pose_context import PoseContext
+from agent.pose_frames import FrameStore
+from agent.recording import Recording
+
+
+def extend_or_clear(current: list[dict] | None, update: list[dict] | None) -> list[dict]:
+    """Reducer of parallel Stage 2 answers: ``None`` clears, a list extends."""
+    if update is None:
+        return []
+    return [*(current or []), *update]
+
+
+class PoseState(TypedDict, total=False):
+    """State of one pose run (one checkpointer thread)."""
+
+    frame: int  # frame being tracked
+    end_frame: int  # exclusive
+    window: list[int]  # the last accepted frames, oldest first (at most 3); labels in the frame log
+    last_seen_3d: list[list[float]]  # (n_keypoints, 3) last triangulated point, NaN if never
+    centroids_path: str  # this frame's centroids (FrameStore.save_centroids)
+    attempt: int  # retries of stages 1-3 done for this frame
+    redo: dict[str, list[str]]  # camera -> keypoints stages 1-3 (re)assign in this attempt
+    proposals: Annotated[list[dict], extend_or_clear]  # Stage 2 answers (RegionAssignment dumps)
+    labels: dict[str, dict[str, list[Any]]]  # camera -> {"centroid", "margin_px", "stage"} per keypoint
+    refined: dict[str, list[Any]]  # Stage 4 output of this frame (triangulate_labels, as lists)
+    previous_assignment: list[list[int]] | None  # Stage 4 assignment before this retry
+    quality: dict[str, list[Any]]  # quality_control's flagged, reason, score per keypoint
+    n_done: int  # frames accepted so far (seed frames included)
+    n_flagged: int  # flagged keypoint-frames so far
+
+
+class RegionTask(TypedDict):
+    """Payload of one Stage 1 task (one camera)."""
+
+    frame: int  # frame and camera name the task in the trace
+    camera: str
+    view: dict[str, Any]  # CameraView fields for the keypoints to (re)assign
+    regions: dict[str, list[str]]  # region -> its keypoints to (re)assign
+    centroids: list[dict]  # free Centroid fields of this camera
+
+
+class AssignTask(TypedDict):
+    """Payload of one Stage 2 task (one camera and region)."""
+
+    frame: int  # frame, camera and region name the task in the trace
+    camera: str
+    region: str
+    request: dict[str, Any]  # AssignWithinRegionRequest fields
+
+
+@dataclass(frozen=True)
+class PoseRuntime:
+    """The graph's runtime context: settings plus the run's open resources (not checkpointed).
+
+    Attributes
+    ----------
+    settings : PoseContext
+        The run's configuration.
+    recording : Recording
+        The open recording.
+    backend : PoseBackend
+        Perception for stages 1-3.
+    store : FrameStore
+        Centroid files and the frame log.
+    out_dir : str
+        Where ``write_results`` writes.
+    regions : dict[str, list[str]]
+        Regions used by Stage 1 (one region of every keypoint in the naive ablation).
+    seed_frames : frozenset[int]
+        Frames labelled in seeds.csv: logged before tracking, they join the window when reached.
+    """
+
+    settings: PoseContext
+    recording: Recording
+    backend: PoseBackend
+    store: FrameStore
+    out_dir: str
+    regions: dict[str, list[str]]
+    seed_frames: frozenset[int]

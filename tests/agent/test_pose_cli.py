@@ -1,0 +1,88 @@
+"""End-to-end tests of ``python -m agent.run pose``: results, refusals, resume after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agent.run import main
+from tests.fixtures.tiny_recording import make_tiny_recording
+
+RESULT_FILES = ("keypoints_3d.csv", "keypoints_2d.csv", "qc.csv")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_tiny_recording(tmp_path_factory.mktemp("cli") / "rec", n_frames=12,
+                               seed_frames=(0, 1, 2))
+
+
+def test_pose_writes_the_results_of_formats_section_2(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["pose", str(tiny), "--out", str(out), "--quiet"]) == 0
+    assert "mean 3D error" in capsys.readouterr().out
+    header = (out / "keypoints_3d.csv").read_text().splitlines()[0].split(",")
+    assert header[:6] == ["ear_L_x", "ear_L_y", "ear_L_z", "ear_L_error", "ear_L_ncams", "ear_L_score"]
+    assert header[-1] == "fnum"
+    qc = pd.read_csv(out / "qc.csv")
+    assert list(qc.columns) == ["frame", "keypoint", "error_px", "ncams", "flagged", "reason"]
+    assert len(qc) == 12 * 4
+    assert (out / "run.json").is_file()
+
+
+def test_an_occupied_output_is_refused_without_resume_or_overwrite(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["pose", str(tiny), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["pose", str(tiny), "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert main(["pose", str(tiny), "--out", str(out), "--quiet", "--overwrite"]) == 0
+
+
+def test_bad_input_is_one_error_line(tmp_path, capsys):
+    (tmp_path / "rec").mkdir()
+    assert main(["pose", str(tmp_path / "rec"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def _pose_process(recording: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "agent.run", "pose", str(recording), "--out",
+                             str(out), "--quiet", *extra], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _logged_frames(out: Path, record_size: int) -> int:
+    log = out / ".bvlm" / "cache" / "frames.bin"
+    return log.stat().st_size // (8 * record_size) if log.exists() else 0
+
+
+def test_a_killed_run_resumes_to_identical_results(tmp_path):
+    recording = make_tiny_recording(tmp_path / "rec", n_frames=100, seed_frames=(0, 1, 2))
+    assert main(["pose", str(recording), "--out", str(tmp_path / "whole"), "--quiet"]) == 0
+    record_size = 1 + 8 * 4 + 5 * 3 * 4
+    killed = tmp_path / "killed"
+    process = _pose_process(recording, killed)
+    deadline = time.monotonic() + 60
+    while _logged_frames(killed, record_size) < 20 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done_at_kill = _logged_frames(killed, record_size)
+    assert 20 <= done_at_kill < 100, "the run should be killed mid-way"
+    resumed = _pose_process(recording, killed, "--resume")
+    assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()
+    for name in RESULT_FILES:
+        assert (killed / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    frames = np.fromfile(killed / ".bvlm" / "cache" / "frames.bin").reshape(-1, record_size)[:, 0]
+    assert len(frames) - len(set(frames)) <= 1, "at most the frame in flight is redone"

@@ -1,0 +1,87 @@
+"""``trace``: the runners record every node execution, printed in order and filtered by clip or frame."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from agent.run import main
+from agent.synth_behavior import synthesize_behavior_session
+from tests.agent.test_replay import scripted_model
+from tests.fixtures.openai_server import ScriptedOpenAIServer
+from tests.fixtures.tiny_recording import make_tiny_recording
+from tools.behavior_sim import SimParams
+
+NODES = ["extract_features", "cluster_dec", "cut_clips", "caption_clips", "merge_segments", "write_results"]
+FAST = {"BVLM_DEC_PRETRAIN_ITERS": "30", "BVLM_DEC_FINETUNE_ITERS": "30"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One tiny session analysed twice: classical, and openai against the scripted server."""
+    root = tmp_path_factory.mktemp("trace")
+    session = root / "session"
+    synthesize_behavior_session(session, SimParams(n_animals=2, seconds=6.0, size=128), seed=2)
+    common = ["behavior", str(session), "--features", "keypoint", "--clusters", "4", "--quiet"]
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in FAST.items():
+            patch.setenv(key, value)
+        assert main([*common, "--out", str(root / "classical"), "--no-clip-videos"]) == 0
+        with ScriptedOpenAIServer(scripted_model) as server:
+            assert main([*common, "--out", str(root / "openai"), "--backend", "openai", "--base-url",
+                         server.base_url, "--model", "scripted"]) == 0
+    return root / "classical", root / "openai"
+
+
+def _trace_rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "trace.jsonl").read_text().splitlines()]
+
+
+def _printed_nodes(text):
+    return [line.split()[0] for line in text.splitlines()[1:] if line and not line.startswith(" ")
+            and not line.startswith("call ")]
+
+
+def test_every_node_is_traced_in_graph_order_with_one_caption_task_per_clip(runs, capsys):
+    classical, _openai = runs
+    rows = _trace_rows(classical)
+    names = [row["node"] for row in rows]
+    assert list(dict.fromkeys(names)) == NODES
+    clips = pd.read_csv(classical / "clips.csv")
+    captions = [row for row in rows if row["node"] == "caption_clips"]
+    assert sorted(row["clip_id"] for row in captions) == sorted(clips["clip_id"])
+    assert all(row["animal"] == row["clip_id"].rsplit("-", 1)[0] for row in captions)
+    assert all(row["error"] is None and row["duration_s"] >= 0 for row in rows)
+    capsys.readouterr()
+    assert main(["trace", str(classical)]) == 0
+    assert _printed_nodes(capsys.readouterr().out) == names
+
+
+def test_clip_filter_keeps_only_that_clips_task_and_model_calls(runs, capsys):
+    _classical, openai_run = runs
+    clip_id = pd.read_csv(openai_run / "clips.csv")["clip_id"].iloc[1]
+    capsys.readouterr()
+    assert main(["trace", str(openai_run), "--clip", clip_id]) == 0
+    text = capsys.readouterr().out
+    assert _printed_nodes(text) == ["caption_clips"] and f"clip_id={clip_id}" in text
+    calls = [line for line in text.splitlines() if line.startswith("call ")]
+    assert len(calls) == 1 and f"clip={clip_id} " in calls[0] and "caption_clips.md" in calls[0]
+    assert main(["trace", str(openai_run), "--node", "merge_segments"]) == 0
+    assert set(_printed_nodes(capsys.readouterr().out)) == {"merge_segments"}
+
+
+def test_pose_trace_names_frame_and_camera_and_filters_by_frame(tmp_path, capsys):
+    recording = make_tiny_recording(tmp_path / "rec", n_frames=6, seed_frames=(0, 1, 2))
+    assert main(["pose", str(recording), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    rows = _trace_rows(tmp_path / "run")
+    stage_1 = [row for row in rows if row["node"] == "locate_regions"]
+    assert {(row["frame"], row["camera"]) for row in stage_1} >= {(frame, camera) for frame in (3, 4, 5)
+                                                                   for camera in ("cam0", "cam1", "cam2")}
+    assert all("region" in row for row in rows if row["node"] == "assign_within_region")
+    capsys.readouterr()
+    assert main(["trace", str(tmp_path / "run"), "--frame", "4"]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines()[1:] if not line.startswith(" ")]
+    assert printed and all("frame=4" in line for line in printed)
+    assert len(printed) == sum(1 for row in rows if row.get("frame") == 4)

@@ -1,0 +1,184 @@
+"""Tests of graphs/pose.py: control flow with scripted backends, and the classical tracker."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agent.backends.classical_pose import ClassicalPoseBackend
+from agent.backends.pose_base import (
+    AssignWithinRegionRequest,
+    Label,
+    LocateRegionsAnswer,
+    LocateRegionsRequest,
+    PoseBackend,
+    ReconcileRegionsAnswer,
+    ReconcileRegionsRequest,
+    RegionAssignment,
+    RegionBox,
+)
+from agent.pose_context import PoseContext
+from agent.pose_pipeline import run_pose
+from agent.pose_results import read_keypoints_3d
+from agent.recording import load_recording
+from tests.fixtures.tiny_recording import make_tiny_recording
+
+N_FRAMES = 10
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_tiny_recording(tmp_path_factory.mktemp("pose") / "rec", n_frames=N_FRAMES,
+                               seed_frames=SEEDS, hidden=((4, 0, 1), (5, 1, 3)))
+
+
+@dataclass
+class BlindBackend:
+    """Never finds anything; counts how often each stage is asked."""
+
+    name: str = "blind"
+    calls: Counter = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _count(self, stage: str) -> None:
+        with self.lock:
+            self.calls[stage] += 1
+
+    def locate_regions(self, request: LocateRegionsRequest) -> LocateRegionsAnswer:
+        self._count("locate_regions")
+        return LocateRegionsAnswer(regions=[RegionBox(region=r, box=None, confidence=0.0,
+                                                      flagged=True, reason="not_found")
+                                            for r in request.regions])
+
+    def assign_within_region(self, request: AssignWithinRegionRequest) -> RegionAssignment:
+        self._count("assign_within_region")
+        return RegionAssignment(camera=request.camera, region=request.region, flagged=True,
+                                reason="unassigned", labels=[_none(k) for k in request.keypoints])
+
+    def reconcile_regions(self, request: ReconcileRegionsRequest) -> ReconcileRegionsAnswer:
+        self._count("reconcile_regions")
+        return ReconcileRegionsAnswer(camera=request.camera, n_conflicts=0, flagged=True,
+                                      reason="unassigned",
+                                      labels=[_none(k) for k in request.keypoints])
+
+
+class RegionBlindBackend(ClassicalPoseBackend):
+    """Stage 2 finds nothing, so every label must come from Stage 3's fallback."""
+
+    def assign_within_region(self, request: AssignWithinRegionRequest) -> RegionAssignment:
+        return RegionAssignment(camera=request.camera, region=request.region,
+                                labels=[_none(k) for k in request.keypoints])
+
+
+def _none(keypoint: str) -> Label:
+    return Label(keypoint=keypoint, centroid=-1, confidence=0.0, margin_px=None,
+                 stage="within_region")
+
+
+def _run(recording: Path, out: Path, backend: PoseBackend | None = None, **settings):
+    return run_pose(recording, out, PoseContext(**settings), quiet=True, backend=backend)
+
+
+def test_what_stays_bad_is_flagged_after_a_fruitless_retry(tiny, tmp_path):
+    backend = BlindBackend()
+    assert isinstance(backend, PoseBackend)
+    # Without Stage 4, whose cross-view search would find the keypoints again.
+    _run(tiny, tmp_path / "out", backend, ablation="no-refine", max_retries=2)
+    tracked, n_cameras = N_FRAMES - len(SEEDS), 3
+    # One retry per frame: it changes no label, so a second one could not help.
+    assert backend.calls["locate_regions"] == tracked * n_cameras * 2
+    assert backend.calls["reconcile_regions"] == tracked * n_cameras * 2
+    qc = pd.read_csv(tmp_path / "out" / "qc.csv", keep_default_na=False)
+    tracked_rows = qc[qc["frame"] >= len(SEEDS)]
+    assert (tracked_rows["flagged"] == 1).all()
+    assert set(tracked_rows["reason"]) == {"unassigned"}
+    assert (qc[qc["frame"] < len(SEEDS)]["flagged"] == 0).all()
+    results = read_keypoints_3d(tmp_path / "out" / "keypoints_3d.csv")
+    assert np.isnan(results.points_3d[len(SEEDS):]).all()
+
+
+class RestlessBackend(ClassicalPoseBackend):
+    """Stage 2 picks another wrong centroid on every try; records each (frame, camera, strategy)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        object.__setattr__(self, "tries", Counter())
+
+    def assign_within_region(self, request: AssignWithinRegionRequest) -> RegionAssignment:
+        self.tries[(request.frame, request.camera, request.region)] += 1
+        n = len(request.centroids)
+        labels = [Label(keypoint=k, centroid=request.centroids[(i + 1 + request.strategy) % n].index,
+                        confidence=0.5, margin_px=0.1, stage="within_region")
+                  for i, k in enumerate(request.keypoints)]
+        return RegionAssignment(camera=request.camera, region=request.region, labels=labels)
+
+    def reconcile_regions(self, request: ReconcileRegionsRequest) -> ReconcileRegionsAnswer:
+        labels = [label for p in request.proposals for label in p.labels]
+        return ReconcileRegionsAnswer(camera=request.camera, labels=labels, n_conflicts=0)
+
+
+@pytest.mark.parametrize("max_retries", [0, 1, 3])
+def test_retries_are_bounded_by_the_counter_in_state(tiny, tmp_path, max_retries):
+    backend = RestlessBackend()
+    _run(tiny, tmp_path / "out", backend, ablation="no-refine", max_retries=max_retries)
+    assert max(backend.tries.values()) == 1 + max_retries
+    qc = pd.read_csv(tmp_path / "out" / "qc.csv", keep_default_na=False)
+    assert (qc[qc["frame"] >= len(SEEDS)]["flagged"] == 1).any()
+
+
+def test_reconciliation_falls_back_to_free_centroids(tiny, tmp_path):
+    summary = _run(tiny, tmp_path / "out", RegionBlindBackend())
+    labels = pd.read_csv(tmp_path / "out" / "keypoints_2d.csv")
+    tracked = labels[labels["frame"] >= len(SEEDS)]
+    assert set(tracked["stage"]) <= {"reconcile", "refine"}
+    assert summary.mean_error_mm is not None and summary.mean_error_mm < 1.0
+
+
+def test_reconciliation_never_gives_a_centroid_twice():
+    view = {"frame": 5, "camera": "cam0", "image_size": (160, 120), "strategy": 0,
+            "keypoints": ["a", "b", "c"], "exemplars": [],
+            "prior": [(10.0, 10.0), (12.0, 10.0), (40.0, 40.0)]}
+    centroids = [{"index": 0, "x": 10.5, "y": 10.0}, {"index": 1, "x": 12.5, "y": 10.0},
+                 {"index": 2, "x": 40.0, "y": 41.0}]
+    claim = [Label(keypoint=k, centroid=0, confidence=0.9, margin_px=1.0, stage="within_region")
+             for k in ("a", "b")]
+    keep = Label(keypoint="c", centroid=2, confidence=0.9, margin_px=9.0, stage="within_region")
+    proposals = [RegionAssignment(camera="cam0", region="head", labels=claim[:1]),
+                 RegionAssignment(camera="cam0", region="body", labels=[claim[1], keep])]
+    request = ReconcileRegionsRequest.model_validate(
+        {**view, "centroids": centroids, "proposals": proposals})
+    answer = ClassicalPoseBackend().reconcile_regions(request)
+    assert [label.centroid for label in answer.labels] == [0, 1, 2]
+    assert [label.stage for label in answer.labels] == ["reconcile", "reconcile", "within_region"]
+    assert answer.n_conflicts == 1
+
+
+def test_classical_tracker_follows_the_animal(tiny, tmp_path):
+    summary = _run(tiny, tmp_path / "out")
+    recording = load_recording(tiny)
+    results = read_keypoints_3d(tmp_path / "out" / "keypoints_3d.csv")
+    error = np.linalg.norm(results.points_3d - recording.ground_truth_3d, axis=2)
+    assert np.nanmax(error) < 2.0
+    assert np.isfinite(error).mean() > 0.95
+    assert summary.n_frames == N_FRAMES
+    labels = pd.read_csv(tmp_path / "out" / "keypoints_2d.csv")
+    assert set(labels[labels["frame"] < len(SEEDS)]["stage"]) == {"seed"}
+    for _, frame in labels.groupby(["frame", "camera"]):
+        assigned = frame["centroid"].dropna()
+        assert assigned.is_unique
+
+
+@pytest.mark.parametrize("ablation", ["no-refine", "naive"])
+def test_ablations_write_complete_results(tiny, tmp_path, ablation):
+    summary = _run(tiny, tmp_path / "out", ablation=ablation)
+    assert summary.n_frames == N_FRAMES
+    assert (tmp_path / "out" / "qc.csv").is_file()
+    labels = pd.read_csv(tmp_path / "out" / "keypoints_2d.csv")
+    assert "refine" not in set(labels["stage"])

@@ -1,0 +1,103 @@
+"""Tests of tools/assignment.py: motion prediction and gated optimal assignment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tools.assignment import assign_points, predict_constant_velocity, recover_lost
+
+
+def test_shuffling_candidates_changes_no_match(rng):
+    predicted = rng.uniform(0, 500, size=(12, 2))
+    candidates = predicted + rng.normal(0, 1.0, size=predicted.shape)
+    order = rng.permutation(12)
+    straight = assign_points(predicted, candidates, gate_px=10.0)
+    shuffled = assign_points(predicted, candidates[order], gate_px=10.0)
+    assert np.array_equal(straight.index, np.arange(12))
+    assert np.array_equal(order[shuffled.index], straight.index)
+    assert np.allclose(shuffled.cost, straight.cost)
+
+
+def test_candidates_beyond_the_gate_are_never_taken():
+    predicted = np.array([[0.0, 0.0], [100.0, 0.0], [np.nan, np.nan]])
+    candidates = np.array([[30.0, 0.0], [102.0, 0.0]])
+    result = assign_points(predicted, candidates, gate_px=10.0)
+    assert result.index.tolist() == [-1, 1, -1]
+    assert np.isnan(result.cost[[0, 2]]).all() and np.isnan(result.margin[[0, 2]]).all()
+
+
+def test_margin_is_the_gap_to_the_second_best_option():
+    predicted = np.array([[0.0, 0.0]])
+    close_pair = assign_points(predicted, np.array([[1.0, 0.0], [0.0, 2.5]]), gate_px=10.0)
+    alone = assign_points(predicted, np.array([[1.0, 0.0]]), gate_px=10.0)
+    assert close_pair.margin[0] == pytest.approx(1.5)
+    assert alone.margin[0] == pytest.approx(9.0)  # staying unassigned costs the gate
+
+
+def test_one_candidate_is_never_given_twice():
+    predicted = np.array([[0.0, 0.0], [1.0, 0.0]])
+    result = assign_points(predicted, np.array([[0.4, 0.0]]), gate_px=5.0)
+    assert sorted(result.index.tolist()) == [-1, 0]
+
+
+def test_constant_velocity_extrapolates_linear_motion_and_keeps_nan():
+    frames = np.array([3, 4, 5])
+    points = np.stack([np.array([[t, 2.0 * t, 0.0], [np.nan] * 3]) for t in frames])
+    predicted = predict_constant_velocity(frames, points, target_frame=6)
+    assert np.allclose(predicted[0], [6.0, 12.0, 0.0])
+    assert np.isnan(predicted[1]).all()
+
+
+def test_prediction_uses_the_last_two_known_positions_and_caps_the_gap():
+    frames = np.array([0, 1, 2])
+    points = np.array([[[0.0, 0.0]], [[1.0, 0.0]], [[np.nan, np.nan]]])
+    predicted = predict_constant_velocity(frames, points, target_frame=10, max_velocity_frames=2)
+    assert np.allclose(predicted[0], [3.0, 0.0])
+    single = predict_constant_velocity(frames[:1], points[:1], target_frame=5)
+    assert np.allclose(single[0], [0.0, 0.0])
+
+
+def test_shapes_are_checked():
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        assign_points(np.zeros((3, 3)), np.zeros((2, 2)), gate_px=1.0)
+    with pytest.raises(ValueError, match="n_history"):
+        predict_constant_velocity(np.arange(2), np.zeros((3, 1, 2)), target_frame=4)
+
+
+def _rig_scene():
+    from tests.fixtures.tiny_recording import tiny_rig
+    from tools.geometry import project
+
+    group = tiny_rig(4)
+    points_3d = np.array([[0.0, 0.0, 10.0], [15.0, 5.0, 20.0], [-10.0, 12.0, 15.0]])
+    centroids = list(project(group, points_3d))  # centroid k of every camera is keypoint k
+    assignment = np.tile(np.arange(3), (4, 1))
+    assignment[:, 1] = -1
+    return group, points_3d, centroids, assignment
+
+
+def test_a_lost_keypoint_is_found_again_where_the_views_agree():
+    group, points_3d, centroids, assignment = _rig_scene()
+    predicted = points_3d + [3.0, -2.0, 1.0]
+    lost = np.array([False, True, False])
+    found = recover_lost(group, centroids, assignment, predicted, lost, search_radius_px=30.0,
+                         threshold_px=2.0, max_distance=10.0)
+    assert np.array_equal(found[:, 1], np.ones(4, int))
+    assert np.array_equal(found[:, [0, 2]], assignment[:, [0, 2]])
+
+
+def test_a_lost_keypoint_keeps_away_from_far_or_foreign_points():
+    group, points_3d, centroids, assignment = _rig_scene()
+    lost = np.array([False, True, False])
+    far = points_3d.copy()
+    far[1] += [30.0, 0.0, 0.0]
+    unchanged = recover_lost(group, centroids, assignment, far, lost, search_radius_px=500.0,
+                             threshold_px=2.0, max_distance=10.0)
+    assert np.array_equal(unchanged, assignment)
+    # The free dot is nearer another keypoint's prediction: it is not this keypoint's.
+    crowded = points_3d.copy()
+    crowded[0] = points_3d[1] + [1.0, 0.0, 0.0]
+    crowded[1] = points_3d[1] + [4.0, 0.0, 0.0]
+    assert np.array_equal(recover_lost(group, centroids, assignment, crowded, lost, 500.0, 2.0,
+                                       10.0), assignment)

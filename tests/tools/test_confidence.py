@@ -1,0 +1,45 @@
+"""Tests of tools/confidence.py: QC flags, reasons, retries and scores."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tools.confidence import QualityParams, assess_frame
+
+
+def _frame(n_cameras: int = 4, n_keypoints: int = 3):
+    points_3d = np.zeros((n_keypoints, 3))
+    ncams = np.full(n_keypoints, n_cameras)
+    mean_error = np.full(n_keypoints, 0.5)
+    error = np.full((n_cameras, n_keypoints), 0.5)
+    margin = np.full((n_cameras, n_keypoints), 20.0)
+    return points_3d, ncams, mean_error, error, margin, np.zeros((n_keypoints, 3))
+
+
+def test_good_keypoints_pass_with_high_score():
+    quality = assess_frame(*_frame())
+    assert not quality.flagged.any() and not quality.retry.any()
+    assert (quality.score > 0.8).all() and (quality.score <= 1).all()
+
+
+def test_each_problem_gets_its_reason_and_only_its_views_are_retried():
+    points_3d, ncams, mean_error, error, margin, predicted = _frame()
+    error[:, 0] = np.nan  # keypoint 0: no label anywhere
+    points_3d[0] = np.nan
+    ncams[0] = 0
+    error[2, 1] = 9.0  # keypoint 1: one view far off
+    margin[1, 2] = 0.5  # keypoint 2: an ambiguous view
+    quality = assess_frame(points_3d, ncams, mean_error, error, margin, predicted, QualityParams())
+    assert quality.reason.tolist() == ["unassigned", "reprojection", "low_margin"]
+    assert quality.retry[:, 0].all()
+    assert quality.retry[:, 1].tolist() == [False, False, True, False]
+    assert quality.retry[:, 2].tolist() == [False, True, False, False]
+    assert quality.score[0] == 0.0
+
+
+def test_few_cameras_and_jumps_are_flagged():
+    points_3d, ncams, mean_error, error, margin, predicted = _frame()
+    ncams[0] = 2
+    predicted[1] = [100.0, 0.0, 0.0]
+    quality = assess_frame(points_3d, ncams, mean_error, error, margin, predicted)
+    assert quality.reason.tolist() == ["few_cameras", "jump", ""]

@@ -1,0 +1,210 @@
+"""Motion prediction and gated optimal assignment of centroids to keypoints.
+
+The classical tracker of the pose pipeline predicts where each keypoint will
+be from the last accepted frames (constant velocity) and assigns the detected
+centroids to the predictions by an optimal assignment (Hungarian algorithm,
+``scipy.optimize.linear_sum_assignment``) in which a keypoint may stay
+unassigned at the cost of the gate: a centroid farther than ``gate_px`` from
+a prediction is never taken. The margin of an assignment is the cost gap to
+the keypoint's second-best option, so a small margin marks an ambiguous label.
+NaN means missing everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from tools.consensus import consensus_triangulate
+from tools.geometry import CameraGroup, project
+
+# Cost of forbidden pairs: far above any gate so the solver never picks one.
+_FORBIDDEN = 1e9
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Result of :func:`assign_points`.
+
+    Attributes
+    ----------
+    index : np.ndarray
+        ``(n_points,)`` int index into the candidates, -1 where unassigned.
+    cost : np.ndarray
+        ``(n_points,)`` distance to the assigned candidate, NaN where unassigned.
+    margin : np.ndarray
+        ``(n_points,)`` cost of the second-best option (the next candidate,
+        or staying unassigned at the gate) minus ``cost``; NaN where unassigned.
+    """
+
+    index: np.ndarray
+    cost: np.ndarray
+    margin: np.ndarray
+
+
+def predict_constant_velocity(frames: np.ndarray, points: np.ndarray, target_frame: int,
+                              max_velocity_frames: int = 2) -> np.ndarray:
+    """Predict ``points`` at ``target_frame`` from a short history, per point.
+
+    Parameters
+    ----------
+    frames : np.ndarray
+        ``(n_history,)`` increasing frame indices of the history.
+    points : np.ndarray
+        ``(n_history, n_points, d)`` positions, NaN where missing.
+    target_frame : int
+        Frame to predict, after the last history frame.
+    max_velocity_frames : int
+        The velocity (from the last two finite positions of a point) is
+        extrapolated over at most this many frames, so that a point seen long
+        ago is not thrown far away.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_points, d)``: last finite position plus velocity times the gap;
+        the last finite position when only one is known; NaN when none is.
+    """
+    frames = np.asarray(frames, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 3 or frames.shape != (points.shape[0],):
+        raise ValueError(f"need frames (n_history,) and points (n_history, n_points, d), got "
+                         f"{frames.shape} and {points.shape}")
+    n_points, dims = points.shape[1:]
+    finite = np.all(np.isfinite(points), axis=2)
+    # Index of the last and second-to-last finite history entry per point (-1: none).
+    order = np.arange(frames.size)[:, None] * np.ones((1, n_points), dtype=int)
+    ranked = np.where(finite, order, -1)
+    last = ranked.max(axis=0)
+    ranked_before = np.where(order < last[None, :], ranked, -1)
+    before = ranked_before.max(axis=0)
+    columns = np.arange(n_points)
+    prediction = np.full((n_points, dims), np.nan)
+    known = last >= 0
+    prediction[known] = points[last[known], columns[known]]
+    moving = known & (before >= 0)
+    if moving.any():
+        step = (frames[last[moving]] - frames[before[moving]])[:, None]
+        velocity = (points[last[moving], columns[moving]] - points[before[moving], columns[moving]]) / step
+        gap = np.minimum(target_frame - frames[last[moving]], max_velocity_frames)[:, None]
+        prediction[moving] += velocity * gap
+    return prediction
+
+
+def assign_points(predicted: np.ndarray, candidates: np.ndarray, gate_px: float) -> Assignment:
+    """Optimal one-to-one assignment of ``candidates`` to ``predicted`` points, with gating.
+
+    Parameters
+    ----------
+    predicted : np.ndarray
+        ``(n_points, 2)`` predicted positions, NaN where unknown (never assigned).
+    candidates : np.ndarray
+        ``(n_candidates, 2)`` detected positions.
+    gate_px : float
+        Largest distance at which a candidate may be assigned; leaving a
+        point unassigned costs ``gate_px``.
+
+    Returns
+    -------
+    Assignment
+        Minimises the total distance plus ``gate_px`` per unassigned point;
+        ties resolve in input order, so the result is deterministic.
+    """
+    predicted = _checked_points("predicted", predicted)
+    candidates = _checked_points("candidates", candidates)
+    if not gate_px > 0:
+        raise ValueError(f"gate_px must be positive, got {gate_px}")
+    n_points, n_candidates = predicted.shape[0], candidates.shape[0]
+    distance = np.linalg.norm(predicted[:, None, :] - candidates[None, :, :], axis=2)
+    allowed = np.isfinite(distance) & (distance <= gate_px)
+    cost = np.where(allowed, distance, _FORBIDDEN)
+    # One private "stay unassigned" column per point, priced at the gate.
+    stay = np.full((n_points, n_points), _FORBIDDEN)
+    np.fill_diagonal(stay, gate_px)
+    rows, cols = linear_sum_assignment(np.hstack([cost, stay]))
+    index = np.full(n_points, -1)
+    real = cols < n_candidates
+    index[rows[real]] = cols[real]
+    assigned = index >= 0
+    chosen_cost = np.full(n_points, np.nan)
+    chosen_cost[assigned] = distance[assigned, index[assigned]]
+    # Second-best option of an assigned point: another allowed candidate or the gate.
+    others = np.where(allowed, distance, np.inf)
+    others[assigned, index[assigned]] = np.inf
+    second = np.minimum(others.min(axis=1, initial=np.inf), gate_px)
+    margin = np.where(assigned, second - np.nan_to_num(chosen_cost), np.nan)
+    return Assignment(index=index, cost=chosen_cost, margin=margin)
+
+
+def _checked_points(name: str, points: np.ndarray) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (n, 2), got {points.shape}")
+    return points
+
+
+def recover_lost(group: CameraGroup, centroids: Sequence[np.ndarray], assignment: np.ndarray,
+                 predicted_3d: np.ndarray, lost: np.ndarray, search_radius_px: float,
+                 threshold_px: float, max_distance: float, min_cameras: int = 3,
+                 max_candidates: int = 4) -> np.ndarray:
+    """Find lost keypoints again among the centroids no keypoint holds, by cross-view consensus.
+
+    For each lost keypoint (in order), every camera offers its free centroids
+    within ``search_radius_px`` of the keypoint's predicted projection (at
+    most ``max_candidates``, nearest first);
+    :func:`tools.consensus.consensus_triangulate` picks one per camera so that
+    most cameras agree. The keypoint takes them when at least ``min_cameras``
+    cameras agree within ``threshold_px`` (spurious spots seldom line up in 3
+    views) and the agreed 3D point lies within ``max_distance`` of the
+    keypoint's prediction and nearer to it than to any other keypoint's
+    prediction (so a lost paw does not take its neighbour's dot).
+
+    Parameters
+    ----------
+    group : CameraGroup
+        The calibrated cameras.
+    centroids : Sequence[np.ndarray]
+        One ``(n_c, 2)`` array per camera.
+    assignment : np.ndarray
+        ``(n_cameras, n_keypoints)`` centroid index, -1 for none.
+    predicted_3d : np.ndarray
+        ``(n_keypoints, 3)`` predicted points, NaN where unknown (never recovered).
+    lost : np.ndarray
+        ``(n_keypoints,)`` bool, the keypoints to look for.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_cameras, n_keypoints)`` the assignment with the recovered views set.
+    """
+    assignment = np.array(assignment, dtype=np.int64)
+    n_cameras = len(group)
+    if assignment.ndim != 2 or assignment.shape[0] != n_cameras or len(centroids) != n_cameras:
+        raise ValueError(f"need one centroid array per camera and assignment ({n_cameras}, "
+                         f"n_keypoints), got {len(centroids)} and {assignment.shape}")
+    predicted_3d = np.asarray(predicted_3d, dtype=np.float64)
+    predicted_2d = project(group, predicted_3d)
+    for keypoint in np.flatnonzero(lost & np.all(np.isfinite(predicted_3d), axis=1)):
+        candidates = np.full((n_cameras, 1, max_candidates, 2), np.nan)
+        index = np.full((n_cameras, max_candidates), -1)
+        for camera, xy in enumerate(centroids):
+            free = np.setdiff1d(np.arange(len(xy)), assignment[camera])
+            distance = np.linalg.norm(xy[free] - predicted_2d[camera, keypoint], axis=1)
+            order = np.argsort(distance, kind="stable")
+            near = free[order][distance[order] <= search_radius_px][:max_candidates]
+            candidates[camera, 0, : near.size] = xy[near]
+            index[camera, : near.size] = near
+        if np.sum(np.isfinite(candidates[:, 0, :, 0]).any(axis=1)) < min_cameras:
+            continue
+        result = consensus_triangulate(group, candidates, threshold_px)
+        distances = np.linalg.norm(predicted_3d - result.points_3d[0], axis=1)
+        own = distances[keypoint]
+        if (result.n_inliers[0] >= min_cameras and own <= max_distance
+                and own <= np.nanmin(distances)):
+            chosen = result.chosen[:, 0]
+            used = chosen >= 0
+            assignment[used, keypoint] = index[used, chosen[used]]
+    return assignment

@@ -1,0 +1,137 @@
+"""Quality control of one tracked frame: which keypoints to retry, flag, and how much to trust.
+
+Pure arrays in, arrays out. A keypoint is flagged with the first reason that
+applies, in this order:
+
+``unassigned``
+    no camera has a label for it;
+``few_cameras``
+    fewer than ``min_cameras`` cameras agree on its 3D point (or it could
+    not be triangulated);
+``reprojection``
+    its mean reprojection error, or the error in one of its labelled views,
+    is over the threshold;
+``low_margin``
+    in some camera the assignment was nearly a tie with another centroid;
+``jump``
+    its 3D point lies far from the motion prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+REASONS = ("unassigned", "few_cameras", "reprojection", "low_margin", "jump")
+
+
+@dataclass(frozen=True)
+class QualityParams:
+    """Thresholds of :func:`assess_frame`.
+
+    Attributes
+    ----------
+    max_error_px : float
+        Largest mean reprojection error (pixels) of an accepted keypoint.
+    max_view_error_px : float
+        Largest reprojection error (pixels) of any single labelled view.
+    min_cameras : int
+        Fewest agreeing cameras of an accepted keypoint.
+    min_margin_px : float
+        Smallest assignment margin (pixels) of an accepted label.
+    max_jump_mm : float
+        Largest distance (calibration units) from the motion prediction.
+    error_scale_px : float
+        The score decays as ``exp(-error / error_scale_px)``.
+    """
+
+    max_error_px: float = 2.0
+    max_view_error_px: float = 2.5
+    min_cameras: int = 3
+    min_margin_px: float = 2.0
+    max_jump_mm: float = 15.0
+    error_scale_px: float = 4.0
+
+
+@dataclass(frozen=True)
+class FrameQuality:
+    """Result of :func:`assess_frame`.
+
+    Attributes
+    ----------
+    flagged : np.ndarray
+        ``(n_keypoints,)`` bool, the label should be reviewed.
+    reason : np.ndarray
+        ``(n_keypoints,)`` str, one of :data:`REASONS`, ``""`` where not flagged.
+    retry : np.ndarray
+        ``(n_cameras, n_keypoints)`` bool, views of flagged keypoints worth
+        another assignment: unlabelled, badly reprojected or ambiguous.
+    score : np.ndarray
+        ``(n_keypoints,)`` confidence in [0, 1], 0 where untriangulated.
+    """
+
+    flagged: np.ndarray
+    reason: np.ndarray
+    retry: np.ndarray
+    score: np.ndarray
+
+
+def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.ndarray,
+                 error_px: np.ndarray, margin_px: np.ndarray, predicted_3d: np.ndarray,
+                 params: QualityParams = QualityParams()) -> FrameQuality:
+    """Flag, score and choose views to retry for one frame.
+
+    Parameters
+    ----------
+    points_3d : np.ndarray
+        ``(n_keypoints, 3)`` triangulated points, NaN where missing.
+    ncams : np.ndarray
+        ``(n_keypoints,)`` cameras used for each point.
+    mean_error_px : np.ndarray
+        ``(n_keypoints,)`` mean reprojection error over the cameras used, NaN where none.
+    error_px : np.ndarray
+        ``(n_cameras, n_keypoints)`` reprojection error of each view's label,
+        NaN where the view has no label; a label with an untriangulated
+        point has error ``inf``.
+    margin_px : np.ndarray
+        ``(n_cameras, n_keypoints)`` assignment margins, NaN where unlabelled.
+    predicted_3d : np.ndarray
+        ``(n_keypoints, 3)`` motion prediction, NaN where unknown.
+    params : QualityParams
+        Thresholds.
+    """
+    n_keypoints = np.shape(points_3d)[0]
+    _check("points_3d", points_3d, (n_keypoints, 3))
+    _check("ncams", ncams, (n_keypoints,))
+    _check("mean_error_px", mean_error_px, (n_keypoints,))
+    n_cameras = np.shape(error_px)[0] if np.ndim(error_px) == 2 else -1
+    _check("error_px", error_px, (n_cameras, n_keypoints))
+    _check("margin_px", margin_px, (n_cameras, n_keypoints))
+    _check("predicted_3d", predicted_3d, (n_keypoints, 3))
+    labelled = ~np.isnan(error_px)
+    triangulated = np.all(np.isfinite(points_3d), axis=1)
+    view_error = np.where(labelled, error_px, 0.0)
+    mean_error = np.where(triangulated, mean_error_px, np.nan)
+    jump = np.linalg.norm(points_3d - predicted_3d, axis=1)
+    bad_view = labelled & (view_error > params.max_view_error_px)
+    ambiguous = labelled & (np.nan_to_num(margin_px, nan=np.inf) < params.min_margin_px)
+    conditions = [
+        ~labelled.any(axis=0),
+        ~triangulated | (np.asarray(ncams) < params.min_cameras),
+        (np.nan_to_num(mean_error) > params.max_error_px) | bad_view.any(axis=0),
+        ambiguous.any(axis=0),
+        np.nan_to_num(jump) > params.max_jump_mm,
+    ]
+    reason = np.select(conditions, REASONS, default="").astype(object).astype(str)
+    flagged = reason != ""
+    retry = flagged[None, :] & (~labelled | bad_view | ambiguous)
+    score = np.where(triangulated, np.exp(-np.nan_to_num(mean_error) / params.error_scale_px), 0.0)
+    score = score * np.minimum(1.0, np.asarray(ncams) / params.min_cameras)
+    score = np.where(flagged, 0.5 * score, score)
+    return FrameQuality(flagged=flagged, reason=reason, retry=retry, score=np.round(score, 6))
+
+
+def _check(name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:
+    if np.shape(array) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {np.shape(array)}")
