@@ -20,6 +20,8 @@ from agent.errors import InputError
 
 CLIPS_FILE = "clips.csv"
 SEGMENTS_FILE = "segments.csv"
+REVIEW_FILE = "review.csv"
+REVIEW_COLUMNS = ["kind", "id", "animal", "start_frame", "end_frame", "reason"]
 _SNAKE_CASE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 
 
@@ -79,6 +81,26 @@ def write_segments_csv(path: str | Path, segments: Sequence[SegmentRow], fps: fl
     rows = [[s.segment_id, s.animal, s.start_frame, s.end_frame, _seconds(s.start_frame, fps),
              _seconds(s.end_frame, fps), s.label, s.description, ";".join(s.clip_ids)] for s in segments]
     return write_text_atomic(path, _render(SEGMENT_COLUMNS, rows))
+
+
+def write_review_csv(path: str | Path, captions: Sequence[dict], clips: Sequence[dict], merge_flags: Sequence[dict]) -> Path:
+    """``review.csv`` (an optional extension of FORMATS.md section 4): what to review.
+
+    One row per clip whose caption is flagged (``kind`` ``caption``, ``id`` the
+    clip id) and per merge chunk that fell back to the classical merge
+    (``kind`` ``merge``, ``id`` empty), with the machine-readable reason.
+    Written even when empty, so its absence never means "nothing flagged".
+    """
+    frames = {clip["clip_id"]: clip for clip in clips}
+    rows: list[list[object]] = []
+    for caption in captions:
+        if caption.get("flagged"):
+            clip = frames[caption["clip_id"]]
+            rows.append(["caption", caption["clip_id"], clip["animal"], clip["start_frame"], clip["end_frame"],
+                         caption.get("reason") or "flagged"])
+    rows += [["merge", "", f["animal"], f["start_frame"], f["end_frame"], f["reason"]] for f in merge_flags]
+    rows.sort(key=lambda row: (str(row[2]), int(row[3]), str(row[0]), str(row[1])))
+    return write_text_atomic(path, _render(REVIEW_COLUMNS, rows))
 
 
 def _read_rows(path: Path, columns: list[str]) -> list[dict[str, str]]:

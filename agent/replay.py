@@ -43,7 +43,7 @@ from agent.llm import ReplayedError
 from agent.replay_log import ReplayLog
 from agent.rundir import RunDir, prepare_run_dir
 
-BEHAVIOR_RESULTS = ("clips.csv", "segments.csv", "ethogram.png")
+BEHAVIOR_RESULTS = ("clips.csv", "segments.csv", "review.csv", "ethogram.png")
 POSE_RESULTS = ("keypoints_3d.csv", "keypoints_2d.csv", "qc.csv")
 RESULT_FILES = {"behavior": BEHAVIOR_RESULTS, "pose": POSE_RESULTS}
 MODEL_BACKENDS = ("openai", "hybrid")

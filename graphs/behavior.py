@@ -22,7 +22,14 @@ from agent.atomic import write_bytes_atomic
 from agent.backends.behavior_base import ClipRequest
 from agent.backends.factory_behavior import make_behavior_backend
 from agent.behavior_context import BehaviorContext
-from agent.behavior_results import CLIPS_FILE, SEGMENTS_FILE, write_clips_csv, write_segments_csv
+from agent.behavior_results import (
+    CLIPS_FILE,
+    REVIEW_FILE,
+    SEGMENTS_FILE,
+    write_clips_csv,
+    write_review_csv,
+    write_segments_csv,
+)
 from agent.session import load_session
 from graphs.behavior_state import BehaviorInput, BehaviorState, CaptionTask
 from tools.ethogram import render_ethogram
@@ -87,11 +94,12 @@ def merge_segments(state: BehaviorState, runtime: Runtime[BehaviorContext]) -> d
         clips = [clip for clip in state["clips"] if clip["animal"] == animal]
         segments += steps.merge_animal(backend, animal, state["session"]["fps"], clips, captions,
                                        ctx.merge_chunk_clips)
-    return {"segments": segments}
+    flags = [dict(vars(flag)) for flag in getattr(backend, "merge_flags", [])]
+    return {"segments": segments, "merge_flags": flags}
 
 
 def write_results(state: BehaviorState) -> dict[str, Any]:
-    """Stage 6: write clips.csv, segments.csv and ethogram.png (atomically)."""
+    """Stage 6: write clips.csv, segments.csv, review.csv and ethogram.png (atomically)."""
     session = state["session"]
     captions = {caption["clip_id"]: caption for caption in state.get("captions", [])}
     clip_rows, segment_rows = steps.result_rows(state["clips"], captions, state["segments"], session["animals"])
@@ -101,7 +109,8 @@ def write_results(state: BehaviorState) -> dict[str, Any]:
     ethogram = render_ethogram([(s.animal, s.start_frame, s.end_frame, s.label) for s in segment_rows],
                                session["animals"], session["n_frames"], session["fps"])
     write_bytes_atomic(run_dir / ETHOGRAM_FILE, ethogram)
-    return {"outputs": {name: str(run_dir / name) for name in (CLIPS_FILE, SEGMENTS_FILE, ETHOGRAM_FILE)}}
+    write_review_csv(run_dir / REVIEW_FILE, state.get("captions", []), state["clips"], state.get("merge_flags", []))
+    return {"outputs": {name: str(run_dir / name) for name in (CLIPS_FILE, SEGMENTS_FILE, REVIEW_FILE, ETHOGRAM_FILE)}}
 
 
 def build_behavior_graph() -> StateGraph:

@@ -31,6 +31,8 @@ class BehaviorState(BehaviorInput, total=False):
         ``clip_id`` plus :class:`~agent.backends.behavior_base.ClipCaption` fields, appended per clip.
     segments : list of dict
         ``animal`` plus :class:`~agent.backends.behavior_base.MergedSegment` fields.
+    merge_flags : list of dict
+        Chunks whose model merge fell back to the classical one (animal, frames, reason).
     outputs : dict
         Paths of the written result files.
     """
@@ -41,6 +43,7 @@ class BehaviorState(BehaviorInput, total=False):
     clips: list[dict[str, Any]]
     captions: Annotated[list[dict[str, Any]], operator.add]
     segments: list[dict[str, Any]]
+    merge_flags: list[dict[str, Any]]
     outputs: dict[str, str]
 
 

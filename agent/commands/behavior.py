@@ -1,6 +1,6 @@
 """``python -m agent.run behavior [SESSION] --out DIR``: segment a session into labelled behaviors.
 
-Writes ``clips.csv``, ``segments.csv``, ``ethogram.png``, ``run.json``,
+Writes ``clips.csv``, ``segments.csv``, ``review.csv``, ``ethogram.png``, ``run.json``,
 one short video per clip under ``clips/`` and the node-by-node trace
 ``trace.jsonl`` (``python -m agent.run trace``). The session is validated before
 anything is written; a run that fails on bad input removes what it wrote.
@@ -161,9 +161,15 @@ def finish_behavior_run(
     write_json_atomic(run_dir.run_json, {
         "kind": "behavior", "session": meta["session"], "config": context_to_dict(ctx),
         "prompts": _prompt_hashes(ctx), "versions": package_versions(), "counts": summary["counts"],
-        "timings_s": timings, "summary": summary, **(provenance or {}),
+        "timings_s": timings, "summary": summary, "model_calls": _model_calls(ctx, run_dir), **(provenance or {}),
     })
     return summary
+
+
+def _model_calls(ctx: BehaviorContext, run_dir: RunDir) -> dict[str, int]:
+    """Model calls per graph node (empty for the classical backend)."""
+    backend = make_behavior_backend(ctx, run_dir.path)
+    return backend.model_calls() if hasattr(backend, "model_calls") else {}
 
 
 def _prompt_hashes(ctx: BehaviorContext) -> dict[str, str]:
@@ -238,6 +244,7 @@ def _summary(state: dict, mode: str) -> dict[str, Any]:
         "dec": {k: v for k, v in state.get("dec", {}).items() if k != "path"},
         "counts": {"clips": len(state.get("clips", [])), "segments": len(segments),
                    "flagged_captions": sum(1 for c in captions if c.get("flagged")),
+                   "flagged_merges": len(state.get("merge_flags", [])),
                    "segments_per_label": dict(sorted(per_label.items()))},
     }
 

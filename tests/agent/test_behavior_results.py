@@ -59,3 +59,18 @@ def test_bad_segments_raise_one_input_error(tmp_path, text, problem):
 def test_missing_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="not found"):
         read_clips_csv(tmp_path / "clips.csv")
+
+
+def test_review_csv_lists_flagged_captions_and_merge_fallbacks(tmp_path):
+    from agent.behavior_results import write_review_csv
+
+    clips = [{"clip_id": "m1-0001", "animal": "mouse1", "start_frame": 30, "end_frame": 60},
+             {"clip_id": "m1-0000", "animal": "mouse1", "start_frame": 0, "end_frame": 30}]
+    captions = [{"clip_id": "m1-0001", "flagged": True, "reason": "caption_model: schema"},
+                {"clip_id": "m1-0000", "flagged": False, "reason": None}]
+    flags = [{"animal": "mouse1", "start_frame": 0, "end_frame": 60, "reason": "merge_model: overlap"}]
+    lines = write_review_csv(tmp_path / "review.csv", captions, clips, flags).read_text().splitlines()
+    assert lines[0] == "kind,id,animal,start_frame,end_frame,reason"
+    assert lines[1:] == ["merge,,mouse1,0,60,merge_model: overlap", "caption,m1-0001,mouse1,30,60,caption_model: schema"]
+    empty = write_review_csv(tmp_path / "empty.csv", captions[1:], clips, []).read_text().splitlines()
+    assert empty == ["kind,id,animal,start_frame,end_frame,reason"]

@@ -65,7 +65,7 @@ def test_run_fans_out_one_caption_per_clip_and_tiles_every_animal(session_dir, t
         spans = sorted((s["start_frame"], s["end_frame"]) for s in state["segments"] if s["animal"] == animal)
         assert spans[0][0] == 0 and spans[-1][1] == state["session"]["n_frames"]
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
-    assert {p.split("/")[-1] for p in state["outputs"].values()} == {"clips.csv", "segments.csv", "ethogram.png"}
+    assert {p.split("/")[-1] for p in state["outputs"].values()} == {"clips.csv", "segments.csv", "review.csv", "ethogram.png"}
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(session_dir, tmp_path):
