@@ -33,7 +33,9 @@ class BehaviorContext(CommonContext):
     min_clip_s: float = field(
         default=0.5, metadata=_doc("shortest clip, seconds (over-segment: merging joins short clips)")
     )
-    max_clip_s: float = field(default=5.0, metadata=_doc("longest clip, seconds"))
+    max_clip_s: float = field(
+        default=2.0, metadata=_doc("longest clip, seconds; longer runs split where the state changes most")
+    )
     fps_out: float = field(default=10.0, metadata=_doc("frame rate of the clip videos"))
     clip_videos: bool = field(default=True, metadata=_doc("cut one short video per clip under clips/"))
     min_segment_s: float = field(default=1.0, metadata=_doc("clips shorter than this join a neighbour"))

@@ -8,6 +8,7 @@ and writes files, and builds backend requests.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,15 @@ from agent.behavior_results import ClipRow, SegmentRow
 from agent.errors import InputError
 from agent.session import Session, iter_frames
 from tools.behavior_rules import session_body_length, summarize_clip, tracks_kinematics
-from tools.clips import ClipVideoRequest, cut_clip_videos, cut_clips, smooth_labels
+from tools.clips import ClipVideoRequest, change_scores, cut_clip_videos, cut_clips, smooth_labels
 from tools.dec import DecInputError, DecParams, fit_dec
-from tools.feature_fusion import fuse
+from tools.feature_fusion import fuse, match_tracks_to_keypoints
 from tools.features import keypoint_features, kinematics
 from tools.visual_features import visual_features
 from tools.visual_tracking import track_blobs
+
+# Half-width of the window comparing the state before and after a frame (change scores).
+CHANGE_WINDOW_S = 0.5
 
 
 def resolve_features_mode(session: Session, requested: str) -> str:
@@ -53,6 +57,10 @@ def extract_features(session: Session, mode: str, cache_dir: Path) -> dict[str, 
         tracks = track_blobs(lambda: iter_frames(session.video_path, 0, session.n_frames), len(session.animals))
     if session.keypoints is not None:
         kin = kinematics(session.keypoints, session.bodyparts, session.fps, session.food_zone)
+        if tracks is not None:  # blob tracks follow the keypoint animals' order
+            order = match_tracks_to_keypoints(tracks.centroid, np.stack([kin["centre_x"], kin["centre_y"]], axis=-1))
+            tracks = dataclasses.replace(tracks, **{f.name: getattr(tracks, f.name)[:, order]
+                                                    for f in dataclasses.fields(tracks)})
     else:
         kin = tracks_kinematics(tracks.centroid, tracks.orientation, tracks.elongation, tracks.area,
                                 session.fps, session.food_zone)
@@ -110,6 +118,21 @@ def cluster_features(features_path: str, n_clusters: int, seed: int, pretrain_it
             "converged": bool(result.converged)}
 
 
+def _state_signals(soft: np.ndarray, kin: Mapping[str, np.ndarray], index: int, body_length: float) -> np.ndarray:
+    """``(n_frames, n_clusters + 3)`` signals whose change marks a new behaviour of animal ``index``.
+
+    The DEC soft assignment, log speed and the distance to the nearest other
+    animal in body lengths (contact), so long clips are split where the
+    kinematic or social state changes even when DEC kept one label.
+    """
+    scale = body_length if np.isfinite(body_length) and body_length > 0 else 1.0
+    speed = np.log1p(np.nan_to_num(kin["speed"][:, index]) / scale)
+    nearest = kin.get("nearest_distance")
+    near = np.zeros_like(speed) if nearest is None else np.minimum(np.nan_to_num(nearest[:, index] / scale, nan=5.0), 5.0)
+    bend = np.nan_to_num(kin["bend"][:, index]) if "bend" in kin else np.zeros_like(speed)
+    return np.column_stack([soft, speed, near, bend])
+
+
 def plan_clips(
     session_meta: Mapping[str, Any], dec_path: str, kinematics_path: str, settings: Mapping[str, float],
     clips_dir: Path | None, video_path: str,
@@ -131,7 +154,10 @@ def plan_clips(
     centre = np.stack([kin["centre_x"], kin["centre_y"]], axis=-1)
     for index, animal in enumerate(animals):
         labels = smooth_labels(dec["labels"][:, index], dec["soft"][:, index], min_run)
-        for number, span in enumerate(cut_clips(labels, fps, settings["min_clip_s"], settings["max_clip_s"])):
+        change = change_scores(_state_signals(dec["soft"][:, index], kin, index, reference),
+                               max(1, round(CHANGE_WINDOW_S * fps)))
+        spans = cut_clips(labels, fps, settings["min_clip_s"], settings["max_clip_s"], change)
+        for number, span in enumerate(spans):
             clip_id = f"{animal}-{number:04d}"
             summary = summarize_clip(kin, index, span.start_frame, span.end_frame, fps, animals, reference)
             video = str(clips_dir / f"{clip_id}.mp4") if clips_dir is not None else None

@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from agent.pose_results import write_keypoints_2d, write_keypoints_3d, write_qc
+from agent.recording import Recording
+from tools.centroids import detect_centroids
 from tools.confidence import REASONS
 
 STAGES = ("", "seed", "within_region", "reconcile", "refine")
-REASON_CODES = ("", *REASONS)
+MODEL_REASON = "model"  # qc.csv reason of a label whose model answer stayed invalid after retries
+REASON_CODES = ("", *dict.fromkeys((*REASONS, MODEL_REASON)))
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,67 @@ class FrameStore:
             view_error_px=parts[9].reshape(views),
             stage=np.array(STAGES)[parts[10].astype(int)].reshape(views),
         )
+
+
+class CentroidPrefetch:
+    """Centroids of every camera's fluorescence frame, detected one frame ahead in a thread.
+
+    :meth:`get` returns frame ``t``'s centroids and starts on ``t + 1``, so
+    decoding and detection (OpenCV, which releases the GIL) overlap the
+    graph's work on frame ``t``. Detection is a pure function of the frame,
+    so results do not depend on the timing. Only fluorescence is decoded.
+    """
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="centroids")
+        self._pending: dict[int, Future[list[np.ndarray]]] = {}
+
+    def _detect(self, frame: int) -> list[np.ndarray]:
+        return [detect_centroids(self.recording.fluorescence(camera).read(frame)).xy
+                for camera in self.recording.cameras]
+
+    def get(self, frame: int) -> list[np.ndarray]:
+        """One ``(n_c, 2)`` array of centroids per camera of ``frame``, in detection order."""
+        current = self._pending.pop(frame, None) or self._pool.submit(self._detect, frame)
+        following = frame + 1
+        self._pending = ({following: self._pool.submit(self._detect, following)}
+                         if following < self.recording.n_frames else {})
+        return current.result()
+
+    def close(self) -> None:
+        """Stop the thread (a pending frame is dropped)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def model_flags(previous: dict[str, str], redone: list[str], answers: list[dict]) -> dict[str, str]:
+    """One camera's ``{keypoint: reason}`` of labels whose model answer stayed invalid.
+
+    ``previous`` minus the ``redone`` keypoints, plus every keypoint of a
+    flagged answer (Stage 2 or 3 dumps with ``labels``, ``flagged``, ``reason``)
+    whose reason is a model failure (``model_*``). Other reasons (nothing in
+    the box, unassigned) are left to quality control, which sees them anyway.
+    """
+    flags = {keypoint: reason for keypoint, reason in previous.items() if keypoint not in redone}
+    for answer in answers:
+        if answer["flagged"] and answer["reason"].startswith(MODEL_REASON):
+            flags.update({label["keypoint"]: answer["reason"] for label in answer["labels"]})
+    return flags
+
+
+def flag_model_labels(keypoints: list[str], flagged: list[bool], reason: list[str],
+                      flags_by_camera: dict[str, dict[str, str]]) -> tuple[list[bool], list[str]]:
+    """Quality control's ``flagged`` and ``reason`` per keypoint, with model-flagged labels added.
+
+    A keypoint labelled from an invalid model answer in any camera is flagged
+    with :data:`MODEL_REASON` unless quality control flagged it already.
+    """
+    by_model = {keypoint for flags in flags_by_camera.values() for keypoint in flags}
+    flagged, reason = list(flagged), list(reason)
+    for i, keypoint in enumerate(keypoints):
+        if keypoint in by_model and not flagged[i]:
+            flagged[i], reason[i] = True, MODEL_REASON
+    return flagged, reason
 
 
 def _codes(values: np.ndarray, table: tuple[str, ...]) -> np.ndarray:

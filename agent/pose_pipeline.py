@@ -10,7 +10,6 @@ uninterrupted run. ``run.json`` is written last, atomically.
 
 from __future__ import annotations
 
-import importlib
 import sqlite3
 import sys
 import time
@@ -27,10 +26,11 @@ from agent import pose_steps as steps
 from agent.atomic import write_json_atomic
 from agent.backends.classical_pose import ClassicalPoseBackend
 from agent.backends.pose_base import PoseBackend
+from agent.backends.pose_tools import LatestLabels
 from agent.config import context_to_dict
 from agent.errors import InputError
 from agent.pose_context import PoseContext
-from agent.pose_frames import FrameRecord, FrameStore
+from agent.pose_frames import CentroidPrefetch, FrameRecord, FrameStore
 from agent.recording import Recording, load_recording
 from agent.rundir import RunDir, package_versions, prepare_run_dir
 from agent.trace_log import TraceRecorder
@@ -59,24 +59,22 @@ class PoseRunSummary:
     share_within_5mm: float | None
 
 
-def make_pose_backend(ctx: PoseContext, recording: Recording, run: RunDir,
+def make_pose_backend(ctx: PoseContext, recording: Recording, run: RunDir, board: LatestLabels,
                       answer_source: AnswerSource | None = None) -> PoseBackend:
     """The perception backend named by ``ctx.backend``.
 
     ``classical`` is built here; the model backends come from
-    :mod:`agent.backends.factory_pose` when it is installed. ``answer_source``
-    serves logged model answers (replay).
+    :func:`agent.backends.factory_pose.make_pose_backend` (imported only then:
+    it loads the model client). Their Stage 3 tools read the frame's labels
+    from ``board``, which the graph publishes to after Stage 4.
+    ``answer_source`` serves logged model answers (replay).
     """
     if ctx.backend == "classical":
         return ClassicalPoseBackend(gate_px=ctx.gate_px)
-    try:
-        factory = importlib.import_module("agent.backends.factory_pose")
-    except ModuleNotFoundError as exc:
-        if exc.name != "agent.backends.factory_pose":
-            raise
-        raise InputError("--backend", f"the {ctx.backend} pose backend is not available; "
-                                      "use classical") from None
-    return factory.make_pose_backend(ctx, recording, run.path, answer_source=answer_source)
+    from agent.backends.factory_pose import make_pose_backend as make_model_backend
+
+    return make_model_backend(ctx, recording, run.path, current_labels=board,
+                              answer_source=answer_source)
 
 
 def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, resume: bool = False,
@@ -92,6 +90,8 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
     node execution is traced to ``trace.jsonl``.
     """
     recording = load_recording(recording_path)
+    if backend is None and not resume:
+        _check_model_settings(ctx)  # before the run directory exists: nothing half-written
     meta = {"recording": str(Path(recording_path).resolve()), "thread_id": uuid.uuid4().hex,
             "context": context_to_dict(ctx)}
     run = prepare_run_dir(out, "pose", meta, resume=resume, overwrite=overwrite)
@@ -99,16 +99,18 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
     ctx = PoseContext(**stored["context"])
     started = time.perf_counter()
     store = FrameStore(run.cache_dir, len(recording.cameras), len(recording.keypoints))
+    board, prefetch = LatestLabels(), CentroidPrefetch(recording)
+    backend = backend or make_pose_backend(ctx, recording, run, board, answer_source)
     runtime = PoseRuntime(
-        settings=ctx, recording=recording, backend=backend or make_pose_backend(ctx, recording, run, answer_source),
-        store=store,
+        settings=ctx, recording=recording, backend=backend, store=store,
         out_dir=str(run.path), regions=_regions(recording, ctx),
-        seed_frames=_log_seed_frames(recording, store),
+        seed_frames=_log_seed_frames(recording, store), detect=prefetch.get,
+        publish_labels=board.publish,
     )
     end_frame = min(recording.n_frames, ctx.max_frames or recording.n_frames)
     config = {"max_concurrency": ctx.max_concurrency, "recursion_limit": RECURSION_LIMIT,
               "configurable": {"thread_id": stored["thread_id"]}}
-    with closing(_connect(run)) as connection:
+    with closing(_connect(run)) as connection, closing(prefetch):
         graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
         snapshot = graph.get_state(config)
         inputs = None if snapshot.values else _initial_state(recording, runtime, end_frame)
@@ -123,7 +125,21 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
                 progress.show(accepted["n_done"], accepted["n_flagged"])
         progress.close()
     recording.close()
-    return _finish(run, recording, ctx, store.read_all(), time.perf_counter() - started)
+    return _finish(run, recording, ctx, backend, store.read_all(), time.perf_counter() - started)
+
+
+def _check_model_settings(ctx: PoseContext) -> None:
+    """Raise the InputError a model backend would raise for a missing server, model or prompt."""
+    if ctx.backend == "classical":
+        return
+    if not ctx.base_url:
+        raise InputError("--base-url", f"the {ctx.backend} pose backend needs an OpenAI-compatible "
+                                       "server URL, e.g. http://localhost:8000/v1")
+    if not ctx.vlm_model:
+        raise InputError("--model", f"the {ctx.backend} pose backend needs the served vision model's name")
+    from agent.backends.openai_pose import load_pose_prompts
+
+    load_pose_prompts(ctx.prompts_dir)
 
 
 def _connect(run: RunDir) -> sqlite3.Connection:
@@ -164,8 +180,8 @@ def _initial_state(recording: Recording, runtime: PoseRuntime, end_frame: int) -
             "last_seen_3d": last_seen, "n_done": len(window), "n_flagged": 0}
 
 
-def _finish(run: RunDir, recording: Recording, ctx: PoseContext, records: list[FrameRecord],
-            wall_s: float) -> PoseRunSummary:
+def _finish(run: RunDir, recording: Recording, ctx: PoseContext, backend: PoseBackend,
+            records: list[FrameRecord], wall_s: float) -> PoseRunSummary:
     flagged = np.stack([r.flagged for r in records])
     reasons = np.concatenate([r.reason for r in records])
     by_reason = {str(name): int(np.sum(reasons == name)) for name in sorted(set(reasons)) if name}
@@ -189,8 +205,23 @@ def _finish(run: RunDir, recording: Recording, ctx: PoseContext, records: list[F
                    "flagged_by_reason": by_reason},
         "timings": {"wall_s": summary.wall_s, "ms_per_frame": summary.ms_per_frame},
         "summary": asdict(summary),
+        **_model_provenance(ctx, backend),
     })
     return summary
+
+
+def _model_provenance(ctx: PoseContext, backend: PoseBackend) -> dict[str, object]:
+    """run.json's ``model`` (calls per stage) and ``prompts`` (hash per prompt file) where they apply."""
+    provenance: dict[str, object] = {}
+    stats = getattr(backend, "stats", None)
+    if callable(stats):
+        provenance["model"] = stats()
+    if ctx.backend != "classical":
+        from agent.backends.openai_pose import PROMPT_NAMES
+        from agent.prompts import prompt_hashes
+
+        provenance["prompts"] = prompt_hashes(list(PROMPT_NAMES), ctx.prompts_dir)
+    return provenance
 
 
 def _finite(value: float) -> float | None:

@@ -12,7 +12,12 @@ import numpy as np
 from agent.pose_frames import FrameRecord
 from tools.assignment import assign_points, predict_constant_velocity, recover_lost
 from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_error, triangulate
-from tools.refine import RefineParams, refine_cross_view
+from tools.reacquire import fit_template
+from tools.refine import RefineParams, RefineResult, refine_cross_view
+
+# Keypoints within this distance of the rigidly moved body shape move with it.
+SHAPE_INLIER_MM = 10.0
+MIN_CARRY_INLIERS = 4
 
 
 def predict_track(window: list[dict], last_seen_3d: list | None, frame: int) -> np.ndarray:
@@ -121,12 +126,7 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
         if predicted_3d is not None and lost.any():
             found = recover_lost(group, centroids, result.assignment, predicted_3d, lost,
                                  search_radius_px, params.inlier_threshold_px, max_distance)
-            if not np.array_equal(found, result.assignment):
-                stage[found != result.assignment] = "refine"
-                result = refine_cross_view(group, centroids, found, params)
-                for change in result.changes:
-                    stage[change.camera, change.keypoint] = ("refine" if change.new_centroid >= 0
-                                                             else "")
+            result = _rerun_if_changed(group, centroids, result, found, stage, params)
         assignment, points_3d = result.assignment, result.points_3d
         ncams, mean_error, error = result.ncams, result.mean_error_px, result.reprojection_error_px
     else:
@@ -140,6 +140,19 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
     return {"points_3d": points_3d, "ncams": np.asarray(ncams, dtype=np.int64),
             "mean_error_px": mean_error, "error_px": error, "assignment": assignment,
             "stage": np.where(labelled, stage, "")}
+
+
+def _rerun_if_changed(group: CameraGroup, centroids: list[np.ndarray], result: RefineResult,
+                      assignment: np.ndarray, stage: np.ndarray, params: RefineParams
+                      ) -> RefineResult:
+    """Stage 4 again on ``assignment (C, K)`` if it differs from ``result``'s; ``stage`` updated in place."""
+    if np.array_equal(assignment, result.assignment):
+        return result
+    stage[assignment != result.assignment] = "refine"
+    result = refine_cross_view(group, centroids, assignment, params)
+    for change in result.changes:
+        stage[change.camera, change.keypoint] = "refine" if change.new_centroid >= 0 else ""
+    return result
 
 
 def refined_labels(labels: dict[str, list], assignment: np.ndarray, stage: np.ndarray
@@ -234,9 +247,19 @@ def accept(state: dict, centroids: list[np.ndarray]) -> tuple[FrameRecord, list]
 
 
 def update_last_seen(last_seen_3d: list, points_3d: np.ndarray) -> list:
-    """``last_seen_3d (K, 3)`` with the keypoints triangulated in ``points_3d (K, 3)`` moved there."""
+    """``last_seen_3d (K, 3)`` with the keypoints triangulated in ``points_3d (K, 3)`` moved there.
+
+    The others move with the body: the rigid motion that takes the last seen
+    points onto this frame's (RANSAC over keypoint triples, at least
+    ``MIN_CARRY_INLIERS`` agreeing within ``SHAPE_INLIER_MM``), so a keypoint
+    hidden for a while is looked for where the body has taken it.
+    """
     last_seen = np.array(last_seen_3d, dtype=np.float64)
     seen = np.all(np.isfinite(points_3d), axis=1)
+    fit = fit_template(last_seen, points_3d, SHAPE_INLIER_MM)
+    if fit.n_inliers >= MIN_CARRY_INLIERS:
+        carried = ~seen & np.all(np.isfinite(fit.fitted), axis=1)
+        last_seen[carried] = fit.fitted[carried]
     last_seen[seen] = points_3d[seen]
     return last_seen.tolist()
 

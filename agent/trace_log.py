@@ -52,6 +52,7 @@ class TraceRecorder:
         self.path = None if path is None else Path(path)
         self._started: dict[str, tuple[float, str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self._handle: Any = None  # opened on the first record, line-buffered so a kill loses nothing
 
     def on_task_event(self, event: dict[str, Any]) -> None:
         if self.path is None:
@@ -71,8 +72,22 @@ class TraceRecorder:
         }
         if isinstance(event.get("result"), dict):
             record.update({k: v for k, v in item_of(event["result"]).items() if k not in record})
-        with self._lock, self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+        line = json.dumps(record, sort_keys=True, default=str) + "\n"
+        with self._lock:
+            if self._handle is None:
+                self._handle = self.path.open("a", encoding="utf-8", buffering=1)
+            self._handle.write(line)
+
+    def close(self) -> None:
+        """Close the trace file (a later record reopens it)."""
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+
+    def __del__(self) -> None:
+        if getattr(self, "_handle", None) is not None:
+            self._handle.close()
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

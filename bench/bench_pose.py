@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python bench/bench_pose.py [--frames 500] [--seeds 0 1 2] [--cameras 6]
                                          [--rig4-seed 0] [--work /tmp/bench-pose]
                                          [--report bench/results/pose.md]
+                                         [--ablations full no-refine naive]
 
 For each recording (``synth pose`` with real MausHaus3D motion; simulated once
 into ``--work`` and reused), it times decoding the fluorescence streams (what
@@ -61,14 +62,14 @@ def detect_seconds(recording_dir: Path) -> float:
     return time.perf_counter() - started
 
 
-def bench_recording(recording_dir: Path, work: Path) -> list[dict]:
+def bench_recording(recording_dir: Path, work: Path, ablations: tuple[str, ...] = ABLATIONS) -> list[dict]:
     """One row per ablation: accuracy, QC and timing."""
     fluorescence_s = decode_seconds(recording_dir, ("fluorescence",))
     all_s = decode_seconds(recording_dir, ("fluorescence", "reflectance"))
     detect_s = detect_seconds(recording_dir)
     recording = load_recording(recording_dir)
     rows = []
-    for ablation in ABLATIONS:
+    for ablation in ablations:
         out = work / "runs" / f"{recording_dir.name}-{ablation}"
         summary = run_pose(recording_dir, out, PoseContext(ablation=ablation), overwrite=True,
                            quiet=True)
@@ -122,6 +123,8 @@ def main() -> None:
     parser.add_argument("--rig4-seed", type=int, default=0, help="seed of the 4-camera recording (-1: none)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-pose"))
     parser.add_argument("--report", type=Path, default=REPO_ROOT / "bench" / "results" / "pose.md")
+    parser.add_argument("--ablations", nargs="+", choices=ABLATIONS, default=list(ABLATIONS),
+                        help="ablations to run (default all)")
     args = parser.parse_args()
     plan = [(args.cameras, seed) for seed in args.seeds]
     if args.rig4_seed >= 0:
@@ -132,7 +135,7 @@ def main() -> None:
         if not (recording_dir / "recording.toml").is_file():
             synthesize_pose_recording(recording_dir, SynthPoseOptions(
                 frames=args.frames, cameras=cameras, seed=seed, overwrite=True))
-        rows += bench_recording(recording_dir, args.work)
+        rows += bench_recording(recording_dir, args.work, tuple(args.ablations))
     command = ".venv/bin/python bench/bench_pose.py " + " ".join(sys.argv[1:])
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report(rows, command.strip()), encoding="utf-8")

@@ -2,7 +2,8 @@
 
 Per frame: ``detect_centroids`` -> ``locate_regions`` (Stage 1, one task per
 camera) -> ``assign_within_region`` (Stage 2, one task per camera and region)
--> ``reconcile_regions`` (Stage 3) -> ``refine_cross_view`` (Stage 4) ->
+-> ``gather_regions`` -> ``reconcile_regions`` (Stage 3, one task per camera)
+-> ``refine_cross_view`` (Stage 4) ->
 ``quality_control``, which either sends the low-confidence views back
 through stages 1-3 with the next strategy (at most ``max_retries`` times, a
 counter in state) or hands the frame to ``accept_frame``. The accepted frame
@@ -30,9 +31,14 @@ from agent.backends.pose_base import (
     LocateRegionsRequest,
     ReconcileRegionsRequest,
 )
-from agent.pose_frames import write_results_files
-from graphs.pose_state import AssignTask, PoseRuntime, PoseState, RegionTask
-from tools.centroids import detect_centroids as detect_spots
+from agent.pose_frames import flag_model_labels, model_flags, write_results_files
+from graphs.pose_state import (
+    AssignTask,
+    PoseRuntime,
+    PoseState,
+    ReconcileTask,
+    RegionTask,
+)
 from tools.confidence import QualityParams, assess_frame
 from tools.refine import RefineParams
 
@@ -48,11 +54,11 @@ def detect_centroids(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[st
     """Stage 0: detect and number the quantum-dot centroids of every camera's fluorescence frame."""
     run = runtime.context
     frame = state["frame"]
-    centroids = [detect_spots(run.recording.fluorescence(camera).read(frame)).xy
-                 for camera in run.recording.cameras]
+    centroids = run.detect(frame)
     everything = {camera: list(run.recording.keypoints) for camera in run.recording.cameras}
     return {"centroids_path": run.store.save_centroids(frame, centroids), "attempt": 0,
-            "redo": everything, "proposals": None, "labels": {}, "previous_assignment": None}
+            "redo": everything, "proposals": None, "labels": None, "model_flags": None,
+            "previous_assignment": None}
 
 
 def dispatch_regions(state: PoseState, runtime: Runtime[PoseRuntime]) -> list[Send]:
@@ -84,8 +90,9 @@ def locate_regions(task: RegionTask, runtime: Runtime[PoseRuntime]) -> Command:
             **request.subset(task["regions"][region.region]).model_dump(exclude={"regions"}),
             "region": region.region, "box": region.box, "centroids": task["centroids"],
         })
-        sends.append(Send("assign_within_region", {"frame": task["frame"], "camera": task["camera"],
-                                                   "region": region.region, "request": assign.model_dump()}))
+        sends.append(Send("assign_within_region", {
+            "frame": task["frame"], "camera": task["camera"], "region": region.region,
+            "request": assign.model_dump(), "box_reason": region.reason if region.flagged else ""}))
     return Command(goto=sends)
 
 
@@ -93,23 +100,40 @@ def assign_within_region(task: AssignTask, runtime: Runtime[PoseRuntime]) -> dic
     """Stage 2: label the centroids inside one region's box of one camera."""
     request = AssignWithinRegionRequest.model_validate(task["request"])
     answer = runtime.context.backend.assign_within_region(request)
+    if task.get("box_reason") and not answer.flagged:  # the region's box was not settled
+        answer = answer.model_copy(update={"flagged": True, "reason": task["box_reason"]})
     return {"proposals": [answer.model_dump()]}
 
 
-def reconcile_regions(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
-    """Stage 3: per camera, merge the regions' labels; no centroid is claimed twice."""
+def gather_regions(state: PoseState) -> dict[str, Any]:
+    """Stage 2 -> 3: wait for every region's answer (the per-camera fan-out is its edge)."""
+    return {}
+
+
+def dispatch_reconcile(state: PoseState, runtime: Runtime[PoseRuntime]) -> list[Send]:
+    """One Stage 3 task per camera whose views are being (re)assigned, with its Stage 2 answers."""
+    labels, flags = state.get("labels") or {}, state.get("model_flags") or {}
+    proposals = state.get("proposals") or []
+    return [Send("reconcile_regions", {
+        "frame": state["frame"], "camera": task["view"]["camera"], "view": task["view"],
+        "centroids": task["centroids"], "labels": labels.get(task["view"]["camera"]),
+        "model_flags": flags.get(task["view"]["camera"], {}),
+        "proposals": [p for p in proposals if p["camera"] == task["view"]["camera"]],
+    }) for task in _region_tasks(state, runtime.context)]
+
+
+def reconcile_regions(task: ReconcileTask, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
+    """Stage 3: merge one camera's region labels; no centroid is claimed twice."""
     run = runtime.context
-    keypoints = run.recording.keypoints
-    labels = dict(state.get("labels", {}))
-    for task in _region_tasks(state, run):
-        camera = task["view"]["camera"]
-        proposals = [p for p in state.get("proposals", []) if p["camera"] == camera]
-        request = ReconcileRegionsRequest.model_validate(
-            {**task["view"], "centroids": task["centroids"], "proposals": proposals})
-        answer = run.backend.reconcile_regions(request)
-        labels[camera] = steps.merge_labels(keypoints, labels.get(camera),
-                                             [label.model_dump() for label in answer.labels])
-    return {"labels": labels, "proposals": None}
+    request = ReconcileRegionsRequest.model_validate(
+        {**task["view"], "centroids": task["centroids"], "proposals": task["proposals"]})
+    answer = run.backend.reconcile_regions(request)
+    labels = steps.merge_labels(run.recording.keypoints, task["labels"],
+                                [label.model_dump() for label in answer.labels])
+    answers = [*task["proposals"], answer.model_dump()]
+    flags = model_flags(task["model_flags"], task["view"]["keypoints"], answers)
+    return {"labels": {task["camera"]: labels}, "model_flags": {task["camera"]: flags},
+            "proposals": None}
 
 
 def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
@@ -124,10 +148,11 @@ def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[s
         steps.predict_track(run.store.window(state["window"]), state["last_seen_3d"],
                             state["frame"]),
         run.recording.keypoints, run.recording.regions)
-    refined = steps.triangulate_labels(run.recording.group,
-                                        run.store.load_centroids(state["centroids_path"]),
-                                        assignment, stage, params,
+    centroids = run.store.load_centroids(state["centroids_path"])
+    refined = steps.triangulate_labels(run.recording.group, centroids, assignment, stage, params,
                                         prior if full else None)
+    if run.publish_labels is not None:
+        run.publish_labels(state["frame"], steps.label_positions(centroids, refined["assignment"]))
     labels = {camera: steps.refined_labels(state["labels"][camera], refined["assignment"][i],
                                            refined["stage"][i]) for i, camera in enumerate(cameras)}
     return {"labels": labels, "refined": {key: np.asarray(value).tolist()
@@ -162,9 +187,10 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
         return Command(goto=dispatch_regions(retry_state, runtime),  # type: ignore[arg-type]
                        update={"redo": redo, "attempt": attempt + 1,
                                "previous_assignment": refined["assignment"]})
+    flagged, reason = flag_model_labels(run.recording.keypoints, quality.flagged.tolist(),
+                                        quality.reason.tolist(), state.get("model_flags") or {})
     return Command(goto="accept_frame", update={"quality": {
-        "flagged": quality.flagged.tolist(), "reason": quality.reason.tolist(),
-        "score": quality.score.tolist()}})
+        "flagged": flagged, "reason": reason, "score": quality.score.tolist()}})
 
 
 def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]
@@ -180,7 +206,8 @@ def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]
               "n_done": state.get("n_done", 0) + following - state["frame"],
               "n_flagged": state.get("n_flagged", 0) + int(record.flagged.sum()),
               # The frame is in the log now: keep frame-boundary checkpoints small.
-              "labels": {}, "refined": {}, "quality": {}, "redo": {}, "proposals": None}
+              "labels": None, "model_flags": None, "refined": {}, "quality": {}, "redo": {},
+              "proposals": None}
     goto = "detect_centroids" if following < state["end_frame"] else "write_results"
     return Command(goto=goto, update=update)
 
@@ -199,6 +226,7 @@ def build_pose_graph() -> StateGraph:
     builder.add_node(detect_centroids)
     builder.add_node(locate_regions)
     builder.add_node(assign_within_region)
+    builder.add_node(gather_regions)
     builder.add_node(reconcile_regions)
     builder.add_node(refine_cross_view)
     builder.add_node(quality_control)
@@ -206,7 +234,8 @@ def build_pose_graph() -> StateGraph:
     builder.add_node(write_results)
     builder.add_conditional_edges(START, start_or_finish, ["detect_centroids", "write_results"])
     builder.add_conditional_edges("detect_centroids", dispatch_regions, ["locate_regions"])
-    builder.add_edge("assign_within_region", "reconcile_regions")
+    builder.add_edge("assign_within_region", "gather_regions")
+    builder.add_conditional_edges("gather_regions", dispatch_reconcile, ["reconcile_regions"])
     builder.add_edge("reconcile_regions", "refine_cross_view")
     builder.add_edge("refine_cross_view", "quality_control")
     builder.add_edge("write_results", END)

@@ -8,8 +8,11 @@ manifest order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
+
+import numpy as np
 
 from agent.backends.pose_base import PoseBackend
 from agent.pose_context import PoseContext
@@ -24,6 +27,13 @@ def extend_or_clear(current: list[dict] | None, update: list[dict] | None) -> li
     return [*(current or []), *update]
 
 
+def merge_by_camera(current: dict[str, Any] | None, update: dict[str, Any] | None) -> dict[str, Any]:
+    """Reducer of per-camera entries (parallel Stage 3 answers): ``None`` clears, a dict merges."""
+    if update is None:
+        return {}
+    return {**(current or {}), **update}
+
+
 class PoseState(TypedDict, total=False):
     """State of one pose run (one checkpointer thread)."""
 
@@ -35,7 +45,10 @@ class PoseState(TypedDict, total=False):
     attempt: int  # retries of stages 1-3 done for this frame
     redo: dict[str, list[str]]  # camera -> keypoints stages 1-3 (re)assign in this attempt
     proposals: Annotated[list[dict], extend_or_clear]  # Stage 2 answers (RegionAssignment dumps)
-    labels: dict[str, dict[str, list[Any]]]  # camera -> {"centroid", "margin_px", "stage"} per keypoint
+    labels: Annotated[dict[str, dict[str, list[Any]]], merge_by_camera]  # camera -> {"centroid",
+    # "margin_px", "stage"} per keypoint
+    model_flags: Annotated[dict[str, dict[str, str]], merge_by_camera]  # camera -> {keypoint: reason}
+    # of labels whose model answer stayed invalid
     refined: dict[str, list[Any]]  # Stage 4 output of this frame (triangulate_labels, as lists)
     previous_assignment: list[list[int]] | None  # Stage 4 assignment before this retry
     quality: dict[str, list[Any]]  # quality_control's flagged, reason, score per keypoint
@@ -62,6 +75,18 @@ class AssignTask(TypedDict):
     request: dict[str, Any]  # AssignWithinRegionRequest fields
 
 
+class ReconcileTask(TypedDict):
+    """Payload of one Stage 3 task (one camera)."""
+
+    frame: int  # frame and camera name the task in the trace
+    camera: str
+    view: dict[str, Any]  # CameraView fields for the keypoints to (re)assign
+    centroids: list[dict]  # free Centroid fields of this camera
+    labels: dict[str, list[Any]] | None  # the camera's labels so far (kept on a retry)
+    model_flags: dict[str, str]  # the camera's model flags so far
+    proposals: list[dict]  # the camera's Stage 2 answers (RegionAssignment dumps)
+
+
 @dataclass(frozen=True)
 class PoseRuntime:
     """The graph's runtime context: settings plus the run's open resources (not checkpointed).
@@ -82,6 +107,13 @@ class PoseRuntime:
         Regions used by Stage 1 (one region of every keypoint in the naive ablation).
     seed_frames : frozenset[int]
         Frames labelled in seeds.csv: logged before tracking, they join the window when reached.
+    detect : callable
+        ``detect(frame)``: one ``(n_c, 2)`` array of centroids per camera
+        (:meth:`agent.pose_frames.CentroidPrefetch.get`).
+    publish_labels : callable, optional
+        Called after Stage 4 with ``(frame, points_2d (n_cameras, n_keypoints, 2))``, the
+        frame's label positions (NaN unlabelled), so a model's Stage 3 tools check its
+        candidates against the other cameras (:class:`agent.backends.pose_tools.LatestLabels`).
     """
 
     settings: PoseContext
@@ -91,3 +123,5 @@ class PoseRuntime:
     out_dir: str
     regions: dict[str, list[str]]
     seed_frames: frozenset[int]
+    detect: Callable[[int], list[np.ndarray]]
+    publish_labels: Callable[[int, np.ndarray], None] | None = None

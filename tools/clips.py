@@ -189,8 +189,51 @@ def _merge_short_runs(
     return np.flatnonzero(alive)
 
 
+def change_scores(features: np.ndarray, window: int) -> np.ndarray:
+    """How sharply one animal's state changes at each frame (a two-window detector).
+
+    The score of frame ``t`` is the Euclidean distance between the mean of the
+    z-scored features over ``[t - window, t)`` and over ``[t, t + window)``
+    (windows clipped at the ends; NaN features count as the feature mean).
+    A change in speed, in the distance to a partner or in contact makes a peak.
+
+    Parameters
+    ----------
+    features : np.ndarray
+        ``(n_frames, n_features)`` features of one animal.
+    window : int
+        Frames on each side, >= 1.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_frames,)`` float64 scores, >= 0.
+    """
+    if features.ndim != 2 or window < 1:
+        raise ValueError(f"features must be (n_frames, n_features) and window >= 1, "
+                         f"got {features.shape} and {window}")
+    values = np.asarray(features, dtype=np.float64)
+    finite = np.isfinite(values)
+    counts = np.maximum(finite.sum(axis=0), 1)
+    centred = np.where(finite, values - np.where(finite, values, 0.0).sum(axis=0) / counts, 0.0)
+    spread = np.sqrt((centred**2).sum(axis=0) / counts)
+    z = centred / np.where(spread > 0, spread, 1.0)
+    cumulative = np.concatenate([np.zeros((1, z.shape[1])), np.cumsum(z, axis=0)])
+    frames = np.arange(z.shape[0])
+    before_start, after_end = np.maximum(frames - window, 0), np.minimum(frames + window, z.shape[0])
+    before = (cumulative[frames] - cumulative[before_start]) / np.maximum(frames - before_start, 1)[:, None]
+    after = (cumulative[after_end] - cumulative[frames]) / np.maximum(after_end - frames, 1)[:, None]
+    scores = np.linalg.norm(after - before, axis=1)
+    scores[0] = 0.0  # frame 0 is the start of the sequence, never a change
+    return scores
+
+
 def cut_clips(
-    labels: np.ndarray, fps: float, min_clip_s: float = 1.0, max_clip_s: float = 5.0
+    labels: np.ndarray,
+    fps: float,
+    min_clip_s: float = 1.0,
+    max_clip_s: float = 5.0,
+    change_score: np.ndarray | None = None,
 ) -> list[ClipSpan]:
     """Cut one animal's label sequence into clips that tile ``[0, n_frames)``.
 
@@ -200,7 +243,9 @@ def cut_clips(
        a motif of its own), a shorter group joins the shorter neighbouring
        clip (ties: the left one), which keeps one of its two boundaries.
     3. Clips longer than ``max_clip_s`` are split into the fewest equal parts
-       that fit.
+       that fit; with ``change_score``, each split instead goes to the frame
+       of the highest score at least ``min_clip_s`` from both ends (the
+       state change DEC did not label), until every part fits.
 
     Every boundary between two runs of at least ``min_clip_s`` survives. A
     clip's cluster is the label covering most of its frames (ties: the lower).
@@ -215,6 +260,8 @@ def cut_clips(
         Clip length bounds in seconds; only a sequence shorter than
         ``min_clip_s``, or the parts of a split when ``max_clip_s < 2 *
         min_clip_s``, can be shorter than ``min_clip_s``.
+    change_score : np.ndarray or None
+        ``(n_frames,)`` scores of :func:`change_scores`, or None for equal splits.
 
     Returns
     -------
@@ -229,17 +276,30 @@ def cut_clips(
     starts, ends, _ = label_runs(labels)
     if starts.size == 0:
         return []
+    if change_score is not None and change_score.shape != labels.shape:
+        raise ValueError(f"change_score must be {labels.shape}, got {change_score.shape}")
     min_frames = max(1, round(min_clip_s * fps))
     max_frames = max(min_frames, int(max_clip_s * fps))
     edges = _absorb_short_runs(starts, ends, min_frames)
     clips = []
     for start, end in zip(edges[:-1], edges[1:], strict=True):
-        n_parts = -(-(end - start) // max_frames)
-        cuts = start + np.round(np.arange(n_parts + 1) * (end - start) / n_parts).astype(np.int64)
+        cuts = _split_long(start, end, min_frames, max_frames, change_score)
         for part_start, part_end in zip(cuts[:-1], cuts[1:], strict=True):
             cluster = int(np.bincount(labels[part_start:part_end]).argmax())
             clips.append(ClipSpan(int(part_start), int(part_end), cluster))
     return clips
+
+
+def _split_long(
+    start: int, end: int, min_frames: int, max_frames: int, change_score: np.ndarray | None
+) -> list[int]:
+    """Cut frames ``[start, ..., end]`` splitting ``[start, end)`` into parts of at most ``max_frames``."""
+    n_parts = -(-(end - start) // max_frames)
+    if change_score is None or n_parts <= 1 or end - start < 2 * min_frames:
+        return (start + np.round(np.arange(n_parts + 1) * (end - start) / n_parts).astype(np.int64)).tolist()
+    cut = start + min_frames + int(np.argmax(change_score[start + min_frames:end - min_frames + 1]))
+    return (_split_long(start, cut, min_frames, max_frames, change_score)[:-1]
+            + _split_long(cut, end, min_frames, max_frames, change_score))
 
 
 def _absorb_short_runs(starts: np.ndarray, ends: np.ndarray, min_frames: int) -> list[int]:

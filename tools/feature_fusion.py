@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from tools.features import FeatureSet
 
@@ -42,3 +43,32 @@ def fuse(keypoint: FeatureSet, visual: FeatureSet) -> FeatureSet:
     )
     names = [f"kp_{n}" for n in keypoint.names] + [f"vis_{n}" for n in visual.names]
     return FeatureSet(values, names)
+
+
+def match_tracks_to_keypoints(track_centroid: np.ndarray, keypoint_centre: np.ndarray) -> np.ndarray:
+    """Blob track of each keypoint animal, so fused features describe one animal.
+
+    One assignment for the session (Hungarian on the median distance between
+    each track and each animal's keypoint centre over the frames where both
+    are known); a pair never seen together costs more than any seen pair.
+
+    Parameters
+    ----------
+    track_centroid, keypoint_centre : np.ndarray
+        ``(n_frames, n_animals, 2)`` x, y in pixels; NaN = missing.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_animals,)`` int64: track ``order[a]`` is keypoint animal ``a``.
+    """
+    if track_centroid.shape != keypoint_centre.shape or track_centroid.ndim != 3 or track_centroid.shape[2] != 2:
+        raise ValueError(f"need two (n_frames, n_animals, 2) arrays, got {track_centroid.shape} "
+                         f"and {keypoint_centre.shape}")
+    gap = np.linalg.norm(keypoint_centre[:, :, None] - track_centroid[:, None], axis=-1)  # (T, animal, track)
+    seen = np.isfinite(gap).any(axis=0)
+    cost = np.zeros(gap.shape[1:])
+    cost[seen] = np.nanmedian(gap[:, seen], axis=0)
+    cost[~seen] = (cost[seen].max() + 1.0) if seen.any() else 0.0
+    animals, tracks = linear_sum_assignment(cost)
+    return tracks[np.argsort(animals)].astype(np.int64)

@@ -288,7 +288,8 @@ class _BlobTracker:
         # Downsampled pixels; None: taken from the first frame.
         self.typical_area = None if animal_area is None else animal_area / self.factor**2
         self.previous: np.ndarray | None = None
-        self.rows: list[np.ndarray] = []  # per frame (A, 7): x, y, angle, elong, area, motion, shared
+        # Per frame (A, 8): x, y, angle, elong, area, motion, shared, median brightness.
+        self.rows: list[np.ndarray] = []
 
     def _foreground(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         small = _downsample(_as_dark_animals(gray, self.params.polarity), self.factor)
@@ -318,7 +319,7 @@ class _BlobTracker:
 
     def step(self, gray: np.ndarray) -> None:
         n_labels, labels, stats, centroids, keep, changed = self._blobs(gray)
-        row = np.full((self.n_animals, 7), np.nan)
+        row = np.full((self.n_animals, 8), np.nan)
         if len(keep) == 0:
             self._coast(np.ones(self.n_animals, dtype=bool))
             self.rows.append(row)
@@ -346,7 +347,10 @@ class _BlobTracker:
                 if len(part):
                     centre, angle, elongation = _blob_moments(points[part])
                     motion = changed[ys[part], xs[part]].mean()
-                    row[animal] = (*centre, angle, elongation, len(part), motion, len(animals) > 1)
+                    # self.previous holds this frame now (set by _foreground).
+                    brightness = np.median(self.previous[ys[part], xs[part]])
+                    row[animal] = (*centre, angle, elongation, len(part), motion, len(animals) > 1,
+                                   brightness)
         self._update(row, areas, owner)
         self._adapt_background(kept_labels, owner, areas)
         self.rows.append(row)
@@ -459,7 +463,8 @@ class _BlobTracker:
             self.typical_area = 0.9 * self.typical_area + 0.1 * float(np.median(areas[owner]))
 
     def finish(self) -> Tracks:
-        rows = np.array(self.rows).reshape(-1, self.n_animals, 7)
+        rows = np.array(self.rows).reshape(-1, self.n_animals, 8)
+        rows = rows[np.arange(len(rows))[:, None], appearance_order(rows[..., 7], rows[..., 6] == 1)]
         scale = float(self.factor)
         centroid = (rows[..., :2] + 0.5) * scale - 0.5
         return Tracks(
@@ -470,6 +475,49 @@ class _BlobTracker:
             motion_energy=rows[..., 5],
             shared_blob=rows[..., 6] == 1,
         )
+
+
+def appearance_order(brightness: np.ndarray, shared: np.ndarray) -> np.ndarray:
+    """Track to report in each identity slot, so that identities follow the animals' shades.
+
+    Animals of distinct shades (a clear gap between the per-frame sorted
+    median brightnesses, over 4x the frame-to-frame noise) are named darkest
+    first, and a swap of two tracks while they touched is undone: between two
+    touches (frames where any blob is shared) the tracks are matched to the
+    shade levels by Hungarian assignment. Animals that look alike keep the
+    tracker's order.
+
+    Parameters
+    ----------
+    brightness : np.ndarray
+        ``(n_frames, n_animals)`` median brightness of each track's pixels (NaN: lost).
+    shared : np.ndarray
+        ``(n_frames, n_animals)`` bool, the track's blob was shared.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_frames, n_animals)`` int64 track index per frame and identity.
+    """
+    n_frames, n_animals = brightness.shape
+    order = np.tile(np.arange(n_animals), (n_frames, 1))
+    apart = ~shared.any(axis=1) & np.isfinite(brightness).all(axis=1)
+    if n_animals < 2 or apart.sum() < 2:
+        return order
+    levels = np.median(np.sort(brightness[apart], axis=1), axis=0)
+    noise = np.nanmedian(np.abs(np.diff(brightness[apart], axis=0)))
+    if np.diff(levels).min() <= 4 * max(float(noise), 1e-6):
+        return order
+    starts = np.flatnonzero(apart & ~np.concatenate([[False], apart[:-1]]))
+    ends = np.flatnonzero(apart & ~np.concatenate([apart[1:], [False]])) + 1
+    current = np.arange(n_animals)
+    for start, end, next_start in zip(starts, ends, [*starts[1:], n_frames], strict=True):
+        epoch = np.median(brightness[start:end], axis=0)
+        tracks, identities = linear_sum_assignment(np.abs(epoch[:, None] - levels[None]))
+        current = tracks[np.argsort(identities)]
+        order[start:next_start] = current  # touching frames keep the last separation's order
+    order[:starts[0]] = order[starts[0]]
+    return order
 
 
 def orient_along_travel(

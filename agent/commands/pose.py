@@ -26,8 +26,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="output directory (required with a recording)")
     parser.add_argument("--backend", choices=("classical", "openai", "hybrid"),
                         help="perception for stages 1-3 (default classical)")
-    parser.add_argument("--base-url", help="OpenAI-compatible server of the model backends")
-    parser.add_argument("--model", help="served vision-language model name (model backends)")
+    parser.add_argument("--base-url", help="OpenAI-compatible server for openai/hybrid, e.g. http://localhost:8000/v1")
+    parser.add_argument("--model", dest="vlm_model", help="served vision-language model (openai/hybrid)")
+    parser.add_argument("--prompts", dest="prompts_dir", help="folder replacing prompts/ (same file names)")
+    parser.add_argument("--structured", choices=("json_schema", "function_calling"),
+                        help="how structured answers are requested (default json_schema; "
+                             "function_calling for servers that reject json_schema)")
+    parser.add_argument("--max-model-retries", type=int,
+                        help="retries of an invalid model answer before it is flagged (default 2)")
     parser.add_argument("--ablation", choices=("full", "no-refine", "naive"),
                         help="full (default), no-refine (skip Stage 4) or naive (no regions, no Stage 4)")
     parser.add_argument("--max-frames", type=int, help="track only the first N frames")
@@ -40,9 +46,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cli = {"backend": args.backend, "base_url": args.base_url, "vlm_model": args.model,
-           "ablation": args.ablation, "max_frames": args.max_frames,
-           "max_retries": args.max_retries, "max_concurrency": args.max_concurrency}
+    cli = {"backend": args.backend, "base_url": args.base_url, "vlm_model": args.vlm_model,
+           "prompts_dir": args.prompts_dir, "structured": args.structured,
+           "max_model_retries": args.max_model_retries, "ablation": args.ablation,
+           "max_frames": args.max_frames, "max_retries": args.max_retries,
+           "max_concurrency": args.max_concurrency}
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError("--max-frames", "must be at least 1")
     ctx = resolve_context(PoseContext, cli)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -37,6 +38,24 @@ def test_pose_writes_the_results_of_formats_section_2(tiny, tmp_path, capsys):
     assert list(qc.columns) == ["frame", "keypoint", "error_px", "ncams", "flagged", "reason"]
     assert len(qc) == 12 * 4
     assert (out / "run.json").is_file()
+
+
+def test_model_options_reach_the_run_settings(tiny, tmp_path):
+    out = tmp_path / "out"
+    assert main(["pose", str(tiny), "--out", str(out), "--quiet", "--max-frames", "4",
+                 "--structured", "function_calling", "--max-model-retries", "5",
+                 "--model", "qwen-vl", "--base-url", "http://localhost:1/v1"]) == 0
+    config = json.loads((out / "run.json").read_text())["config"]
+    assert config["structured"] == "function_calling"
+    assert config["max_model_retries"] == 5
+    assert (config["vlm_model"], config["base_url"]) == ("qwen-vl", "http://localhost:1/v1")
+
+
+def test_a_model_backend_without_a_server_is_one_error_line(tiny, tmp_path, capsys):
+    assert main(["pose", str(tiny), "--out", str(tmp_path / "out"), "--backend", "openai",
+                 "--model", "qwen-vl"]) == 2
+    assert capsys.readouterr().err.startswith("error: --base-url:")
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_occupied_output_is_refused_without_resume_or_overwrite(tiny, tmp_path, capsys):

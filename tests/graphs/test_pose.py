@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -182,3 +183,32 @@ def test_ablations_write_complete_results(tiny, tmp_path, ablation):
     assert (tmp_path / "out" / "qc.csv").is_file()
     labels = pd.read_csv(tmp_path / "out" / "keypoints_2d.csv")
     assert "refine" not in set(labels["stage"])
+
+
+class StubbornModelBackend(ClassicalPoseBackend):
+    """The classical tracker whose Stage 2 answers for one camera and region stay invalid (a model)."""
+
+    def assign_within_region(self, request: AssignWithinRegionRequest) -> RegionAssignment:
+        answer = super().assign_within_region(request)
+        if (request.camera, request.region) == ("cam1", FLAKY_REGION):
+            return answer.model_copy(update={"flagged": True, "reason": "model_invalid_json"})
+        return answer
+
+    def stats(self) -> dict[str, object]:
+        return {"model_calls": {"assign_within_region": 1}}
+
+
+FLAKY_REGION = "head"
+
+
+def test_an_invalid_model_answer_reaches_qc_flagged(tiny, tmp_path):
+    _run(tiny, tmp_path / "out", StubbornModelBackend())
+    regions = load_recording(tiny).regions
+    qc = pd.read_csv(tmp_path / "out" / "qc.csv", keep_default_na=False)
+    tracked = qc[qc["frame"] >= len(SEEDS)]
+    flaky = tracked["keypoint"].isin(regions[FLAKY_REGION])
+    assert (tracked[flaky]["flagged"] == 1).all()
+    assert "model" in set(tracked[flaky]["reason"])
+    assert "model" not in set(tracked[~flaky]["reason"])
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["model"] == StubbornModelBackend().stats()

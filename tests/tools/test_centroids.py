@@ -193,3 +193,19 @@ def test_inconsistent_area_limits_are_rejected():
 def test_centroids_length_is_number_of_spots():
     centroids = Centroids(xy=np.zeros((3, 2)), intensity=np.ones(3), area=np.ones(3, np.int64))
     assert len(centroids) == 3
+
+
+@pytest.mark.parametrize("corner", [(0, 0), (40, 60), (89, 119)])
+def test_blob_response_near_the_foreground_equals_the_full_one(rng, corner):
+    from tools.centroids import _blob_response, _blob_response_near
+
+    residual = rng.normal(0, 5, (90, 120)).astype(np.float32)
+    rows = np.clip(corner[0] + rng.integers(-6, 7, 30), 0, 89)
+    cols = np.clip(corner[1] + rng.integers(-6, 7, 30), 0, 119)
+    reach = 3
+    near = _blob_response_near(residual, rows, cols, 1.5, reach)
+    full = _blob_response(residual, 1.5)
+    y0, x0 = max(0, rows.min() - reach), max(0, cols.min() - reach)
+    box = (slice(y0, rows.max() + reach + 1), slice(x0, cols.max() + reach + 1))
+    # Equal up to float32 rounding: OpenCV's vector loops may sum in another order on a box.
+    np.testing.assert_allclose(near[box], full[box], rtol=0, atol=1e-5)

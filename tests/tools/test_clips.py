@@ -11,6 +11,7 @@ import pytest
 from tools.clips import (
     ClipSpan,
     ClipVideoRequest,
+    change_scores,
     cut_clip_videos,
     cut_clips,
     label_runs,
@@ -113,6 +114,31 @@ def test_cut_clips_by_hand():
 def test_cut_clips_of_a_short_sequence_is_one_clip():
     assert cut_clips(np.array([3, 3, 1]), fps=30.0) == [ClipSpan(0, 3, 3)]
     assert cut_clips(np.zeros(0, dtype=np.int64), fps=30.0) == []
+
+
+def test_change_scores_peak_where_the_state_steps():
+    features = np.zeros((60, 3))
+    features[37:, 1] = 4.0  # e.g. the animal starts running at frame 37
+    features[:, 2] = np.nan  # a missing feature adds nothing
+    scores = change_scores(features, window=5)
+    assert scores.shape == (60,) and (scores >= 0).all()
+    assert int(np.argmax(scores)) == 37
+    np.testing.assert_array_equal(change_scores(np.ones((20, 2)), window=3), 0.0)
+
+
+def test_cut_clips_split_long_runs_where_the_state_changes(rng):
+    labels = np.zeros(100, dtype=np.int64)
+    change = np.zeros(100)
+    change[63] = 1.0
+    clips = cut_clips(labels, fps=10.0, min_clip_s=1.0, max_clip_s=7.0, change_score=change)
+    assert [(c.start_frame, c.end_frame) for c in clips] == [(0, 63), (63, 100)]
+    for _ in range(50):  # any scores: clips still tile, fit max_clip_s and keep min_clip_s
+        labels = random_labels(rng, n_runs=int(rng.integers(1, 10)), max_run=80)
+        clips = cut_clips(labels, 10.0, 1.0, 2.0, change_score=rng.random(labels.size))
+        assert clips[0].start_frame == 0 and clips[-1].end_frame == labels.size
+        assert all(a.end_frame == b.start_frame for a, b in zip(clips[:-1], clips[1:], strict=False))
+        assert all(c.end_frame - c.start_frame <= 20 for c in clips)
+        assert long_run_boundaries(labels, 10) <= {c.start_frame for c in clips}
 
 
 def test_cut_clips_rejects_bad_arguments():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.feature_fusion import fuse, robust_zscore
+from tools.feature_fusion import fuse, match_tracks_to_keypoints, robust_zscore
 from tools.features import FeatureSet
 
 
@@ -37,3 +37,14 @@ def test_mismatched_sets_are_rejected() -> None:
     b = FeatureSet(np.zeros((9, 2, 1), np.float32), ["b"])
     with pytest.raises(ValueError, match="n_frames, n_animals"):
         fuse(a, b)
+
+
+def test_match_tracks_to_keypoints_undoes_a_permutation(rng):
+    keypoint_centre = rng.uniform(0, 500, size=(40, 3, 2))
+    keypoint_centre[5:9, 1] = np.nan  # a missing animal for a few frames changes nothing
+    tracks = keypoint_centre[:, [2, 0, 1]] + rng.normal(0, 2, size=(40, 3, 2))
+    tracks[np.isnan(tracks)] = 100.0  # the tracker still reports a position
+    order = match_tracks_to_keypoints(tracks, keypoint_centre)
+    np.testing.assert_array_equal(order, [1, 2, 0])
+    known = np.isfinite(keypoint_centre)
+    np.testing.assert_allclose(tracks[:, order][known], keypoint_centre[known], atol=10)

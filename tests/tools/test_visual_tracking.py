@@ -11,6 +11,7 @@ from scipy.optimize import linear_sum_assignment
 
 from tools.visual_tracking import (
     TrackingParams,
+    appearance_order,
     estimate_background,
     orient_along_travel,
     sample_frames,
@@ -111,3 +112,18 @@ def test_real_openfield_track_is_continuous(shared_data: Path) -> None:
     step = np.linalg.norm(np.diff(tracks.centroid[:, 0], axis=0), axis=-1)
     assert np.isnan(tracks.centroid).mean() < 0.01
     assert np.mean(step[~np.isnan(step)] <= 50) > 0.99
+
+
+def test_appearance_order_names_shades_darkest_first_and_undoes_swaps_at_touches(rng) -> None:
+    n_frames = 90
+    shades = np.array([60.0, 45.0, 75.0])  # track 1 is the darkest animal
+    brightness = np.tile(shades, (n_frames, 1)) + rng.normal(0, 0.5, (n_frames, 3))
+    shared = np.zeros((n_frames, 3), dtype=bool)
+    shared[40:45, :2] = True  # tracks 0 and 1 touch and come apart swapped
+    brightness[45:, :2] = brightness[45:, 1::-1]
+    order = appearance_order(brightness, shared)
+    named = brightness[np.arange(n_frames)[:, None], order]
+    assert (np.abs(named - [45.0, 60.0, 75.0]) < 3).all(axis=1)[~shared.any(axis=1)].all()
+    # Animals that look alike keep the tracker's order.
+    alike = 50.0 + rng.normal(0, 0.5, (n_frames, 3))
+    np.testing.assert_array_equal(appearance_order(alike, shared), np.tile(np.arange(3), (n_frames, 1)))
