@@ -57,7 +57,7 @@ def cluster_dec(state: BehaviorState, runtime: Runtime[BehaviorContext]) -> dict
 
 
 def cut_clips(state: BehaviorState, runtime: Runtime[BehaviorContext]) -> dict[str, Any]:
-    """Stage 3: cut each animal's cluster sequence into 1-5 s clips, summarize them, cut clip videos."""
+    """Stage 3: cut each animal's cluster sequence into 0.5-2 s clips, summarize them, cut clip videos."""
     ctx = runtime.context
     settings = {"smooth_min_run_s": ctx.smooth_min_run_s, "min_clip_s": ctx.min_clip_s,
                 "max_clip_s": ctx.max_clip_s, "fps_out": ctx.fps_out}
