@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -153,6 +155,34 @@ class FrameStore:
             view_error_px=parts[9].reshape(views),
             stage=np.array(STAGES)[parts[10].astype(int)].reshape(views),
         )
+
+
+class FrameMemo:
+    """Results of pure computations on the current frame, kept in memory (never checkpointed).
+
+    Several graph steps of one frame need the same motion prediction and
+    Stage 1 views; computing them once per frame saves their cost. Only the
+    latest frame's entries are kept. An empty memo (a resumed run) simply
+    recomputes, so results never depend on it. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frame: int | None = None
+        self._values: dict[Hashable, Any] = {}
+
+    def get(self, frame: int, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """``compute()`` for ``key`` of ``frame``, computed at most once while ``frame`` is current."""
+        with self._lock:
+            if frame != self._frame:
+                self._frame, self._values = frame, {}
+            if key in self._values:
+                return self._values[key]
+        value = compute()
+        with self._lock:
+            if frame == self._frame:
+                self._values[key] = value
+        return value
 
 
 class CentroidPrefetch:

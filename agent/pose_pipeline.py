@@ -116,11 +116,11 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
         inputs = None if snapshot.values else _initial_state(recording, runtime, end_frame)
         progress = _Progress(end_frame - int(recording.seeds.frames[0]), quiet)
         trace = TraceRecorder(run.path / "trace.jsonl")
-        for mode, update in graph.stream(inputs, config, context=runtime, stream_mode=["updates", "tasks"]):
-            if mode == "tasks":
-                trace.on_task_event(update)
-                continue
-            accepted = update.get("accept_frame")
+        # Task events alone feed both the trace and the progress line (an "updates" stream
+        # would repeat every task's writes).
+        for event in graph.stream(inputs, config, context=runtime, stream_mode="tasks"):
+            trace.on_task_event(event)
+            accepted = event.get("result") if event.get("name") == "accept_frame" else None
             if accepted:
                 progress.show(accepted["n_done"], accepted["n_flagged"])
         progress.close()

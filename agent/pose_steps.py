@@ -15,7 +15,9 @@ from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_e
 from tools.reacquire import fit_template
 from tools.refine import RefineParams, RefineResult, refine_cross_view
 
-# Keypoints within this distance of the rigidly moved body shape move with it.
+# Hidden keypoints' last seen points follow the rigid motion of the seen ones
+# when at least MIN_CARRY_INLIERS keypoints agree with it within SHAPE_INLIER_MM
+# (head and back move nearly rigidly between frames; see update_last_seen).
 SHAPE_INLIER_MM = 10.0
 MIN_CARRY_INLIERS = 4
 

@@ -69,15 +69,39 @@ def dispatch_regions(state: PoseState, runtime: Runtime[PoseRuntime]) -> list[Se
 
 
 def _region_tasks(state: PoseState, run: PoseRuntime) -> list[dict[str, Any]]:
-    """Views of the cameras to redo; the naive ablation sees only the last frame, no 3D prior."""
+    """Views of the cameras to redo; the naive ablation sees only the last frame, no 3D prior.
+
+    Stage 1's dispatch and Stage 3's of the same attempt see the same state,
+    so the views are built once (the memo key holds every input that varies).
+    """
     naive = run.settings.ablation == "naive"
-    window = run.store.window(state["window"][-1:] if naive else state["window"])
-    prior = None if naive else steps.predict_track(window, state["last_seen_3d"], state["frame"])
-    return steps.region_tasks(
-        run.recording.group, run.recording.keypoints, run.regions, window, prior, state["frame"],
-        run.store.load_centroids(state["centroids_path"]), state.get("labels", {}),
-        state["redo"], state.get("attempt", 0),
-    )
+    frames = state["window"][-1:] if naive else state["window"]
+    key = ("region_tasks", tuple(frames), state["centroids_path"], state.get("attempt", 0),
+           repr(state["redo"]), repr(state.get("labels", {})))
+
+    def build() -> list[dict[str, Any]]:
+        prior = None if naive else _predict_track(state, run, frames, with_last_seen=True)
+        return steps.region_tasks(
+            run.recording.group, run.recording.keypoints, run.regions, run.store.window(frames),
+            prior, state["frame"], run.store.load_centroids(state["centroids_path"]),
+            state.get("labels", {}), state["redo"], state.get("attempt", 0),
+        )
+
+    return run.memo.get(state["frame"], key, build)
+
+
+def _predict_track(state: PoseState, run: PoseRuntime, frames: list[int], *,
+                   with_last_seen: bool) -> np.ndarray:
+    """:func:`agent.pose_steps.predict_track` of the window ``frames``, once per frame (a copy).
+
+    ``last_seen_3d`` changes only when a frame is accepted, so within a frame
+    the window and whether it is used determine the prediction.
+    """
+    last_seen = state["last_seen_3d"] if with_last_seen else None
+    predicted = run.memo.get(
+        state["frame"], ("predict_track", tuple(frames), with_last_seen),
+        lambda: steps.predict_track(run.store.window(frames), last_seen, state["frame"]))
+    return predicted.copy()
 
 
 def locate_regions(task: RegionTask, runtime: Runtime[PoseRuntime]) -> Command:
@@ -86,13 +110,12 @@ def locate_regions(task: RegionTask, runtime: Runtime[PoseRuntime]) -> Command:
     answer = runtime.context.backend.locate_regions(request)
     sends = []
     for region in answer.regions:
-        assign = AssignWithinRegionRequest.model_validate({
-            **request.subset(task["regions"][region.region]).model_dump(exclude={"regions"}),
-            "region": region.region, "box": region.box, "centroids": task["centroids"],
-        })
+        # Plain fields of already validated models: assign_within_region validates the request.
+        assign = {**request.subset(task["regions"][region.region]).model_dump(exclude={"regions"}),
+                  "region": region.region, "box": region.box, "centroids": task["centroids"]}
         sends.append(Send("assign_within_region", {
             "frame": task["frame"], "camera": task["camera"], "region": region.region,
-            "request": assign.model_dump(), "box_reason": region.reason if region.flagged else ""}))
+            "request": assign, "box_reason": region.reason if region.flagged else ""}))
     return Command(goto=sends)
 
 
@@ -145,8 +168,7 @@ def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[s
     full = run.settings.ablation == "full"
     params = RefineParams(inlier_threshold_px=run.settings.inlier_threshold_px) if full else None
     prior = steps.fill_from_regions(
-        steps.predict_track(run.store.window(state["window"]), state["last_seen_3d"],
-                            state["frame"]),
+        _predict_track(state, run, state["window"], with_last_seen=True),
         run.recording.keypoints, run.recording.regions)
     centroids = run.store.load_centroids(state["centroids_path"])
     refined = steps.triangulate_labels(run.recording.group, centroids, assignment, stage, params,
@@ -171,7 +193,7 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
         np.array(refined["points_3d"]), np.array(refined["ncams"]),
         np.array(refined["mean_error_px"], dtype=np.float64),
         np.array(refined["error_px"], dtype=np.float64), margins,
-        steps.predict_track(run.store.window(state["window"]), None, state["frame"]),
+        _predict_track(state, run, state["window"], with_last_seen=False),
         QualityParams(max_error_px=settings.max_error_px,
                       max_view_error_px=settings.max_view_error_px,
                       min_cameras=settings.qc_min_cameras, min_margin_px=settings.min_margin_px,

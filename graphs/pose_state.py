@@ -9,14 +9,14 @@ manifest order.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
 import numpy as np
 
 from agent.backends.pose_base import PoseBackend
 from agent.pose_context import PoseContext
-from agent.pose_frames import FrameStore
+from agent.pose_frames import FrameMemo, FrameStore
 from agent.recording import Recording
 
 
@@ -114,6 +114,8 @@ class PoseRuntime:
         Called after Stage 4 with ``(frame, points_2d (n_cameras, n_keypoints, 2))``, the
         frame's label positions (NaN unlabelled), so a model's Stage 3 tools check its
         candidates against the other cameras (:class:`agent.backends.pose_tools.LatestLabels`).
+    memo : FrameMemo
+        The current frame's motion prediction and Stage 1 views, computed once per frame.
     """
 
     settings: PoseContext
@@ -125,3 +127,4 @@ class PoseRuntime:
     seed_frames: frozenset[int]
     detect: Callable[[int], list[np.ndarray]]
     publish_labels: Callable[[int, np.ndarray], None] | None = None
+    memo: FrameMemo = field(default_factory=FrameMemo)
