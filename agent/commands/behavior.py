@@ -7,7 +7,7 @@ anything is written; a run that fails on bad input removes what it wrote.
 Progress is checkpointed (SQLite) so ``--resume`` continues an interrupted
 run. Without SESSION a demo session is simulated under
 ``./data/demo-behavior`` (once; reused afterwards), analysed into
-``./data/demo-behavior-results`` and scored against its ground truth.
+``./runs/demo-behavior`` and scored against its ground truth.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from graphs.behavior import build_behavior_graph
 from tools.behavior_sim import SimParams
 
 DEMO_SESSION = Path("data/demo-behavior")
-DEMO_RESULTS = Path("data/demo-behavior-results")
+DEMO_RESULTS = Path("runs/demo-behavior")
 DEMO_PARAMS = SimParams(n_animals=3, seconds=60.0)
 BEHAVIOR_PROMPTS = ("behavior/caption_clips", "behavior/merge_segments")
 TRACE_FILE = "trace.jsonl"

@@ -168,6 +168,7 @@ def test_demo_simulates_once_runs_and_scores(tmp_path, monkeypatch, capsys):
     assert main(["behavior", "--no-clip-videos"]) == 0
     printed = capsys.readouterr().out
     assert "segments:" in printed and "frame accuracy (many-to-one)" in printed
+    assert (tmp_path / "runs" / "demo-behavior" / "segments.csv").is_file()
     made = (tmp_path / "data" / "demo-behavior" / "video.mp4").stat().st_mtime_ns
     assert main(["behavior", "--no-clip-videos", "--quiet"]) == 0
     assert (tmp_path / "data" / "demo-behavior" / "video.mp4").stat().st_mtime_ns == made
