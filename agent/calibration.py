@@ -5,7 +5,6 @@ Cameras are matched to the manifest by ``name``, never by table order.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import tomli_w
 
 from agent.atomic import write_text_atomic
 from agent.errors import InputError
+from agent.toml_files import read_toml
 from tools.geometry import Camera, CameraGroup
 
 _REQUIRED = ("name", "size", "matrix", "distortions", "rotation", "translation")
@@ -54,12 +54,7 @@ def load_calibration(path: str | Path, camera_names: list[str] | None = None) ->
         Missing or unparseable file, malformed table, or a requested camera absent.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not valid TOML: {exc}") from None
+    data = read_toml(path)
     cameras = [
         _camera_from_table(path, key, value)
         for key, value in data.items()

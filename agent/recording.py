@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import threading
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from agent.pose_results import (
     read_keypoints_3d,
 )
 from agent.streams import STREAM_KINDS, FrameStream, open_stream, resolve_stream
+from agent.toml_files import read_toml
 from tools.geometry import CameraGroup
 
 MIN_SEED_FRAMES = 3
@@ -129,12 +129,7 @@ class Recording:
 
 
 def _load_manifest(path: Path) -> dict:
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    try:
-        manifest = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not valid TOML: {exc}") from None
+    manifest = read_toml(path)
     missing = [key for key in ("fps", "cameras", "keypoints", "regions") if key not in manifest]
     if missing:
         raise InputError(path, f"missing key(s) {', '.join(missing)}")

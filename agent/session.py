@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from agent.errors import InputError
+from agent.toml_files import read_toml
 from tools.visual_tracking import (
     TrackingParams,
     Tracks,
@@ -139,12 +139,7 @@ def load_session(path: str | Path) -> Session:
 
 
 def _read_manifest(path: Path) -> dict:
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not valid TOML: {exc}") from None
+    data = read_toml(path)
     fps = data.get("fps")
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not fps > 0:
         raise InputError(path, f"fps must be a positive number, got {fps!r}")
