@@ -20,7 +20,8 @@ from agent.behavior_results import ClipRow, SegmentRow
 from agent.errors import InputError
 from agent.session import Session, iter_frames
 from tools.behavior_rules import session_body_length, summarize_clip, tracks_kinematics
-from tools.clips import ClipVideoRequest, change_scores, cut_clip_videos, cut_clips, smooth_labels
+from tools.clip_video import ClipVideoRequest, cut_clip_videos
+from tools.clips import change_scores, cut_clips, smooth_labels
 from tools.dec import DecInputError, DecParams, fit_dec
 from tools.feature_fusion import fuse, match_tracks_to_keypoints
 from tools.features import keypoint_features, kinematics

@@ -26,13 +26,8 @@ import pandas as pd
 
 from agent.errors import InputError
 from agent.toml_files import read_toml
-from tools.visual_tracking import (
-    TrackingParams,
-    Tracks,
-    estimate_animal_area,
-    estimate_background,
-    track_blobs,
-)
+from tools.blob_segmentation import TrackingParams, estimate_background
+from tools.visual_tracking import Tracks, estimate_animal_area, track_blobs
 
 _COORDS = {"x", "y", "likelihood"}
 _MAX_FRAME_MISMATCH = 1

@@ -1,4 +1,4 @@
-"""Benchmark of tools/clips.py: cutting clip videos from the MABe 60 s session.
+"""Benchmark of tools/clip_video.py: cutting clip videos from the MABe 60 s session.
 
 Three animals, 2 s clips covering the whole timeline for each (90 clips), 10 fps
 output, focal centroid and the two other animals drawn. Compares the one-pass
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tools.clips import ClipVideoRequest, cut_clip_videos, write_clip_video
+from tools.clip_video import ClipVideoRequest, cut_clip_videos, write_clip_video
 
 SESSION = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "mabe22-triplets-EGS8X2MN4SSUGFWAV976"

@@ -2,11 +2,12 @@
 
 Pipeline, per frame, on an image downsampled by ``params.downsample``:
 
-1. Background: per-pixel median of about ``background_samples`` frames spread
-   over the whole video (a first pass, see :func:`track_blobs`). An animal
-   that sat still through most of the video leaves a dark animal-sized hole
-   in the median; holes that are compact and animal-sized are filled with a
-   morphological closing of the background, so the animal is still found.
+1. Background (:mod:`tools.blob_segmentation`): per-pixel median of about
+   ``background_samples`` frames spread over the whole video (a first pass,
+   see :func:`track_blobs`). An animal that sat still through most of the
+   video leaves a dark animal-sized hole in the median; holes that are
+   compact and animal-sized are filled with a morphological closing of the
+   background, so the animal is still found.
 2. Foreground: background minus frame above ``threshold`` grey levels (dark
    animals; ``polarity`` "bright" or "any" for other rigs), cleaned by a
    morphological opening (which also drops thin tails), connected components
@@ -27,38 +28,31 @@ Pipeline, per frame, on an image downsampled by ``params.downsample``:
    made continuous in time and pointed along the direction of travel),
    elongation (major / minor axis), area, and motion energy (fraction of
    its pixels that changed by more than ``motion_threshold`` grey levels
-   since the previous frame).
+   since the previous frame). Identities follow the animals' shades
+   (:mod:`tools.track_identity`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from tools.features import smooth
+from tools.blob_segmentation import (
+    TrackingParams,
+    as_dark_animals,
+    estimate_background,
+    sample_frames,
+    to_gray,
+)
+from tools.track_identity import appearance_order, orient_along_travel
 
 FrameSource = Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]]
-
-
-@dataclass(frozen=True)
-class TrackingParams:
-    """Settings of :func:`track_blobs`; the defaults suit dark mice on a light floor."""
-
-    downsample: int = 2
-    polarity: Literal["dark", "bright", "any"] = "dark"
-    threshold: float = 30.0
-    min_area_fraction: float = 0.0005
-    background_samples: int = 50
-    fill_holes_px: int = 61
-    background_rate: float = 0.02
-    opening_px: int = 9
-    motion_threshold: float = 12.0
-    kmeans_iterations: int = 1
+# TrackingParams is frozen, so one default instance can be shared by every call.
+DEFAULT_PARAMS = TrackingParams()
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,74 +85,9 @@ class Tracks:
     shared_blob: np.ndarray
 
 
-def _to_gray(frame: np.ndarray) -> np.ndarray:
-    if frame.ndim == 3:
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-    if frame.ndim != 2:
-        raise ValueError(f"frames must be (height, width) or (height, width, 3), got {frame.shape}")
-    return frame
-
-
-def _as_dark_animals(gray: np.ndarray, polarity: str) -> np.ndarray:
-    """Invert bright-animal videos so the rest of the pipeline sees dark animals."""
-    return 255 - gray if polarity == "bright" else gray
-
-
-def sample_frames(frames: Iterable[np.ndarray], n_samples: int) -> np.ndarray:
-    """About ``n_samples`` grayscale frames evenly spread over ``frames``, in one pass.
-
-    Keeps every ``stride``-th frame and doubles ``stride`` (dropping every
-    other kept frame) whenever more than ``2 * n_samples`` are held, so the
-    length need not be known. Returns ``(n_kept, height, width)`` uint8.
-    """
-    kept: list[np.ndarray] = []
-    stride = 1
-    for index, frame in enumerate(frames):
-        if index % stride:
-            continue
-        kept.append(_to_gray(frame))
-        if len(kept) > 2 * n_samples:
-            kept = kept[::2]
-            stride *= 2
-    if not kept:
-        raise ValueError("no frames to sample")
-    return np.stack(kept)
-
-
-def estimate_background(samples: np.ndarray, params: TrackingParams = TrackingParams()) -> np.ndarray:
-    """Background image ``(height, width)`` float32 from ``samples (n_samples, height, width)``.
-
-    The per-pixel median, where compact, animal-sized dark holes (animals that
-    rarely moved) are replaced by a morphological closing of the median.
-    """
-    if samples.ndim != 3:
-        raise ValueError(f"samples must be (n_samples, height, width), got {samples.shape}")
-    samples = _as_dark_animals(samples, params.polarity)
-    if params.polarity == "any" or params.fill_holes_px < 3:
-        return np.median(samples, axis=0).astype(np.float32)
-    median, bright = np.percentile(samples, [50, 90], axis=0).astype(np.float32)
-    size = params.fill_holes_px | 1
-    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-    hole = ((cv2.morphologyEx(median, cv2.MORPH_CLOSE, disk) - median) > params.threshold)
-    hole = hole.astype(np.uint8)
-    n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(hole, connectivity=8)
-    min_area = params.min_area_fraction * median.size
-    width, height, area = stats[:, 2], stats[:, 3], stats[:, 4]
-    animal_like = (
-        (area >= min_area)
-        & (np.maximum(width, height) <= size)
-        & (area >= 0.3 * width * height)  # compact: not a long thin edge of the arena
-    )
-    animal_like[0] = False
-    # Inside a hole the floor shows in the brightest samples, the animal having
-    # shifted a little; the closing of that image fills what it never uncovered.
-    filled = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, disk)
-    return np.where(animal_like[labels], filled, median).astype(np.float32)
-
-
 def estimate_animal_area(
     samples: np.ndarray, background: np.ndarray, n_animals: int,
-    params: TrackingParams = TrackingParams(),
+    params: TrackingParams = DEFAULT_PARAMS,
 ) -> float:
     """Typical area in pixels of one animal's blob, from ``samples (n_samples, height, width)``.
 
@@ -170,7 +99,7 @@ def estimate_animal_area(
     single, shared = [], []
     for frame in samples:
         tracker.previous = None
-        areas = tracker.blob_areas(_to_gray(frame))
+        areas = tracker.blob_areas(to_gray(frame))
         (single if len(areas) == n_animals else shared).append(areas)
     if single:
         return float(np.median(np.concatenate(single))) * tracker.factor**2
@@ -188,7 +117,7 @@ def _frame_sources(frames: FrameSource) -> tuple[Callable[[], Iterable[np.ndarra
 def track_blobs(
     frames: FrameSource,
     n_animals: int,
-    params: TrackingParams = TrackingParams(),
+    params: TrackingParams = DEFAULT_PARAMS,
     background: np.ndarray | None = None,
     animal_area: float | None = None,
 ) -> Tracks:
@@ -232,7 +161,7 @@ def track_blobs(
         first = reopen()
     tracker = _BlobTracker(background, n_animals, params, animal_area)
     for frame in first:
-        tracker.step(_to_gray(frame))
+        tracker.step(to_gray(frame))
     return tracker.finish()
 
 
@@ -292,7 +221,7 @@ class _BlobTracker:
         self.rows: list[np.ndarray] = []
 
     def _foreground(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        small = _downsample(_as_dark_animals(gray, self.params.polarity), self.factor)
+        small = _downsample(as_dark_animals(gray, self.params.polarity), self.factor)
         small = small.astype(np.float32)
         diff = self.background - small
         if self.params.polarity == "any":
@@ -475,74 +404,3 @@ class _BlobTracker:
             motion_energy=rows[..., 5],
             shared_blob=rows[..., 6] == 1,
         )
-
-
-def appearance_order(brightness: np.ndarray, shared: np.ndarray) -> np.ndarray:
-    """Track to report in each identity slot, so that identities follow the animals' shades.
-
-    Animals of distinct shades (a clear gap between the per-frame sorted
-    median brightnesses, over 4x the frame-to-frame noise) are named darkest
-    first, and a swap of two tracks while they touched is undone: between two
-    touches (frames where any blob is shared) the tracks are matched to the
-    shade levels by Hungarian assignment. Animals that look alike keep the
-    tracker's order.
-
-    Parameters
-    ----------
-    brightness : np.ndarray
-        ``(n_frames, n_animals)`` median brightness of each track's pixels (NaN: lost).
-    shared : np.ndarray
-        ``(n_frames, n_animals)`` bool, the track's blob was shared.
-
-    Returns
-    -------
-    np.ndarray
-        ``(n_frames, n_animals)`` int64 track index per frame and identity.
-    """
-    n_frames, n_animals = brightness.shape
-    order = np.tile(np.arange(n_animals), (n_frames, 1))
-    apart = ~shared.any(axis=1) & np.isfinite(brightness).all(axis=1)
-    if n_animals < 2 or apart.sum() < 2:
-        return order
-    levels = np.median(np.sort(brightness[apart], axis=1), axis=0)
-    noise = np.nanmedian(np.abs(np.diff(brightness[apart], axis=0)))
-    if np.diff(levels).min() <= 4 * max(float(noise), 1e-6):
-        return order
-    starts = np.flatnonzero(apart & ~np.concatenate([[False], apart[:-1]]))
-    ends = np.flatnonzero(apart & ~np.concatenate([apart[1:], [False]])) + 1
-    current = np.arange(n_animals)
-    for start, end, next_start in zip(starts, ends, [*starts[1:], n_frames], strict=True):
-        epoch = np.median(brightness[start:end], axis=0)
-        tracks, identities = linear_sum_assignment(np.abs(epoch[:, None] - levels[None]))
-        current = tracks[np.argsort(identities)]
-        order[start:next_start] = current  # touching frames keep the last separation's order
-    order[:starts[0]] = order[starts[0]]
-    return order
-
-
-def orient_along_travel(
-    axis_angle: np.ndarray, centroid: np.ndarray, min_speed_px: float = 1.5
-) -> np.ndarray:
-    """Turn major-axis angles (mod pi) into directions (mod 2 pi) that follow the animal.
-
-    Each frame picks ``angle`` or ``angle + pi``: the one closest to the
-    previous direction, weighted towards the direction of travel while the
-    animal moves faster than ``min_speed_px`` per frame (animals walk head
-    first). ``axis_angle`` is ``(T, A)``, ``centroid`` ``(T, A, 2)``; NaN stays NaN.
-    """
-    n_frames, n_animals = axis_angle.shape
-    if n_frames == 0:
-        return axis_angle.copy()
-    travel = np.gradient(smooth(centroid, 5), axis=0) if n_frames > 1 else np.zeros_like(centroid)
-    moving = np.linalg.norm(travel, axis=-1) > min_speed_px
-    travel_angle = np.arctan2(travel[..., 1], travel[..., 0])
-    out = np.full_like(axis_angle, np.nan)
-    previous = np.full(n_animals, np.nan)
-    for t in range(n_frames):
-        candidates = np.stack([axis_angle[t], axis_angle[t] + np.pi])
-        score = np.nan_to_num(np.cos(candidates - previous))
-        score += np.where(moving[t], 1.5 * np.nan_to_num(np.cos(candidates - travel_angle[t])), 0.0)
-        chosen = candidates[np.argmax(score, axis=0), np.arange(n_animals)]
-        out[t] = (chosen + np.pi) % (2 * np.pi) - np.pi
-        previous = np.where(np.isnan(out[t]), previous, out[t])
-    return out
