@@ -43,13 +43,24 @@ def _check_points(points: np.ndarray) -> np.ndarray:
 
 
 def body_axes(points: np.ndarray) -> np.ndarray:
-    """Body axes ``(n_frames, 3, 3)``: rows forward, left, up, from the spine and the L/R pairs."""
+    """Body axes ``(n_frames, 3, 3)``: rows forward, left, up.
+
+    Forward runs along the spine. Up is world up made square to the spine: a
+    mouse keeps its back up, and the tracked motion's left/right labels are
+    too often swapped to decide which way the body faces (taking left from
+    them turned the animal on its back for whole seconds). Where the spine is
+    near vertical (rearing) the left/right points give the lateral direction.
+    """
     points = _check_points(points)
     forward = _unit(points[:, _TOP] - points[:, _BOT])
+    world_up = np.array([0.0, 0.0, 1.0])
+    up_from_world = world_up - forward[:, 2:3] * forward
     lateral = np.einsum("k,fkd->fd", _SIDE, points)  # sum of left minus right points
     lateral = lateral - np.sum(lateral * forward, axis=1, keepdims=True) * forward
-    left = _unit(lateral)
-    up = np.cross(forward, left)
+    up_from_sides = np.cross(forward, _unit(lateral))
+    rearing = np.linalg.norm(up_from_world, axis=1, keepdims=True) < 0.3
+    up = _unit(np.where(rearing, up_from_sides, up_from_world))
+    left = np.cross(up, forward)
     return np.stack([forward, left, up], axis=1)
 
 
