@@ -35,7 +35,7 @@ from agent.recording import Recording, load_recording
 from agent.rundir import RunDir, package_versions, prepare_run_dir
 from agent.trace_log import TraceRecorder
 from graphs.pose import build_pose_graph
-from graphs.pose_state import PoseRuntime, PoseState
+from graphs.pose_state import FanOut, PoseRuntime, PoseState
 from tools.centroids import detect_centroids
 from tools.pose_metrics import evaluate_pose
 
@@ -43,6 +43,10 @@ if TYPE_CHECKING:  # the factory is imported when a model backend is asked for
     from agent.backends.factory_pose import AnswerSource
 
 RECURSION_LIMIT = 10**9  # the loop is bounded by the frame count, never by this
+# Each checkpoint is written before the next step runs. "async" (LangGraph's default) lets
+# the writer fall frames behind the frame log, and a killed run then redoes those frames;
+# measured, it saves no time here (bench/results/pose-speed.md).
+DURABILITY = "sync"
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,20 @@ def make_pose_backend(ctx: PoseContext, recording: Recording, run: RunDir, board
                               answer_source=answer_source)
 
 
+def stage_fan_out(backend: PoseBackend) -> FanOut:
+    """How the graph fans stages 1-3 out for ``backend``: its ``fan_out`` attribute if it has one.
+
+    Otherwise ``per_stage`` for the classical tracker (in-process and quick:
+    a task per camera and region would cost more in scheduling and
+    checkpointing than the work itself) and ``per_view`` for the others,
+    whose model calls run concurrently, one task per request.
+    """
+    declared = getattr(backend, "fan_out", None)
+    if declared is not None:
+        return declared
+    return "per_stage" if isinstance(backend, ClassicalPoseBackend) else "per_view"
+
+
 def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, resume: bool = False,
              overwrite: bool = False, quiet: bool = False,
              backend: PoseBackend | None = None,
@@ -105,20 +123,23 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
         settings=ctx, recording=recording, backend=backend, store=store,
         out_dir=str(run.path), regions=_regions(recording, ctx),
         seed_frames=_log_seed_frames(recording, store), detect=prefetch.get,
-        publish_labels=board.publish,
+        publish_labels=board.publish, fan_out=stage_fan_out(backend),
     )
     end_frame = min(recording.n_frames, ctx.max_frames or recording.n_frames)
     config = {"max_concurrency": ctx.max_concurrency, "recursion_limit": RECURSION_LIMIT,
               "configurable": {"thread_id": stored["thread_id"]}}
-    with closing(_connect(run)) as connection, closing(prefetch):
+    # The trace is written a frame at a time (a kill loses only the frame in flight, which a
+    # resume redoes and traces again).
+    trace = TraceRecorder(run.path / "trace.jsonl", flush_after=("accept_frame", "write_results"))
+    with closing(_connect(run)) as connection, closing(prefetch), closing(trace):
         graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
         snapshot = graph.get_state(config)
         inputs = None if snapshot.values else _initial_state(recording, runtime, end_frame)
         progress = _Progress(end_frame - int(recording.seeds.frames[0]), quiet)
-        trace = TraceRecorder(run.path / "trace.jsonl")
         # Task events alone feed both the trace and the progress line (an "updates" stream
         # would repeat every task's writes).
-        for event in graph.stream(inputs, config, context=runtime, stream_mode="tasks"):
+        for event in graph.stream(inputs, config, context=runtime, stream_mode="tasks",
+                                  durability=DURABILITY):
             trace.on_task_event(event)
             accepted = event.get("result") if event.get("name") == "accept_frame" else None
             if accepted:

@@ -11,6 +11,7 @@ import numpy as np
 
 from agent.pose_frames import FrameRecord
 from tools.assignment import assign_points, predict_constant_velocity, recover_lost
+from tools.body_distances import DistanceModel, distance_model, region_relabeling
 from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_error, triangulate
 from tools.reacquire import fit_template
 from tools.refine import RefineParams, RefineResult, refine_cross_view
@@ -52,19 +53,17 @@ def fill_from_regions(points_3d: np.ndarray, keypoints: list[str],
 
 
 def camera_view(group: CameraGroup, keypoints: list[str], window: list[dict], camera: int,
-                frame: int, prior_3d: np.ndarray | None, strategy: int) -> dict:
-    """Fields of a :class:`~agent.backends.pose_base.CameraView` for ``camera``.
+                frame: int, prior_2d: np.ndarray | None, strategy: int) -> dict:
+    """Fields of a :class:`~agent.backends.pose_base.CameraView` for ``camera`` about ``keypoints``.
 
-    Exemplars are the window's labels in this camera; the prior is
-    ``prior_3d (n_keypoints, 3)`` projected, or None everywhere (naive
-    ablation: no 3D prior).
+    Exemplars are the window's labels in this camera (entries with
+    ``points_2d (n_cameras, n_keypoints, 2)`` of these keypoints); the prior
+    is ``prior_2d (n_keypoints, 2)``, the 3D prediction projected into this
+    camera, or None everywhere (naive ablation: no 3D prior).
     """
     exemplars = [{"frame": entry["frame"], "points": _points(entry["points_2d"][camera])}
                  for entry in window]
-    if prior_3d is None:
-        prior = [None] * len(keypoints)
-    else:
-        prior = _points(project(CameraGroup((group.cameras[camera],)), prior_3d)[0])
+    prior = [None] * len(keypoints) if prior_2d is None else _points(prior_2d)
     return {"frame": frame, "camera": group.cameras[camera].name,
             "image_size": group.cameras[camera].size, "keypoints": list(keypoints),
             "exemplars": exemplars, "prior": prior, "strategy": strategy}
@@ -91,16 +90,24 @@ def label_positions(centroids: list[np.ndarray], assignment: np.ndarray) -> np.n
     return points
 
 
+def seed_distance_model(seed_window: list[dict]) -> DistanceModel:
+    """Expected keypoint distances from the seed frames' :meth:`FrameStore.window` entries."""
+    return distance_model(np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64))
+
+
 def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignment: np.ndarray,
                        stage: np.ndarray, params: RefineParams | None,
                        predicted_3d: np.ndarray | None = None, search_radius_px: float = 60.0,
-                       max_distance: float = 25.0) -> dict[str, np.ndarray]:
+                       max_distance: float = 25.0, body: DistanceModel | None = None,
+                       regions: list[list[int]] | None = None) -> dict[str, np.ndarray]:
     """Stage 4 (``params`` given) or plain DLT (``params`` None) of one frame's labels.
 
     With Stage 4, keypoints it cannot triangulate are looked for again among
     the free centroids near ``predicted_3d`` by cross-view consensus
     (:func:`tools.assignment.recover_lost`), and Stage 4 runs once more if
-    any is found.
+    any is found. Then, with a ``body`` distance model and the keypoint
+    indices of the ``regions``, a region whose points fit the body much
+    better relabelled is relabelled (:func:`tools.body_distances.region_relabeling`).
 
     Parameters
     ----------
@@ -131,6 +138,11 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
             result = _rerun_if_changed(group, centroids, result, found, stage, params)
         assignment, points_3d = result.assignment, result.points_3d
         ncams, mean_error, error = result.ncams, result.mean_error_px, result.reprojection_error_px
+        if body is not None and regions is not None:
+            source = region_relabeling(points_3d, regions, body)
+            if not np.array_equal(source, np.arange(source.size)):
+                assignment, points_3d, ncams, mean_error, error, stage = _relabel(
+                    source, assignment, points_3d, ncams, mean_error, error, stage)
     else:
         points_2d = label_positions(centroids, assignment)
         points_3d = triangulate(group, points_2d)
@@ -142,6 +154,16 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
     return {"points_3d": points_3d, "ncams": np.asarray(ncams, dtype=np.int64),
             "mean_error_px": mean_error, "error_px": error, "assignment": assignment,
             "stage": np.where(labelled, stage, "")}
+
+
+def _relabel(source: np.ndarray, assignment: np.ndarray, points_3d: np.ndarray, ncams: np.ndarray,
+             mean_error: np.ndarray, error: np.ndarray, stage: np.ndarray) -> tuple:
+    """Keypoint ``k`` takes the labels and point of keypoint ``source[k]`` (a permutation)."""
+    moved = source != np.arange(source.size)
+    new_stage = stage[:, source].copy()
+    new_stage[:, moved] = np.where(assignment[:, source[moved]] >= 0, "refine", "")
+    return (assignment[:, source], points_3d[source], np.asarray(ncams)[source],
+            mean_error[source], error[:, source], new_stage)
 
 
 def _rerun_if_changed(group: CameraGroup, centroids: list[np.ndarray], result: RefineResult,
@@ -198,17 +220,18 @@ def region_tasks(group: CameraGroup, keypoints: list[str], regions: dict[str, li
     Each carries the camera's view restricted to the keypoints to (re)assign,
     the regions restricted likewise, and the centroids that no kept label holds.
     """
+    # One projection for every camera; each view then takes its keypoints' rows.
+    projected = None if prior_3d is None else project(group, prior_3d)
     tasks = []
     for camera, names in redo.items():
         index = group.names.index(camera)
         kept = labels.get(camera, {}).get("centroid", [-1] * len(keypoints))
         claimed = {c for name, c in zip(keypoints, kept, strict=True) if c >= 0 and name not in names}
-        view = camera_view(group, keypoints, window, index, frame, prior_3d, strategy)
         chosen = [keypoints.index(name) for name in names]
-        view["exemplars"] = [{"frame": e["frame"], "points": [e["points"][i] for i in chosen]}
-                             for e in view["exemplars"]]
-        view["prior"] = [view["prior"][i] for i in chosen]
-        view["keypoints"] = list(names)
+        chosen_window = [{"frame": entry["frame"], "points_2d": entry["points_2d"][:, chosen]}
+                         for entry in window]
+        prior_2d = None if projected is None else projected[index, chosen]
+        view = camera_view(group, list(names), chosen_window, index, frame, prior_2d, strategy)
         subset = {region: [k for k in members if k in names] for region, members in regions.items()}
         tasks.append({"view": view, "regions": {r: m for r, m in subset.items() if m},
                       "centroids": free_centroids(centroids[index], claimed)})

@@ -46,13 +46,25 @@ def item_of(task_input: Any) -> dict[str, Any]:
 
 
 class TraceRecorder:
-    """Collects ``tasks`` stream events and appends finished tasks to ``trace.jsonl``."""
+    """Collects ``tasks`` stream events and appends finished tasks to ``trace.jsonl``.
 
-    def __init__(self, path: str | Path | None) -> None:
+    Parameters
+    ----------
+    path : str or Path or None
+        The trace file (None: record nothing).
+    flush_after : tuple of str
+        Nodes whose finish writes the lines collected so far, in order; the
+        lines of other tasks wait in memory until then (or :meth:`close`).
+        Empty (the default): every line is written when its task finishes.
+    """
+
+    def __init__(self, path: str | Path | None, flush_after: tuple[str, ...] = ()) -> None:
         self.path = None if path is None else Path(path)
+        self.flush_after = frozenset(flush_after)
         self._started: dict[str, tuple[float, str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
-        self._handle: Any = None  # opened on the first record, line-buffered so a kill loses nothing
+        self._pending: list[str] = []
+        self._handle: Any = None  # opened on the first write
 
     def on_task_event(self, event: dict[str, Any]) -> None:
         if self.path is None:
@@ -72,15 +84,26 @@ class TraceRecorder:
         }
         if isinstance(event.get("result"), dict):
             record.update({k: v for k, v in item_of(event["result"]).items() if k not in record})
-        line = json.dumps(record, sort_keys=True, default=str) + "\n"
         with self._lock:
-            if self._handle is None:
-                self._handle = self.path.open("a", encoding="utf-8", buffering=1)
-            self._handle.write(line)
+            self._pending.append(json.dumps(record, sort_keys=True, default=str) + "\n")
+            if not self.flush_after or record["node"] in self.flush_after:
+                self._write_pending()
+
+    def _write_pending(self) -> None:
+        """Write the collected lines with one call (the caller holds the lock)."""
+        if not self._pending:
+            return
+        if self._handle is None:
+            self._handle = self.path.open("a", encoding="utf-8")
+        self._handle.write("".join(self._pending))
+        self._handle.flush()
+        self._pending = []
 
     def close(self) -> None:
-        """Close the trace file (a later record reopens it)."""
+        """Write the lines still collected and close the file (a later record reopens it)."""
         with self._lock:
+            if self.path is not None:
+                self._write_pending()
             if self._handle is not None:
                 self._handle.close()
                 self._handle = None

@@ -1,19 +1,28 @@
 """Pose graph: the four stages of the method, one frame at a time, with a QC retry loop.
 
-Per frame: ``detect_centroids`` -> ``locate_regions`` (Stage 1, one task per
-camera) -> ``assign_within_region`` (Stage 2, one task per camera and region)
--> ``gather_regions`` -> ``reconcile_regions`` (Stage 3, one task per camera)
--> ``refine_cross_view`` (Stage 4) ->
-``quality_control``, which either sends the low-confidence views back
-through stages 1-3 with the next strategy (at most ``max_retries`` times, a
-counter in state) or hands the frame to ``accept_frame``. The accepted frame
-joins the rolling window; then the next frame, or ``write_results``.
+Per frame: ``detect_centroids`` -> ``locate_regions`` (Stage 1) ->
+``assign_within_region`` (Stage 2) -> ``reconcile_regions`` (Stage 3) ->
+``refine_cross_view`` (Stage 4) -> ``quality_control``, which either sends
+the low-confidence views back through stages 1-3 with the next strategy (at
+most ``max_retries`` times, a counter in state) or hands the frame to
+``accept_frame``. The accepted frame joins the rolling window; then the next
+frame, or ``write_results``.
+
+How stages 1-3 fan out follows the backend (``PoseRuntime.fan_out``):
+
+* ``per_view`` (model backends): one Stage 1 and one Stage 3 task per
+  camera, one Stage 2 task per camera and region, so model calls run
+  concurrently; ``gather_regions`` waits for a frame's Stage 2 answers.
+  Payloads name their frame, camera and region and reference the state
+  that rebuilds the requests (:class:`~graphs.pose_state.ViewTask`).
+* ``per_stage`` (the classical tracker): each stage is one task for every
+  camera, reading and writing the graph state; no ``gather_regions``.
 
 Wiring only: nodes read state and ``runtime.context`` (a
-:class:`~graphs.pose_state.PoseRuntime`), call one backend method or one step
-of :mod:`agent.pose_steps` / :mod:`tools`, and return an update or a
-``Command``. Run it with ``config={"max_concurrency": ..., "configurable":
-{"thread_id": ...}}``.
+:class:`~graphs.pose_state.PoseRuntime`), call one backend method (per
+camera) or one step of :mod:`agent.pose_steps` / :mod:`tools`, and return an
+update or a ``Command``. Run it with ``config={"max_concurrency": ...,
+"configurable": {"thread_id": ...}}``.
 """
 
 from __future__ import annotations
@@ -25,24 +34,17 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
+from agent import pose_requests as requests
 from agent import pose_steps as steps
-from agent.backends.pose_base import (
-    AssignWithinRegionRequest,
-    LocateRegionsRequest,
-    ReconcileRegionsRequest,
-)
 from agent.pose_frames import flag_model_labels, model_flags, write_results_files
-from graphs.pose_state import (
-    AssignTask,
-    PoseRuntime,
-    PoseState,
-    ReconcileTask,
-    RegionTask,
-)
+from agent.pose_requests import CameraRequests
+from graphs.pose_state import PoseRuntime, PoseState, ViewTask
 from tools.confidence import QualityParams, assess_frame
 from tools.refine import RefineParams
 
 WINDOW_FRAMES = 3
+# What a per_view payload carries by reference (camera_requests rebuilds the requests from it).
+VIEW_INPUTS = ("frame", "window", "last_seen_3d", "centroids_path", "attempt", "redo", "labels")
 
 
 def start_or_finish(state: PoseState) -> Literal["detect_centroids", "write_results"]:
@@ -57,40 +59,45 @@ def detect_centroids(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[st
     centroids = run.detect(frame)
     everything = {camera: list(run.recording.keypoints) for camera in run.recording.cameras}
     return {"centroids_path": run.store.save_centroids(frame, centroids), "attempt": 0,
-            "redo": everything, "proposals": None, "labels": None, "model_flags": None,
-            "previous_assignment": None}
+            "redo": everything, "proposals": None, "boxes": None, "labels": None,
+            "model_flags": None, "previous_assignment": None}
 
 
-def dispatch_regions(state: PoseState, runtime: Runtime[PoseRuntime]) -> list[Send]:
-    """One Stage 1 task per camera whose views are to be (re)assigned."""
-    # frame and camera at the top of the payload name the task's item in the trace (trace --frame).
-    return [Send("locate_regions", {"frame": state["frame"], "camera": task["view"]["camera"], **task})
-            for task in _region_tasks(state, runtime.context)]
+def dispatch_regions(state: PoseState, runtime: Runtime[PoseRuntime]) -> str | list[Send]:
+    """Stage 1 for the cameras in ``redo``: one task for all (per_stage) or one per camera."""
+    if runtime.context.fan_out == "per_stage":
+        return "locate_regions"
+    return [Send("locate_regions", {**_references(state), "camera": camera}) for camera in state["redo"]]
 
 
-def _region_tasks(state: PoseState, run: PoseRuntime) -> list[dict[str, Any]]:
-    """Views of the cameras to redo; the naive ablation sees only the last frame, no 3D prior.
+def _references(state: PoseState) -> ViewTask:
+    """The state fields that rebuild an attempt's requests (a ``per_view`` payload's part)."""
+    return {key: state.get(key) for key in VIEW_INPUTS}  # type: ignore[return-value]
 
-    Stage 1's dispatch and Stage 3's of the same attempt see the same state,
-    so the views are built once (the memo key holds every input that varies).
+
+def camera_requests(state: PoseState | ViewTask, run: PoseRuntime) -> dict[str, CameraRequests]:
+    """The requests of the cameras to redo in this attempt; the naive ablation sees only the last frame.
+
+    Built once per frame and attempt (the memo key holds every input that
+    varies), rebuilt from the state after a resume.
     """
     naive = run.settings.ablation == "naive"
     frames = state["window"][-1:] if naive else state["window"]
-    key = ("region_tasks", tuple(frames), state["centroids_path"], state.get("attempt", 0),
-           repr(state["redo"]), repr(state.get("labels", {})))
+    key = ("camera_requests", tuple(frames), state["centroids_path"], state.get("attempt", 0),
+           repr(state["redo"]), repr(state.get("labels") or {}))
 
-    def build() -> list[dict[str, Any]]:
+    def build() -> dict[str, CameraRequests]:
         prior = None if naive else _predict_track(state, run, frames, with_last_seen=True)
-        return steps.region_tasks(
+        return requests.camera_requests(steps.region_tasks(
             run.recording.group, run.recording.keypoints, run.regions, run.store.window(frames),
             prior, state["frame"], run.store.load_centroids(state["centroids_path"]),
-            state.get("labels", {}), state["redo"], state.get("attempt", 0),
-        )
+            state.get("labels") or {}, state["redo"], state.get("attempt", 0),
+        ))
 
     return run.memo.get(state["frame"], key, build)
 
 
-def _predict_track(state: PoseState, run: PoseRuntime, frames: list[int], *,
+def _predict_track(state: PoseState | ViewTask, run: PoseRuntime, frames: list[int], *,
                    with_last_seen: bool) -> np.ndarray:
     """:func:`agent.pose_steps.predict_track` of the window ``frames``, once per frame (a copy).
 
@@ -104,59 +111,68 @@ def _predict_track(state: PoseState, run: PoseRuntime, frames: list[int], *,
     return predicted.copy()
 
 
-def locate_regions(task: RegionTask, runtime: Runtime[PoseRuntime]) -> Command:
-    """Stage 1: find each region's box in one camera; fan out one Stage 2 task per region."""
-    request = LocateRegionsRequest.model_validate({**task["view"], "regions": task["regions"]})
-    answer = runtime.context.backend.locate_regions(request)
-    sends = []
-    for region in answer.regions:
-        # Plain fields of already validated models: assign_within_region validates the request.
-        assign = {**request.subset(task["regions"][region.region]).model_dump(exclude={"regions"}),
-                  "region": region.region, "box": region.box, "centroids": task["centroids"]}
-        sends.append(Send("assign_within_region", {
-            "frame": task["frame"], "camera": task["camera"], "region": region.region,
-            "request": assign, "box_reason": region.reason if region.flagged else ""}))
-    return Command(goto=sends)
+def _task_cameras(task: PoseState | ViewTask, run: PoseRuntime) -> list[str]:
+    """The cameras a stage task works on: its one camera (per_view) or every camera to redo."""
+    return [task["camera"]] if run.fan_out == "per_view" else list(task["redo"])
 
 
-def assign_within_region(task: AssignTask, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
-    """Stage 2: label the centroids inside one region's box of one camera."""
-    request = AssignWithinRegionRequest.model_validate(task["request"])
-    answer = runtime.context.backend.assign_within_region(request)
-    if task.get("box_reason") and not answer.flagged:  # the region's box was not settled
-        answer = answer.model_copy(update={"flagged": True, "reason": task["box_reason"]})
-    return {"proposals": [answer.model_dump()]}
+def locate_regions(task: PoseState, runtime: Runtime[PoseRuntime]
+                   ) -> Command[Literal["assign_within_region"]]:
+    """Stage 1: find each region's box in the task's cameras; Stage 2 per box (per_view) or all at once."""
+    run = runtime.context
+    views = camera_requests(task, run)
+    boxes = [box for camera in _task_cameras(task, run)
+             for box in requests.region_boxes(camera, run.backend.locate_regions(views[camera].locate))]
+    if run.fan_out == "per_stage":
+        return Command(goto="assign_within_region", update={"boxes": boxes})
+    return Command(goto=[Send("assign_within_region", {**_references(task), **box}) for box in boxes])
+
+
+def assign_within_region(task: PoseState, runtime: Runtime[PoseRuntime]
+                         ) -> Command[Literal["gather_regions", "reconcile_regions"]]:
+    """Stage 2: label the centroids inside each region's box (one box per_view, every box per_stage)."""
+    run = runtime.context
+    views = camera_requests(task, run)
+    proposals = []
+    for item in [task] if run.fan_out == "per_view" else task["boxes"] or []:
+        request = requests.assign_request(views[item["camera"]], item["region"], item["box"])
+        answer = run.backend.assign_within_region(request)
+        if item["box_reason"] and not answer.flagged:  # the region's box was not settled
+            answer = answer.model_copy(update={"flagged": True, "reason": item["box_reason"]})
+        proposals.append(answer.model_dump())
+    if run.fan_out == "per_view":
+        return Command(goto="gather_regions", update={"proposals": proposals})
+    return Command(goto="reconcile_regions", update={"proposals": proposals, "boxes": None})
 
 
 def gather_regions(state: PoseState) -> dict[str, Any]:
-    """Stage 2 -> 3: wait for every region's answer (the per-camera fan-out is its edge)."""
+    """Stage 2 -> 3 (per_view): wait for every region's answer (the per-camera fan-out is its edge)."""
     return {}
 
 
-def dispatch_reconcile(state: PoseState, runtime: Runtime[PoseRuntime]) -> list[Send]:
-    """One Stage 3 task per camera whose views are being (re)assigned, with its Stage 2 answers."""
-    labels, flags = state.get("labels") or {}, state.get("model_flags") or {}
+def dispatch_reconcile(state: PoseState) -> list[Send]:
+    """One Stage 3 task per camera being (re)assigned (per_view), with its Stage 2 answers."""
     proposals = state.get("proposals") or []
     return [Send("reconcile_regions", {
-        "frame": state["frame"], "camera": task["view"]["camera"], "view": task["view"],
-        "centroids": task["centroids"], "labels": labels.get(task["view"]["camera"]),
-        "model_flags": flags.get(task["view"]["camera"], {}),
-        "proposals": [p for p in proposals if p["camera"] == task["view"]["camera"]],
-    }) for task in _region_tasks(state, runtime.context)]
+        **_references(state), "camera": camera, "model_flags": state.get("model_flags"),
+        "proposals": [p for p in proposals if p["camera"] == camera],
+    }) for camera in state["redo"]]
 
 
-def reconcile_regions(task: ReconcileTask, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
-    """Stage 3: merge one camera's region labels; no centroid is claimed twice."""
+def reconcile_regions(task: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
+    """Stage 3: merge each camera's region labels; no centroid is claimed twice."""
     run = runtime.context
-    request = ReconcileRegionsRequest.model_validate(
-        {**task["view"], "centroids": task["centroids"], "proposals": task["proposals"]})
-    answer = run.backend.reconcile_regions(request)
-    labels = steps.merge_labels(run.recording.keypoints, task["labels"],
-                                [label.model_dump() for label in answer.labels])
-    answers = [*task["proposals"], answer.model_dump()]
-    flags = model_flags(task["model_flags"], task["view"]["keypoints"], answers)
-    return {"labels": {task["camera"]: labels}, "model_flags": {task["camera"]: flags},
-            "proposals": None}
+    views = camera_requests(task, run)
+    previous_labels, previous_flags = task.get("labels") or {}, task.get("model_flags") or {}
+    labels, flags = {}, {}
+    for camera in _task_cameras(task, run):
+        proposals = [p for p in task.get("proposals") or [] if p["camera"] == camera]
+        answer = run.backend.reconcile_regions(requests.reconcile_request(views[camera], proposals))
+        labels[camera] = steps.merge_labels(run.recording.keypoints, previous_labels.get(camera),
+                                            [label.model_dump() for label in answer.labels])
+        flags[camera] = model_flags(previous_flags.get(camera, {}), views[camera].locate.keypoints,
+                                    [*proposals, answer.model_dump()])
+    return {"labels": labels, "model_flags": flags, "proposals": None}
 
 
 def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
@@ -171,8 +187,11 @@ def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[s
         _predict_track(state, run, state["window"], with_last_seen=True),
         run.recording.keypoints, run.recording.regions)
     centroids = run.store.load_centroids(state["centroids_path"])
+    body = steps.seed_distance_model(run.store.window(sorted(run.seed_frames))) if full else None
+    keypoints = run.recording.keypoints
+    regions = [[keypoints.index(k) for k in members] for members in run.recording.regions.values()]
     refined = steps.triangulate_labels(run.recording.group, centroids, assignment, stage, params,
-                                        prior if full else None)
+                                        prior if full else None, body=body, regions=regions)
     if run.publish_labels is not None:
         run.publish_labels(state["frame"], steps.label_positions(centroids, refined["assignment"]))
     labels = {camera: steps.refined_labels(state["labels"][camera], refined["assignment"][i],
@@ -229,7 +248,7 @@ def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]
               "n_flagged": state.get("n_flagged", 0) + int(record.flagged.sum()),
               # The frame is in the log now: keep frame-boundary checkpoints small.
               "labels": None, "model_flags": None, "refined": {}, "quality": {}, "redo": {},
-              "proposals": None}
+              "proposals": None, "boxes": None}
     goto = "detect_centroids" if following < state["end_frame"] else "write_results"
     return Command(goto=goto, update=update)
 
@@ -256,7 +275,6 @@ def build_pose_graph() -> StateGraph:
     builder.add_node(write_results)
     builder.add_conditional_edges(START, start_or_finish, ["detect_centroids", "write_results"])
     builder.add_conditional_edges("detect_centroids", dispatch_regions, ["locate_regions"])
-    builder.add_edge("assign_within_region", "gather_regions")
     builder.add_conditional_edges("gather_regions", dispatch_reconcile, ["reconcile_regions"])
     builder.add_edge("reconcile_regions", "refine_cross_view")
     builder.add_edge("refine_cross_view", "quality_control")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 import numpy as np
 
@@ -18,6 +18,8 @@ from agent.backends.pose_base import PoseBackend
 from agent.pose_context import PoseContext
 from agent.pose_frames import FrameMemo, FrameStore
 from agent.recording import Recording
+
+FanOut = Literal["per_view", "per_stage"]
 
 
 def extend_or_clear(current: list[dict] | None, update: list[dict] | None) -> list[dict]:
@@ -44,6 +46,7 @@ class PoseState(TypedDict, total=False):
     centroids_path: str  # this frame's centroids (FrameStore.save_centroids)
     attempt: int  # retries of stages 1-3 done for this frame
     redo: dict[str, list[str]]  # camera -> keypoints stages 1-3 (re)assign in this attempt
+    boxes: list[dict[str, Any]] | None  # per_stage: Stage 1 boxes (camera, region, box, box_reason)
     proposals: Annotated[list[dict], extend_or_clear]  # Stage 2 answers (RegionAssignment dumps)
     labels: Annotated[dict[str, dict[str, list[Any]]], merge_by_camera]  # camera -> {"centroid",
     # "margin_px", "stage"} per keypoint
@@ -56,35 +59,27 @@ class PoseState(TypedDict, total=False):
     n_flagged: int  # flagged keypoint-frames so far
 
 
-class RegionTask(TypedDict):
-    """Payload of one Stage 1 task (one camera)."""
+class ViewTask(TypedDict, total=False):
+    """Payload of one ``per_view`` task: what rebuilds the camera's requests, by reference.
 
-    frame: int  # frame and camera name the task in the trace
-    camera: str
-    view: dict[str, Any]  # CameraView fields for the keypoints to (re)assign
-    regions: dict[str, list[str]]  # region -> its keypoints to (re)assign
-    centroids: list[dict]  # free Centroid fields of this camera
-
-
-class AssignTask(TypedDict):
-    """Payload of one Stage 2 task (one camera and region)."""
+    The view, exemplars and centroids are rebuilt from the frame log and the
+    centroid file these fields name (:func:`graphs.pose.camera_requests`),
+    so a payload stays a few hundred bytes in the checkpoint database.
+    """
 
     frame: int  # frame, camera and region name the task in the trace
     camera: str
-    region: str
-    request: dict[str, Any]  # AssignWithinRegionRequest fields
-
-
-class ReconcileTask(TypedDict):
-    """Payload of one Stage 3 task (one camera)."""
-
-    frame: int  # frame and camera name the task in the trace
-    camera: str
-    view: dict[str, Any]  # CameraView fields for the keypoints to (re)assign
-    centroids: list[dict]  # free Centroid fields of this camera
-    labels: dict[str, list[Any]] | None  # the camera's labels so far (kept on a retry)
-    model_flags: dict[str, str]  # the camera's model flags so far
-    proposals: list[dict]  # the camera's Stage 2 answers (RegionAssignment dumps)
+    window: list[int]
+    last_seen_3d: list[list[float]]
+    centroids_path: str
+    attempt: int
+    redo: dict[str, list[str]]
+    labels: dict[str, dict[str, list[Any]]] | None
+    region: str  # Stage 2: the region, its Stage 1 box and the reason of a flagged box
+    box: list[int] | None
+    box_reason: str
+    proposals: list[dict]  # Stage 3: the camera's Stage 2 answers (RegionAssignment dumps)
+    model_flags: dict[str, dict[str, str]] | None  # Stage 3: model flags so far
 
 
 @dataclass(frozen=True)
@@ -114,6 +109,10 @@ class PoseRuntime:
         Called after Stage 4 with ``(frame, points_2d (n_cameras, n_keypoints, 2))``, the
         frame's label positions (NaN unlabelled), so a model's Stage 3 tools check its
         candidates against the other cameras (:class:`agent.backends.pose_tools.LatestLabels`).
+    fan_out : {"per_view", "per_stage"}
+        How stages 1-3 fan out: one task per camera (and region, Stage 2) so
+        that model calls run concurrently, or one task per stage for every
+        camera (an in-process backend, which gains nothing from more tasks).
     memo : FrameMemo
         The current frame's motion prediction and Stage 1 views, computed once per frame.
     """
@@ -127,4 +126,5 @@ class PoseRuntime:
     seed_frames: frozenset[int]
     detect: Callable[[int], list[np.ndarray]]
     publish_labels: Callable[[int, np.ndarray], None] | None = None
+    fan_out: FanOut = "per_view"
     memo: FrameMemo = field(default_factory=FrameMemo)

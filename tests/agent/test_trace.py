@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pandas as pd
 import pytest
 
+from agent.backends.classical_pose import ClassicalPoseBackend
+from agent.pose_context import PoseContext
+from agent.pose_pipeline import run_pose
 from agent.run import main
 from agent.synth_behavior import synthesize_behavior_session
+from agent.trace_log import TraceRecorder
 from tests.agent.test_replay import scripted_model
 from tests.fixtures.openai_server import ScriptedOpenAIServer
 from tests.fixtures.tiny_recording import make_tiny_recording
@@ -72,16 +77,44 @@ def test_clip_filter_keeps_only_that_clips_task_and_model_calls(runs, capsys):
     assert set(_printed_nodes(capsys.readouterr().out)) == {"merge_segments"}
 
 
+class PerViewClassical(ClassicalPoseBackend):
+    """The classical tracker run as a model backend is: one task per camera (and region)."""
+
+    fan_out = "per_view"
+
+
 def test_pose_trace_names_frame_and_camera_and_filters_by_frame(tmp_path, capsys):
     recording = make_tiny_recording(tmp_path / "rec", n_frames=6, seed_frames=(0, 1, 2))
     assert main(["pose", str(recording), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     rows = _trace_rows(tmp_path / "run")
-    stage_1 = [row for row in rows if row["node"] == "locate_regions"]
-    assert {(row["frame"], row["camera"]) for row in stage_1} >= {(frame, camera) for frame in (3, 4, 5)
-                                                                   for camera in ("cam0", "cam1", "cam2")}
-    assert all("region" in row for row in rows if row["node"] == "assign_within_region")
+    # The classical tracker runs each stage as one task for every camera: one row per attempt.
+    attempts = Counter(row["frame"] for row in rows if row["node"] == "refine_cross_view")
+    for node in ("locate_regions", "assign_within_region", "reconcile_regions"):
+        stage = [row for row in rows if row["node"] == node]
+        assert Counter(row["frame"] for row in stage) == attempts and set(attempts) == {3, 4, 5}
+        assert not any("camera" in row for row in stage)
     capsys.readouterr()
     assert main(["trace", str(tmp_path / "run"), "--frame", "4"]) == 0
     printed = [line for line in capsys.readouterr().out.splitlines()[1:] if not line.startswith(" ")]
     assert printed and all("frame=4" in line for line in printed)
     assert len(printed) == sum(1 for row in rows if row.get("frame") == 4)
+    # One task per camera (and region): rows name them.
+    run_pose(recording, tmp_path / "per_view", PoseContext(), quiet=True, backend=PerViewClassical())
+    rows = _trace_rows(tmp_path / "per_view")
+    stage_1 = [row for row in rows if row["node"] == "locate_regions"]
+    assert {(row["frame"], row["camera"]) for row in stage_1} >= {(frame, camera) for frame in (3, 4, 5)
+                                                                   for camera in ("cam0", "cam1", "cam2")}
+    assert all("region" in row for row in rows if row["node"] == "assign_within_region")
+
+
+def test_buffered_trace_keeps_every_line_in_order(tmp_path):
+    recorder = TraceRecorder(tmp_path / "trace.jsonl", flush_after=("accept_frame",))
+    nodes = ["locate_regions", "assign_within_region", "accept_frame", "locate_regions"]
+    for number, node in enumerate(nodes):
+        recorder.on_task_event({"id": str(number), "name": node, "input": {"frame": number}})
+        recorder.on_task_event({"id": str(number), "name": node, "result": {}})
+        if number == 1:  # nothing is written before the frame is accepted
+            assert not (tmp_path / "trace.jsonl").exists()
+    assert [row["node"] for row in _trace_rows(tmp_path)] == nodes[:3]
+    recorder.close()
+    assert [(row["frame"], row["node"]) for row in _trace_rows(tmp_path)] == list(enumerate(nodes))

@@ -1,0 +1,87 @@
+"""Backend requests of stages 1-3, built from what the graph state references.
+
+A frame's attempt asks the backend about the same cameras in stages 1, 2
+and 3. Each camera's view (exemplars, prior, free centroids) is validated
+once per attempt (:func:`camera_requests`); the Stage 2 and Stage 3
+requests are cut from it without validating again, so a request costs the
+same whether the graph runs a stage as one task per camera (``per_view``)
+or as one task for all cameras (``per_stage``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agent.backends.pose_base import (
+    AssignWithinRegionRequest,
+    CameraView,
+    Centroid,
+    Exemplar,
+    LocateRegionsAnswer,
+    LocateRegionsRequest,
+    ReconcileRegionsRequest,
+    RegionAssignment,
+)
+
+VIEW_FIELDS = tuple(CameraView.model_fields)
+
+
+@dataclass(frozen=True)
+class CameraRequests:
+    """One camera's validated Stage 1 request and its free centroids, for one frame and attempt.
+
+    Attributes
+    ----------
+    locate : LocateRegionsRequest
+        The camera's view restricted to the keypoints to (re)assign, with their regions.
+    centroids : list[Centroid]
+        The centroids no kept label holds, in detection order.
+    """
+
+    locate: LocateRegionsRequest
+    centroids: list[Centroid]
+
+
+def camera_requests(tasks: list[dict[str, Any]]) -> dict[str, CameraRequests]:
+    """Validate :func:`agent.pose_steps.region_tasks` payloads; camera name -> its requests."""
+    return {task["view"]["camera"]: CameraRequests(
+        locate=LocateRegionsRequest.model_validate({**task["view"], "regions": task["regions"]}),
+        centroids=[Centroid.model_validate(centroid) for centroid in task["centroids"]],
+    ) for task in tasks}
+
+
+def region_boxes(camera: str, answer: LocateRegionsAnswer) -> list[dict[str, Any]]:
+    """Stage 1's answer as Stage 2 items: camera, region, box (None if not found), box_reason.
+
+    ``box_reason`` is the reason of a flagged box ("" otherwise): the region's
+    Stage 2 answer inherits it.
+    """
+    return [{"camera": camera, "region": box.region, "box": box.box,
+             "box_reason": box.reason if box.flagged else ""} for box in answer.regions]
+
+
+def assign_request(camera: CameraRequests, region: str,
+                   box: tuple[int, int, int, int] | None) -> AssignWithinRegionRequest:
+    """Stage 2 request about ``region`` of the camera, inside ``box``."""
+    view = camera.locate
+    index = [view.keypoints.index(name) for name in view.regions[region]]
+    # Every part was validated with the Stage 1 request: construct, don't validate again.
+    exemplars = [Exemplar.model_construct(frame=e.frame, points=[e.points[i] for i in index])
+                 for e in view.exemplars]
+    return AssignWithinRegionRequest.model_construct(
+        **{**_view_fields(view), "keypoints": list(view.regions[region]), "exemplars": exemplars,
+           "prior": [view.prior[i] for i in index]},
+        region=region, box=None if box is None else tuple(box), centroids=list(camera.centroids))
+
+
+def reconcile_request(camera: CameraRequests, proposals: list[dict[str, Any]]
+                      ) -> ReconcileRegionsRequest:
+    """Stage 3 request of the camera with its Stage 2 answers (``RegionAssignment`` dumps)."""
+    return ReconcileRegionsRequest.model_construct(
+        **_view_fields(camera.locate), centroids=list(camera.centroids),
+        proposals=[RegionAssignment.model_validate(proposal) for proposal in proposals])
+
+
+def _view_fields(view: CameraView) -> dict[str, Any]:
+    return {name: getattr(view, name) for name in VIEW_FIELDS}

@@ -1,0 +1,64 @@
+"""Tests for agent/pose_steps.py: Stage 4 of one frame's labels with the body identity check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent import pose_steps as steps
+from tools import qd_render
+from tools.geometry import project
+from tools.motion import QD_KEYPOINTS, walk_procedural
+from tools.refine import RefineParams
+
+INDEX = {name: i for i, name in enumerate(QD_KEYPOINTS)}
+REGIONS = [[0, 1], [2, 3, 4], [5, 6, 7, 8], [9, 10, 11]]
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A 6-camera rig over a walking mouse; every camera sees every dot."""
+    points = walk_procedural(90, seed=4)
+    group = qd_render.make_rig(6, (640, 480), points.reshape(-1, 3), np.random.default_rng(2))
+    return group, points
+
+
+def _frame(group, points_3d):
+    centroids = list(project(group, points_3d))  # centroid k of each camera is keypoint k's dot
+    assignment = np.tile(np.arange(len(QD_KEYPOINTS)), (len(group), 1))
+    stage = np.full(assignment.shape, "within_region", dtype=object)
+    return centroids, assignment, stage
+
+
+def test_a_paw_on_a_lost_paws_dot_in_every_camera_is_relabelled_by_the_body_check(scene):
+    group, points = scene
+    body = steps.seed_distance_model([{"points_3d": p} for p in points[:3]])
+    centroids, assignment, stage = _frame(group, points[60])
+    fore, hind = INDEX["forepaw_L"], INDEX["hindpaw_L"]
+    assignment[:, fore] = assignment[:, hind]  # the forepaw took the hindpaw's dot everywhere
+    assignment[:, hind] = -1  # and the hindpaw was lost: reprojection sees nothing wrong
+
+    unchecked = steps.triangulate_labels(group, centroids, assignment, stage, RefineParams())
+    assert np.allclose(unchecked["points_3d"][fore], points[60, hind], atol=1e-6)
+
+    checked = steps.triangulate_labels(group, centroids, assignment, stage, RefineParams(),
+                                       body=body, regions=REGIONS)
+    assert np.allclose(checked["points_3d"][hind], points[60, hind], atol=1e-6)
+    assert np.isnan(checked["points_3d"][fore]).all() and checked["ncams"][fore] == 0
+    assert np.array_equal(checked["assignment"][:, hind], np.full(len(group), hind))
+    assert set(checked["stage"][:, hind]) == {"refine"}
+    untouched = np.setdiff1d(np.arange(len(QD_KEYPOINTS)), [fore, hind])
+    assert set(checked["stage"][:, untouched].ravel()) == {"within_region"}
+
+
+def test_correct_labels_pass_the_body_check_unchanged(scene):
+    group, points = scene
+    body = steps.seed_distance_model([{"points_3d": p} for p in points[:3]])
+    for frame in (10, 45, 80):
+        centroids, assignment, stage = _frame(group, points[frame])
+        plain = steps.triangulate_labels(group, centroids, assignment, stage, RefineParams())
+        checked = steps.triangulate_labels(group, centroids, assignment, stage, RefineParams(),
+                                           body=body, regions=REGIONS)
+        for key in ("assignment", "ncams", "stage"):
+            assert np.array_equal(plain[key], checked[key])
+        assert np.allclose(plain["points_3d"], checked["points_3d"], equal_nan=True)

@@ -1,0 +1,90 @@
+"""Tests for tools/body_distances.py: the identity check by distances to other regions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools.body_distances import distance_model, region_relabeling
+from tools.motion import QD_KEYPOINTS, walk_procedural
+
+INDEX = {name: i for i, name in enumerate(QD_KEYPOINTS)}
+REGIONS = [
+    [INDEX["ear_L"], INDEX["ear_R"]],
+    [INDEX["back_top"], INDEX["back_middle"], INDEX["back_bottom"]],
+    [INDEX["forepaw_L"], INDEX["forepaw_R"], INDEX["hindpaw_L"], INDEX["hindpaw_R"]],
+    [INDEX["tail_base"], INDEX["tail_middle"], INDEX["tail_tip"]],
+]
+IDENTITY = np.arange(len(QD_KEYPOINTS))
+
+
+SHIPPED_MOTION = Path(__file__).resolve().parents[2] / "tools" / "data" / "maushaus_qd12.npz"
+SEED_STARTS = range(0, 990, 200)
+
+
+@pytest.fixture(scope="module")
+def walk() -> np.ndarray:
+    return walk_procedural(120, seed=4)
+
+
+@pytest.fixture(scope="module")
+def real_motion() -> np.ndarray:
+    """The shipped real mouse motion, ``(1000, 12, 3)`` mm."""
+    return np.load(SHIPPED_MOTION)["points_mm"].astype(np.float64)
+
+
+def _rotated(points: np.ndarray, angle: float) -> np.ndarray:
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0.0],
+                         [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    return points @ rotation.T + [40.0, -25.0, 0.0]
+
+
+def test_correct_labels_are_never_relabelled_whatever_the_posture(real_motion):
+    # Seeds from one moment, frames from the whole recording (climbing, sitting, turning).
+    for start in SEED_STARTS:
+        model = distance_model(real_motion[start:start + 3])
+        for frame in range(0, 1000, 40):
+            source = region_relabeling(_rotated(real_motion[frame], 0.01 * frame), REGIONS, model)
+            assert np.array_equal(source, IDENTITY), (start, frame)
+
+
+def test_a_paw_that_took_a_lost_paws_dot_gives_it_back(walk):
+    # The walker holds one posture: the distances of its seed frames fit every frame.
+    model = distance_model(walk[:3])
+    points = walk[60].copy()
+    fore, hind = INDEX["forepaw_L"], INDEX["hindpaw_L"]
+    points[fore] = points[hind]  # the forepaw's dot is hidden; it took the hindpaw's
+    points[hind] = np.nan  # and the hindpaw is lost
+    source = region_relabeling(points, REGIONS, model)
+    assert source[hind] == fore and source[fore] == hind
+    others = np.setdiff1d(IDENTITY, [fore, hind])
+    assert np.array_equal(source[others], others)
+
+
+def test_mirror_pairs_are_not_decided_by_distances(real_motion):
+    model = distance_model(real_motion[300:303])
+    points = real_motion[305].copy()
+    left, right = INDEX["ear_L"], INDEX["ear_R"]
+    points[[left, right]] = points[[right, left]]
+    assert np.array_equal(region_relabeling(points, REGIONS, model), IDENTITY)
+
+
+def test_too_few_anchors_change_nothing(real_motion):
+    model = distance_model(real_motion[600:603])
+    points = np.full((len(QD_KEYPOINTS), 3), np.nan)
+    paws = REGIONS[2]
+    points[paws] = real_motion[604, paws[::-1]]  # wrong, but only 2 anchors to tell
+    both_ends = [INDEX["back_top"], INDEX["back_bottom"]]
+    points[both_ends] = real_motion[604, both_ends]
+    assert np.array_equal(region_relabeling(points, [paws], model), IDENTITY)
+    assert not np.array_equal(region_relabeling(points, [paws], model, min_anchors=2), IDENTITY)
+
+
+def test_shapes_are_checked(walk):
+    model = distance_model(walk[:3])
+    with pytest.raises(ValueError, match="points_3d must have shape"):
+        region_relabeling(walk[:2], REGIONS, model)
+    with pytest.raises(ValueError, match="n_frames, n_keypoints, 3"):
+        distance_model(walk[0])

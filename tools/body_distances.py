@@ -1,0 +1,136 @@
+"""Identity check by body distances: catch keypoints that took a neighbour's dot.
+
+A tracker that loses a paw for a few frames can re-acquire the dot of
+another paw, and when every camera makes the same mistake the wrong label
+triangulates cleanly: reprojection cannot see it. What still sees it is the
+body: a forepaw is ~15 mm from the top of the back, a hindpaw ~45 mm. The
+distance from a keypoint to the keypoints of *other* regions is invariant to
+how the animal turns, and it is learnt from the seed frames without knowing
+what any keypoint is called.
+
+:func:`distance_model` learns the expected distances; :func:`region_relabeling`
+relabels a region's points when another labelling fits those distances much
+better. Mirror pairs (left and right ear or paw) sit at the same distance
+from the midline keypoints, so the check leaves them alone: it corrects
+only what the body can tell apart. The thresholds are cautious: over 2,200
+frames of the shipped real motion, with seeds taken anywhere in it, correct
+labels were never relabelled; a looser check (exchanges across regions, a
+smaller gain) undid more swaps in that test but tracked worse in the
+pipeline, where many keypoints are missing at once (bench/results/pose.md).
+
+Shapes: ``points_3d (n_keypoints, 3)`` of one frame, NaN where missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+# How far a distance between two keypoints may move with posture: a floor for
+# rigid pairs plus a share of the distance (a paw 40 mm from the back swings more).
+SPREAD_FLOOR_MM = 3.0
+SPREAD_SHARE = 0.3
+
+
+@dataclass(frozen=True)
+class DistanceModel:
+    """Expected distances between keypoints.
+
+    Attributes
+    ----------
+    median_mm : np.ndarray
+        ``(n_keypoints, n_keypoints)`` median distance over the frames that
+        saw both keypoints; NaN where no frame saw the pair.
+    spread_mm : np.ndarray
+        ``(n_keypoints, n_keypoints)`` tolerance of each distance.
+    """
+
+    median_mm: np.ndarray
+    spread_mm: np.ndarray
+
+
+def distance_model(points_3d: np.ndarray) -> DistanceModel:
+    """Learn expected distances from ``points_3d (n_frames, n_keypoints, 3)`` (the seed frames)."""
+    points_3d = np.asarray(points_3d, dtype=np.float64)
+    if points_3d.ndim != 3 or points_3d.shape[2] != 3:
+        raise ValueError(f"points_3d must have shape (n_frames, n_keypoints, 3), got {points_3d.shape}")
+    distances = _pairwise(points_3d)
+    seen = np.isfinite(distances).any(axis=0)
+    median = np.full(distances.shape[1:], np.nan)
+    median[seen] = np.nanmedian(distances[:, seen], axis=0)
+    return DistanceModel(median_mm=median, spread_mm=SPREAD_FLOOR_MM + SPREAD_SHARE * median)
+
+
+def region_relabeling(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
+                      model: DistanceModel, min_gain: float = 1.5,
+                      min_anchors: int = 3) -> np.ndarray:
+    """A relabelling ``source (n_keypoints,)``: keypoint ``k`` should take what keypoint ``source[k]`` has.
+
+    Per region, the region's triangulated points are matched to the region's
+    keypoints (all of them, so a point may move to a keypoint that is
+    missing) by optimal assignment on the mismatch between each point's
+    distances to the anchors and the model's, in spreads; anchors are the
+    triangulated keypoints of the other regions. The match replaces the
+    current labels only when it lowers the mismatch of the moved points by
+    more than ``min_gain`` on average, with at least ``min_anchors``
+    anchors. ``source`` is a permutation within each region, ``arange``
+    when nothing changes.
+
+    Parameters
+    ----------
+    points_3d : np.ndarray
+        ``(n_keypoints, 3)``, NaN where missing.
+    regions : Sequence[Sequence[int]]
+        Keypoint indices of each region (every keypoint in at most one region).
+    model : DistanceModel
+        From :func:`distance_model`.
+    """
+    points_3d = np.asarray(points_3d, dtype=np.float64)
+    n_keypoints = model.median_mm.shape[0]
+    if points_3d.shape != (n_keypoints, 3):
+        raise ValueError(f"points_3d must have shape ({n_keypoints}, 3), got {points_3d.shape}")
+    source = np.arange(n_keypoints)
+    known = np.all(np.isfinite(points_3d), axis=1)
+    distances = _pairwise(points_3d[None])[0]
+    for members in regions:
+        members = np.asarray(members, dtype=np.int64)
+        anchors = np.flatnonzero(known & ~np.isin(np.arange(n_keypoints), members))
+        present = members[known[members]]
+        if anchors.size < min_anchors or present.size == 0:
+            continue
+        mismatch = _mismatch(distances[present][:, anchors], model.median_mm[members][:, anchors],
+                             model.spread_mm[members][:, anchors])
+        slot = {int(k): column for column, k in enumerate(members)}
+        current = mismatch[np.arange(present.size), [slot[int(k)] for k in present]]
+        rows, cols = linear_sum_assignment(np.where(np.isfinite(mismatch), mismatch, 1e6))
+        moved = members[cols] != present[rows]
+        if (not moved.any() or not np.all(np.isfinite(mismatch[rows, cols]))
+                or not np.all(np.isfinite(current))):
+            continue
+        if (current[rows][moved] - mismatch[rows, cols][moved]).mean() > min_gain:
+            matched = members[cols]
+            source[matched] = present[rows]
+            # The labels left over take the missing keypoints' (empty) labels.
+            source[members[~np.isin(members, matched)]] = members[~np.isin(members, present[rows])]
+    return source
+
+
+def _mismatch(observed: np.ndarray, expected: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Mean deviation in spreads ``(n_points, n_labels)`` of points' anchor distances from each label's.
+
+    ``observed (n_points, n_anchors)``, ``expected`` and ``spread (n_labels,
+    n_anchors)``; inf where no anchor distance is known for a label.
+    """
+    deviation = np.abs(observed[:, None, :] - expected[None]) / spread[None]
+    comparable = np.isfinite(deviation)
+    count = comparable.sum(axis=2)
+    total = np.where(comparable, deviation, 0.0).sum(axis=2)
+    return np.where(count > 0, total / np.maximum(count, 1), np.inf)
+
+
+def _pairwise(points_3d: np.ndarray) -> np.ndarray:
+    """``(n_frames, K, K)`` distances between the keypoints of ``points_3d (n_frames, K, 3)``."""
+    return np.linalg.norm(points_3d[:, :, None, :] - points_3d[:, None, :, :], axis=3)
