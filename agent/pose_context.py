@@ -37,6 +37,11 @@ class PoseContext(CommonContext):
     qc_min_cameras: int = field(
         default=3, metadata=_doc("QC: fewest agreeing cameras of an accepted keypoint")
     )
+    review_min_cameras: int | None = field(
+        default=None, metadata=_doc("QC: fewest agreeing cameras of a label that needs no review "
+                                    "(flagged, not retried); default: more than half the rig's "
+                                    "cameras, at least qc_min_cameras")
+    )
     min_margin_px: float = field(
         default=2.0, metadata=_doc("QC: smallest assignment margin (cost gap to second best)")
     )
@@ -49,3 +54,10 @@ class PoseContext(CommonContext):
     max_frames: int | None = field(
         default=None, metadata=_doc("process only the first N frames of the recording")
     )
+
+
+def review_min_cameras(ctx: PoseContext, n_cameras: int) -> int:
+    """The ``review_min_cameras`` setting, or more than half of ``n_cameras`` (at least ``qc_min_cameras``)."""
+    if ctx.review_min_cameras is not None:
+        return ctx.review_min_cameras
+    return max(ctx.qc_min_cameras, n_cameras // 2 + 1)

@@ -82,17 +82,12 @@ def make_pose_backend(ctx: PoseContext, recording: Recording, run: RunDir, board
 
 
 def stage_fan_out(backend: PoseBackend) -> FanOut:
-    """How the graph fans stages 1-3 out for ``backend``: its ``fan_out`` attribute if it has one.
+    """How the graph fans stages 1-3 out for ``backend``: its ``fan_out`` attribute, else ``per_view``.
 
-    Otherwise ``per_stage`` for the classical tracker (in-process and quick:
-    a task per camera and region would cost more in scheduling and
-    checkpointing than the work itself) and ``per_view`` for the others,
-    whose model calls run concurrently, one task per request.
+    ``per_view`` (one task per request) lets model calls run concurrently;
+    the classical tracker declares ``per_stage``.
     """
-    declared = getattr(backend, "fan_out", None)
-    if declared is not None:
-        return declared
-    return "per_stage" if isinstance(backend, ClassicalPoseBackend) else "per_view"
+    return getattr(backend, "fan_out", "per_view")
 
 
 def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, resume: bool = False,

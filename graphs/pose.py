@@ -36,6 +36,7 @@ from langgraph.types import Command, Send
 
 from agent import pose_requests as requests
 from agent import pose_steps as steps
+from agent.pose_context import review_min_cameras
 from agent.pose_frames import flag_model_labels, model_flags, write_results_files
 from agent.pose_requests import CameraRequests
 from graphs.pose_state import PoseRuntime, PoseState, ViewTask
@@ -216,6 +217,7 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
         QualityParams(max_error_px=settings.max_error_px,
                       max_view_error_px=settings.max_view_error_px,
                       min_cameras=settings.qc_min_cameras, min_margin_px=settings.min_margin_px,
+                      review_min_cameras=review_min_cameras(settings, len(cameras)),
                       max_jump_mm=settings.max_jump_mm),
     )
     attempt = state.get("attempt", 0)

@@ -7,7 +7,9 @@ applies, in this order:
     no camera has a label for it;
 ``few_cameras``
     fewer than ``min_cameras`` cameras agree on its 3D point (or it could
-    not be triangulated);
+    not be triangulated), or fewer than ``review_min_cameras``: a label that
+    only part of the rig confirms is reviewed, since a wrong label held
+    consistently by a few views passes every geometric check;
 ``reprojection``
     its mean reprojection error, or the error in one of its labelled views,
     is over the threshold;
@@ -37,7 +39,12 @@ class QualityParams:
     max_view_error_px : float
         Largest reprojection error (pixels) of any single labelled view.
     min_cameras : int
-        Fewest agreeing cameras of an accepted keypoint.
+        Fewest agreeing cameras of an accepted keypoint; below it the
+        keypoint's views are retried.
+    review_min_cameras : int
+        Fewest agreeing cameras of a label that needs no review; below it
+        the keypoint is flagged ``few_cameras`` but not retried. At most
+        ``min_cameras`` means no extra flags.
     min_margin_px : float
         Smallest assignment margin (pixels) of an accepted label.
     max_jump_mm : float
@@ -49,6 +56,7 @@ class QualityParams:
     max_error_px: float = 2.0
     max_view_error_px: float = 2.5
     min_cameras: int = 3
+    review_min_cameras: int = 3
     min_margin_px: float = 2.0
     max_jump_mm: float = 15.0
     error_scale_px: float = 4.0
@@ -124,8 +132,10 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
         np.nan_to_num(jump) > params.max_jump_mm,
     ]
     reason = np.select(conditions, REASONS, default="").astype(object).astype(str)
+    retry = (reason != "")[None, :] & (~labelled | bad_view | ambiguous)
+    unconfirmed = (reason == "") & (np.asarray(ncams) < params.review_min_cameras)
+    reason = np.where(unconfirmed, "few_cameras", reason)
     flagged = reason != ""
-    retry = flagged[None, :] & (~labelled | bad_view | ambiguous)
     score = np.where(triangulated, np.exp(-np.nan_to_num(mean_error) / params.error_scale_px), 0.0)
     score = score * np.minimum(1.0, np.asarray(ncams) / params.min_cameras)
     score = np.where(flagged, 0.5 * score, score)

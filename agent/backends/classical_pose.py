@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -55,6 +56,9 @@ class ClassicalPoseBackend:
 
     gate_px: float = 12.0
     name: str = "classical"
+    # In-process and quick: a graph task per camera and region would cost more
+    # in scheduling and checkpointing than the work itself.
+    fan_out: Literal["per_view", "per_stage"] = "per_stage"
 
     def locate_regions(self, request: LocateRegionsRequest) -> LocateRegionsAnswer:
         """Stage 1: the padded box of each region's predicted keypoint positions."""

@@ -129,7 +129,13 @@ class ReconcileRegionsAnswer(_Frozen):
 
 @runtime_checkable
 class PoseBackend(Protocol):
-    """What the pose graph needs from a perception backend (stages 1-3)."""
+    """What the pose graph needs from a perception backend (stages 1-3).
+
+    A backend may also declare ``fan_out: Literal["per_view", "per_stage"]``:
+    ``per_view`` (the default) gives every camera's (and region's) request its
+    own graph task, so model calls run concurrently; ``per_stage`` runs each
+    stage for all cameras in one task (:func:`agent.pose_pipeline.stage_fan_out`).
+    """
 
     name: str
 

@@ -43,3 +43,18 @@ def test_few_cameras_and_jumps_are_flagged():
     predicted[1] = [100.0, 0.0, 0.0]
     quality = assess_frame(points_3d, ncams, mean_error, error, margin, predicted)
     assert quality.reason.tolist() == ["few_cameras", "jump", ""]
+
+
+def test_labels_confirmed_by_part_of_the_rig_are_flagged_for_review_but_not_retried():
+    points_3d, ncams, mean_error, error, margin, predicted = _frame(n_cameras=6)
+    error[3:, 0] = np.nan  # keypoint 0: three of six views agree
+    ncams[0] = 3
+    error[4:, 1] = np.nan  # keypoint 1: four agree
+    ncams[1] = 4
+    plain = assess_frame(points_3d, ncams, mean_error, error, margin, predicted, QualityParams())
+    review = assess_frame(points_3d, ncams, mean_error, error, margin, predicted,
+                          QualityParams(review_min_cameras=4))
+    assert not plain.flagged.any()
+    assert review.reason.tolist() == ["few_cameras", "", ""]
+    assert np.array_equal(review.retry, plain.retry)
+    assert review.score[0] < plain.score[0] and review.score[1] == plain.score[1]
