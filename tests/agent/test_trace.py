@@ -77,11 +77,6 @@ def test_clip_filter_keeps_only_that_clips_task_and_model_calls(runs, capsys):
     assert set(_printed_nodes(capsys.readouterr().out)) == {"merge_segments"}
 
 
-class PerViewClassical(ClassicalPoseBackend):
-    """The classical tracker run as a model backend is: one task per camera (and region)."""
-
-    fan_out = "per_view"
-
 
 def test_pose_trace_names_frame_and_camera_and_filters_by_frame(tmp_path, capsys):
     recording = make_tiny_recording(tmp_path / "rec", n_frames=6, seed_frames=(0, 1, 2))
@@ -99,7 +94,8 @@ def test_pose_trace_names_frame_and_camera_and_filters_by_frame(tmp_path, capsys
     assert printed and all("frame=4" in line for line in printed)
     assert len(printed) == sum(1 for row in rows if row.get("frame") == 4)
     # One task per camera (and region): rows name them.
-    run_pose(recording, tmp_path / "per_view", PoseContext(), quiet=True, backend=PerViewClassical())
+    per_view = ClassicalPoseBackend(fan_out="per_view")
+    run_pose(recording, tmp_path / "per_view", PoseContext(), quiet=True, backend=per_view)
     rows = _trace_rows(tmp_path / "per_view")
     stage_1 = [row for row in rows if row["node"] == "locate_regions"]
     assert {(row["frame"], row["camera"]) for row in stage_1} >= {(frame, camera) for frame in (3, 4, 5)

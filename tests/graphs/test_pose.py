@@ -214,15 +214,10 @@ def test_an_invalid_model_answer_reaches_qc_flagged(tiny, tmp_path):
     assert run["model"] == StubbornModelBackend().stats()
 
 
-class PerViewClassical(ClassicalPoseBackend):
-    """The classical tracker fanned out like a model backend: one task per camera (and region)."""
-
-    fan_out = "per_view"
-
 
 @pytest.mark.parametrize("ablation", ["full", "naive"])
 def test_how_stages_fan_out_changes_no_result(tiny, tmp_path, ablation):
     _run(tiny, tmp_path / "per_stage", ClassicalPoseBackend(), ablation=ablation)
-    _run(tiny, tmp_path / "per_view", PerViewClassical(), ablation=ablation)
+    _run(tiny, tmp_path / "per_view", ClassicalPoseBackend(fan_out="per_view"), ablation=ablation)
     for name in ("keypoints_3d.csv", "keypoints_2d.csv", "qc.csv"):
         assert (tmp_path / "per_stage" / name).read_bytes() == (tmp_path / "per_view" / name).read_bytes()
