@@ -24,6 +24,8 @@ never logged.
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import json
 import os
@@ -88,8 +90,6 @@ def load_chat_model(
 
 def image_block(png: bytes) -> dict[str, Any]:
     """An OpenAI ``image_url`` content block holding PNG bytes as a data URL."""
-    import base64
-
     return {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}}
 
 
@@ -152,8 +152,28 @@ class CallLog:
                 handle.write(line + "\n")
 
 
+# Images recur across requests (a camera's regions, retries, exemplars reused by later
+# frames): their digests are kept, so a request is hashed without re-reading its images.
+IMAGE_DIGESTS_CACHED = 256
+
+
+@functools.lru_cache(maxsize=IMAGE_DIGESTS_CACHED)
+def image_digest(url: str) -> str:
+    """SHA-256 (hex) of an image block's data URL."""
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def _content_for_hash(content: Any) -> Any:
+    """Message content with each image's data URL replaced by its digest."""
+    if not isinstance(content, list):
+        return content
+    return [{"type": "image_url", "image_sha256": image_digest(block["image_url"]["url"])}
+            if isinstance(block, dict) and block.get("type") == "image_url" else block
+            for block in content]
+
+
 def _message_to_dict(message: BaseMessage) -> dict[str, Any]:
-    data: dict[str, Any] = {"type": message.type, "content": message.content}
+    data: dict[str, Any] = {"type": message.type, "content": _content_for_hash(message.content)}
     if isinstance(message, AIMessage) and message.tool_calls:
         data["tool_calls"] = [{"name": c["name"], "args": c["args"]} for c in message.tool_calls]
     if isinstance(message, ToolMessage):
@@ -162,7 +182,7 @@ def _message_to_dict(message: BaseMessage) -> dict[str, Any]:
 
 
 def request_hash(model: str, messages: Sequence[BaseMessage], schema_name: str, tools: Sequence[str]) -> str:
-    """SHA-256 of everything that determines a model's answer (images included)."""
+    """SHA-256 of everything that determines a model's answer (images by their SHA-256)."""
     payload = {
         "model": model,
         "messages": [_message_to_dict(m) for m in messages],
@@ -173,21 +193,22 @@ def request_hash(model: str, messages: Sequence[BaseMessage], schema_name: str, 
 
 
 def _image_digests(messages: Sequence[BaseMessage]) -> list[str]:
-    digests = []
-    for message in messages:
-        if isinstance(message.content, list):
-            for block in message.content:
-                if isinstance(block, dict) and block.get("type") == "image_url":
-                    url = block["image_url"]["url"]
-                    digests.append(hashlib.sha256(url.encode()).hexdigest()[:16])
-    return digests
+    return [image_digest(block["image_url"]["url"])[:16]
+            for message in messages if isinstance(message.content, list)
+            for block in message.content if isinstance(block, dict) and block.get("type") == "image_url"]
 
 
 def _schema_format(schema: type[BaseModel]) -> dict[str, Any]:
     return {
         "type": "json_schema",
-        "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False},
+        "json_schema": {"name": schema.__name__, "schema": _json_schema(schema), "strict": False},
     }
+
+
+@functools.cache
+def _json_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema, generated once per class (nothing downstream modifies it)."""
+    return schema.model_json_schema()
 
 
 def _strip_fences(text: str) -> str:

@@ -113,7 +113,21 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
     started = time.perf_counter()
     store = FrameStore(run.cache_dir, len(recording.cameras), len(recording.keypoints))
     board, prefetch = LatestLabels(), CentroidPrefetch(recording)
+    owned = backend is None  # a backend made here holds streams and threads to release
     backend = backend or make_pose_backend(ctx, recording, run, board, answer_source)
+    try:
+        return _track(run, stored["thread_id"], recording, ctx, backend, store, board, prefetch,
+                      quiet, started)
+    finally:
+        close = getattr(backend, "close", None)
+        if owned and close is not None:
+            close()
+
+
+def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
+           backend: PoseBackend, store: FrameStore, board: LatestLabels,
+           prefetch: CentroidPrefetch, quiet: bool, started: float) -> PoseRunSummary:
+    """Run the graph to the end (or on from its checkpoint) and write run.json."""
     runtime = PoseRuntime(
         settings=ctx, recording=recording, backend=backend, store=store,
         out_dir=str(run.path), regions=_regions(recording, ctx),
@@ -122,7 +136,7 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
     )
     end_frame = min(recording.n_frames, ctx.max_frames or recording.n_frames)
     config = {"max_concurrency": ctx.max_concurrency, "recursion_limit": RECURSION_LIMIT,
-              "configurable": {"thread_id": stored["thread_id"]}}
+              "configurable": {"thread_id": thread_id}}
     # The trace is written a frame at a time (a kill loses only the frame in flight, which a
     # resume redoes and traces again).
     trace = TraceRecorder(run.path / "trace.jsonl", flush_after=("accept_frame", "write_results"))

@@ -165,3 +165,7 @@ class HybridPoseBackend:
         with self._lock:
             answered = dict(sorted(self._answered.items()))
         return {**self.model.stats(), "backend": self.name, "answered_by": answered}
+
+    def close(self) -> None:
+        """Release the model backend's frame streams and threads (idempotent)."""
+        self.model.close()

@@ -81,6 +81,8 @@ from agent.recording import Recording
 from tools.regions import Box, box_of_points, pad_box
 
 PROMPT_NAMES = ("pose/locate_regions", "pose/assign_within_region", "pose/reconcile_regions")
+# Enough for every region of every camera at once (6 x 4); the client's semaphore bounds the requests.
+REGION_THREADS = 32
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
 
 
@@ -133,6 +135,9 @@ class OpenAIPoseBackend:
         self.frames = images.FrameCache(recording)
         self.geometry = geometry or PoseGeometry(recording.group, list(recording.keypoints))
         self._colors = images.region_colors(list(recording.regions))
+        # Stage 1's region calls, kept across tasks: starting threads per camera task costs
+        # the interpreter lock while other requests wait to be sent.
+        self._region_pool = ThreadPoolExecutor(max_workers=REGION_THREADS, thread_name_prefix="regions")
         self._lock = threading.Lock()
         self._attempts: Counter[str] = Counter()
         self._flagged: Counter[str] = Counter()
@@ -143,16 +148,16 @@ class OpenAIPoseBackend:
         view_box = images.animal_view(request)
         boxes = images.exemplar_boxes(request, request.regions)
         colors = {r: self._colors.get(r, images.NAMED_COLORS[-1]) for r in request.regions}
-        shown = images.locate_images(self.frames, request, view_box, boxes, colors)
+        # Encoded once for the camera's regions, which all show the same images.
+        shown = [image_block(png) for png in images.locate_images(self.frames, request, view_box, boxes, colors)]
 
         def locate(region: str) -> RegionBox:
             return self._locate_region(request, region, view_box, boxes, colors[region][0], shown)
 
-        with ThreadPoolExecutor(max_workers=max(1, len(request.regions))) as pool:
-            return LocateRegionsAnswer(regions=list(pool.map(locate, request.regions)))
+        return LocateRegionsAnswer(regions=list(self._region_pool.map(locate, request.regions)))
 
     def _locate_region(self, request: LocateRegionsRequest, region: str, view_box: Box,
-                       boxes: list[dict[str, Box]], color: str, shown: list[bytes]) -> RegionBox:
+                       boxes: list[dict[str, Box]], color: str, shown: list[dict]) -> RegionBox:
         members = request.regions[region]
         predicted = predict_view(request.subset(members))
         reference = [b[region] for b in boxes if region in b]
@@ -210,8 +215,8 @@ class OpenAIPoseBackend:
             return check_choices(answer.assignments, request.keypoints, shown, predicted, gate_px,
                                  self.tolerance_px, complete=False)
 
-        outcome = self._ask("assign_within_region", request, request.region,
-                            self.prompts.assign_within_region, text, pictures, RegionLabelsAnswer, check)
+        outcome = self._ask("assign_within_region", request, request.region, self.prompts.assign_within_region,
+                            text, [image_block(png) for png in pictures], RegionLabelsAnswer, check)
         if outcome.answer is None:
             fallback = self.tracker.assign_within_region(request)
             return fallback.model_copy(update={"flagged": True, "reason": _reason(outcome)})
@@ -254,7 +259,8 @@ class OpenAIPoseBackend:
                                  gate_px, self.tolerance_px, complete=True)
 
         outcome = self._ask("reconcile_regions", request, "all", self.prompts.reconcile_regions, text,
-                            [picture], CameraLabelsAnswer, check, reconcile_tools(request, self.geometry))
+                            [image_block(picture)], CameraLabelsAnswer, check,
+                            reconcile_tools(request, self.geometry))
         if outcome.answer is None:
             fallback = self.tracker.reconcile_regions(request)
             return fallback.model_copy(update={"flagged": True, "reason": _reason(outcome)})
@@ -268,12 +274,12 @@ class OpenAIPoseBackend:
 
     # -- bookkeeping --------------------------------------------------------------
     def _ask(self, node: str, view: CameraView, region: str, prompt: Prompt, text: str,
-             pictures: Sequence[bytes], schema: type[AnswerT], validate: Callable[[AnswerT], str | None],
+             pictures: Sequence[dict], schema: type[AnswerT], validate: Callable[[AnswerT], str | None],
              tools: Sequence[BaseTool] = ()) -> CallOutcome[AnswerT]:
+        """One checked model call; ``pictures`` are :func:`~agent.llm.image_block` blocks."""
         # Images first and the request's text last: the requests of one camera and frame
         # then share their image prefix, which a server with prefix caching computes once.
-        message = HumanMessage(content=[*(image_block(png) for png in pictures),
-                                        {"type": "text", "text": text}])
+        message = HumanMessage(content=[*pictures, {"type": "text", "text": text}])
         item = f"frame={view.frame} camera={view.camera} region={region}"
         outcome = self.client.call(CallRequest(node, item, prompt, [message]), schema,
                                    validate=validate, tools=tools)
@@ -290,6 +296,11 @@ class OpenAIPoseBackend:
                 "model_attempts": dict(sorted(self._attempts.items())),
                 "model_flagged": dict(sorted(self._flagged.items())),
                 "max_in_flight": self.client.max_in_flight, "frames_decoded": self.frames.n_decoded}
+
+    def close(self) -> None:
+        """Release the frame streams and threads (idempotent); the backend is not used afterwards."""
+        self._region_pool.shutdown(wait=True)
+        self.frames.close()
 
 
 def _reason(outcome: CallOutcome) -> str:

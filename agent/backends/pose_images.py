@@ -22,6 +22,11 @@ mouse large in them.
 
 Decoded frames are kept in a small thread-safe LRU cache (:class:`FrameCache`):
 the regions and stages of one frame, and the next frames' exemplars, reuse them.
+The cache reads through streams of its own, one frame ahead in a background
+thread (frame ``t + 1`` is decoded while frame ``t``'s requests are in
+flight), and keeps the drawn images that do not depend on the target frame's
+answers (exemplar images, the Stage 1 target view), so that an exemplar
+frame, reused by the next three target frames, is drawn and encoded once.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
 from agent.backends.pose_base import AssignWithinRegionRequest, CameraView, Centroid
 from agent.recording import Recording
+from agent.streams import FrameStream, open_stream
 from tools.overlays import draw_numbered_spots, draw_region_boxes
 from tools.regions import Box, box_of_points, pad_box
 
@@ -49,19 +56,31 @@ VIEW_MARGIN_MIN_PX = 32
 # The view's edges snap outward to this grid, so consecutive frames mostly share one view
 # and the exemplar images drawn for one frame are reused for the next ones.
 VIEW_GRID_PX = 32
-EXEMPLAR_IMAGES_CACHED = 256
+# Drawn images kept: about three frames' worth (an exemplar serves three target frames).
+IMAGES_CACHED = 512
 FRAMES_CACHED_PER_STREAM = 6  # the target, three exemplars and some slack
 
 
 class FrameCache:
-    """Recently decoded frames of a recording, keyed by (camera, kind, frame); thread-safe."""
+    """Recently decoded frames of a recording, keyed by (camera, kind, frame), and drawn images; thread-safe.
+
+    Frames are read through streams opened here, not the recording's: the
+    pipeline's centroid detection reads the fluorescence streams one frame
+    ahead, and sharing a capture with it would make every read here a
+    backward seek (a decode from the last keyframe). Reading frame ``t`` of a
+    stream starts decoding ``t + 1`` in the background. Call :meth:`close`
+    when done (the captures are released on garbage collection otherwise).
+    """
 
     def __init__(self, recording: Recording, frames_per_stream: int = FRAMES_CACHED_PER_STREAM) -> None:
         self.recording = recording
         self.capacity = frames_per_stream * 2 * len(recording.cameras)
         self._frames: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
+        self._decoding: dict[tuple[str, str, int], Future[np.ndarray]] = {}
         self._pictures: OrderedDict[tuple, bytes] = OrderedDict()
+        self._streams: dict[tuple[str, str], FrameStream] = {}
         self._lock = threading.Lock()
+        self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames-ahead")
         self.n_decoded = 0
 
     def picture(self, key: tuple, draw: Callable[[], bytes]) -> bytes:
@@ -73,25 +92,79 @@ class FrameCache:
         png = draw()
         with self._lock:
             self._pictures[key] = png
-            while len(self._pictures) > EXEMPLAR_IMAGES_CACHED:
+            while len(self._pictures) > IMAGES_CACHED:
                 self._pictures.popitem(last=False)
         return png
 
     def read(self, camera: str, kind: str, frame: int) -> np.ndarray:
         """Frame ``(H, W)`` uint8 of the ``kind`` stream (``reflectance``/``fluorescence``)."""
-        key = (camera, kind, frame)
+        image = self._decoded((camera, kind, frame))
+        self._read_ahead((camera, kind, frame + 1))
+        return image
+
+    def _decoded(self, key: tuple[str, str, int]) -> np.ndarray:
         with self._lock:
             if key in self._frames:
                 self._frames.move_to_end(key)
                 return self._frames[key]
-        stream = self.recording.reflectance(camera) if kind == "reflectance" else self.recording.fluorescence(camera)
-        image = _as_uint8(stream.read(frame))
+            pending = self._decoding.get(key)
+            if pending is None:
+                pending = self._decoding[key] = Future()
+                pending.set_running_or_notify_cancel()
+                owner = True
+            else:
+                owner = False
+        if owner:
+            self._decode_into(key, pending)
+        return pending.result()
+
+    def _decode_into(self, key: tuple[str, str, int], pending: Future[np.ndarray]) -> None:
+        """Decode ``key`` and settle ``pending`` (its waiters get the frame or the error)."""
+        try:
+            image = _as_uint8(self._stream(*key[:2]).read(key[2]))
+        except BaseException as exc:
+            with self._lock:
+                del self._decoding[key]
+            pending.set_exception(exc)
+            return
         with self._lock:
             self.n_decoded += 1
+            del self._decoding[key]
             self._frames[key] = image
             while len(self._frames) > self.capacity:
                 self._frames.popitem(last=False)
-        return image
+        pending.set_result(image)
+
+    def _read_ahead(self, key: tuple[str, str, int]) -> None:
+        """Decode ``key`` in the background unless it is cached, being decoded or past the end."""
+        if key[2] >= self.recording.n_frames:
+            return
+        with self._lock:
+            if key in self._frames or key in self._decoding:
+                return
+            pending = self._decoding[key] = Future()
+            pending.set_running_or_notify_cancel()
+        # A failure stays in the future and is dropped with it; a later read decodes again and raises.
+        self._ahead.submit(self._decode_into, key, pending)
+
+    def _stream(self, camera: str, kind: str) -> FrameStream:
+        with self._lock:
+            stream = self._streams.get((camera, kind))
+        if stream is None:
+            opened = open_stream(self.recording.stream_path(camera, kind))
+            with self._lock:
+                stream = self._streams.setdefault((camera, kind), opened)
+            if stream is not opened:
+                opened.close()
+        return stream
+
+    def close(self) -> None:
+        """Stop reading ahead and release the streams (idempotent)."""
+        self._ahead.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for stream in self._streams.values():
+                stream.close()
+            self._streams.clear()
 
     def composite(self, camera: str, frame: int, box: Box) -> np.ndarray:
         """BGR crop ``(box.height, box.width, 3)``: reflectance in grey, fluorescence added in magenta."""
@@ -163,9 +236,11 @@ def locate_images(cache: FrameCache, view: CameraView, view_box: Box,
             return draw_region_boxes(_crop(cache.read(view.camera, "reflectance", frame), view_box),
                                      shifted, palette)
 
-        key = (view.camera, exemplar.frame, view_box, tuple(shifted.items()), tuple(palette.items()))
+        key = ("locate", view.camera, exemplar.frame, view_box, tuple(shifted.items()), tuple(palette.items()))
         images.append(cache.picture(key, draw))
-    images.append(draw_region_boxes(_crop(cache.read(view.camera, "reflectance", view.frame), view_box), {}))
+    # Kept too: a quality-control retry of the camera usually asks about the same view.
+    images.append(cache.picture(("locate", view.camera, view.frame, view_box), lambda: draw_region_boxes(
+        _crop(cache.read(view.camera, "reflectance", view.frame), view_box), {})))
     return images
 
 
@@ -182,9 +257,15 @@ def assign_images(cache: FrameCache, request: AssignWithinRegionRequest, box: Bo
         if crop_box is None:
             continue
         numbers = list(range(1, len(labelled) + 1))
-        images.append(draw_numbered_spots(cache.composite(request.camera, exemplar.frame, crop_box),
-                                          crop_box.to_crop(np.array([p for _, p in labelled])), numbers,
-                                          labels=[k for k, _ in labelled]))
+
+        def draw(frame: int = exemplar.frame, crop_box: Box = crop_box, labelled: list = labelled,
+                 numbers: list[int] = numbers) -> bytes:
+            return draw_numbered_spots(cache.composite(request.camera, frame, crop_box),
+                                       crop_box.to_crop(np.array([p for _, p in labelled])), numbers,
+                                       labels=[k for k, _ in labelled])
+
+        # The same exemplar labels come back for the next target frames and retries: drawn once.
+        images.append(cache.picture(("assign", request.camera, exemplar.frame, crop_box, tuple(labelled)), draw))
         numbering.append({k: n for (k, _), n in zip(labelled, numbers, strict=True)})
     images.append(draw_numbered_spots(cache.composite(request.camera, request.frame, box),
                                       box.to_crop(_xy(shown)), [c.index for c in shown]))

@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
-from agent.llm import CallLog, CallRequest, ModelClient, load_chat_model, user_message
+from agent.llm import CallLog, CallRequest, ModelClient, load_chat_model, request_hash, user_message
 from agent.prompts import load_prompt
 from agent.replay_log import ReplayLog
 from tests.fixtures.fake_chat import ScriptedChatModel
@@ -156,3 +156,15 @@ def test_function_calling_mode_sends_a_forced_tool(prompt, tmp_path):
     body = server.requests[0]
     assert "response_format" not in body
     assert body["tool_choice"]["function"]["name"] == "Pick"
+
+
+def test_request_hash_follows_the_images_content_not_their_objects(prompt):
+    text = prompt.render(what="the nose")
+    other = bytes(PNG[:-1]) + b"S"
+    digest = request_hash("m", [user_message(text, [PNG, other])], "Pick", [])
+    # Equal images in fresh objects (as a replay rebuilds them) hash the same...
+    assert request_hash("m", [user_message(text, [bytes(PNG), bytes(other)])], "Pick", []) == digest
+    # ...while any changed byte, order or text changes the hash.
+    changed = [[PNG, PNG], [other, PNG], [PNG]]
+    assert all(request_hash("m", [user_message(text, images)], "Pick", []) != digest for images in changed)
+    assert request_hash("m", [user_message(text + ".", [PNG, other])], "Pick", []) != digest
