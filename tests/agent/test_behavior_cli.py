@@ -13,22 +13,20 @@ import tomli_w
 
 from agent.commands import behavior as behavior_command
 from agent.run import main
-from agent.synth_behavior import synthesize_behavior_session
+from tests.fixtures.tiny_session import FAST_DEC, make_tiny_session
 from tools.behavior_sim import SimParams
-
-FAST = {"BVLM_DEC_PRETRAIN_ITERS": "30", "BVLM_DEC_FINETUNE_ITERS": "30"}
 
 
 @pytest.fixture(autouse=True)
 def fast_dec(monkeypatch):
-    for key, value in FAST.items():
+    for key, value in FAST_DEC.items():
         monkeypatch.setenv(key, value)
 
 
 @pytest.fixture(scope="module")
 def session_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "session"
-    synthesize_behavior_session(path, SimParams(n_animals=2, seconds=8.0, size=160), seed=7)
+    make_tiny_session(path, seed=7)
     return path
 
 
@@ -94,7 +92,7 @@ def test_resume_of_a_finished_run_and_refusal_to_overwrite(session_dir, tmp_path
 
 def test_video_only_session_runs_the_visual_path(tmp_path):
     session = tmp_path / "video-only"
-    synthesize_behavior_session(session, SimParams(n_animals=2, seconds=6.0, size=160), seed=1, keypoints=False)
+    make_tiny_session(session, seed=1, seconds=6.0, keypoints=False)
     out = tmp_path / "out"
     assert main(["behavior", str(session), "--out", str(out), "--clusters", "4", "--quiet", "--no-clip-videos"]) == 0
     run = json.loads((out / "run.json").read_text())

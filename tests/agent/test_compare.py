@@ -10,11 +10,8 @@ import pandas as pd
 import pytest
 
 from agent.run import main
-from agent.synth_behavior import synthesize_behavior_session
 from tests.fixtures.tiny_recording import make_tiny_recording
-from tools.behavior_sim import SimParams
-
-FAST = {"BVLM_DEC_PRETRAIN_ITERS": "30", "BVLM_DEC_FINETUNE_ITERS": "30"}
+from tests.fixtures.tiny_session import FAST_DEC, make_tiny_session
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +19,9 @@ def behavior_runs(tmp_path_factory):
     """A session and two runs of it, K = 4 and K = 6 clusters."""
     root = tmp_path_factory.mktemp("compare")
     session = root / "session"
-    synthesize_behavior_session(session, SimParams(n_animals=2, seconds=8.0, size=160), seed=7)
+    make_tiny_session(session, seed=7)
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in FAST.items():
+        for key, value in FAST_DEC.items():
             patch.setenv(key, value)
         for clusters in (4, 6):
             assert main(["behavior", str(session), "--out", str(root / f"k{clusters}"), "--features", "keypoint",

@@ -14,14 +14,13 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent.replay import BEHAVIOR_RESULTS, POSE_RESULTS, lineage
 from agent.run import main
-from agent.synth_behavior import synthesize_behavior_session
 from graphs.pose import build_pose_graph
 from tests.fixtures.openai_server import Reply, ScriptedOpenAIServer
 from tests.fixtures.scripted_pose_model import pose_responder
 from tests.fixtures.tiny_recording import make_tiny_recording
-from tools.behavior_sim import SimParams
+from tests.fixtures.tiny_session import FAST_DEC, make_tiny_session
 
-FAST = {"BVLM_DEC_PRETRAIN_ITERS": "30", "BVLM_DEC_FINETUNE_ITERS": "30", "BVLM_MAX_CONCURRENCY": "4"}
+FAST = {**FAST_DEC, "BVLM_MAX_CONCURRENCY": "4"}
 PROJECT_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 CLIP_LINE = re.compile(r'^\{"clip_id".*\}$', re.MULTILINE)
 CLIP_NUMBER = re.compile(r"mouse\d+-(\d{4})")
@@ -36,7 +35,7 @@ def fast_dec(monkeypatch):
 @pytest.fixture(scope="module")
 def session_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("replay") / "session"
-    synthesize_behavior_session(path, SimParams(n_animals=2, seconds=6.0, size=128), seed=5)
+    make_tiny_session(path, seed=5, seconds=6.0, size=128)
     return path
 
 

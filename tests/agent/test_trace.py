@@ -12,15 +12,13 @@ from agent.backends.classical_pose import ClassicalPoseBackend
 from agent.pose_context import PoseContext
 from agent.pose_pipeline import run_pose
 from agent.run import main
-from agent.synth_behavior import synthesize_behavior_session
 from agent.trace_log import TraceRecorder
 from tests.agent.test_replay import scripted_model
 from tests.fixtures.openai_server import ScriptedOpenAIServer
 from tests.fixtures.tiny_recording import make_tiny_recording
-from tools.behavior_sim import SimParams
+from tests.fixtures.tiny_session import FAST_DEC, make_tiny_session
 
 NODES = ["extract_features", "cluster_dec", "cut_clips", "caption_clips", "merge_segments", "write_results"]
-FAST = {"BVLM_DEC_PRETRAIN_ITERS": "30", "BVLM_DEC_FINETUNE_ITERS": "30"}
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +26,10 @@ def runs(tmp_path_factory):
     """One tiny session analysed twice: classical, and openai against the scripted server."""
     root = tmp_path_factory.mktemp("trace")
     session = root / "session"
-    synthesize_behavior_session(session, SimParams(n_animals=2, seconds=6.0, size=128), seed=2)
+    make_tiny_session(session, seed=2, seconds=6.0, size=128)
     common = ["behavior", str(session), "--features", "keypoint", "--clusters", "4", "--quiet"]
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in FAST.items():
+        for key, value in FAST_DEC.items():
             patch.setenv(key, value)
         assert main([*common, "--out", str(root / "classical"), "--no-clip-videos"]) == 0
         with ScriptedOpenAIServer(scripted_model) as server:

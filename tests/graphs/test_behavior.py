@@ -9,10 +9,9 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.behavior_context import BehaviorContext
-from agent.synth_behavior import synthesize_behavior_session
 from graphs import behavior
 from graphs.behavior import build_behavior_graph
-from tools.behavior_sim import SimParams
+from tests.fixtures.tiny_session import make_tiny_session
 
 NODES = ["extract_features", "cluster_dec", "cut_clips", "caption_clips", "merge_segments", "write_results"]
 
@@ -20,7 +19,7 @@ NODES = ["extract_features", "cluster_dec", "cut_clips", "caption_clips", "merge
 @pytest.fixture(scope="module")
 def session_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("behavior") / "session"
-    synthesize_behavior_session(path, SimParams(n_animals=2, seconds=8.0, size=160), seed=3)
+    make_tiny_session(path, seed=3)
     return path
 
 
