@@ -64,7 +64,7 @@ def extract_features(session: Session, mode: str, cache_dir: Path) -> dict[str, 
                                                     for f in dataclasses.fields(tracks)})
     else:
         kin = tracks_kinematics(tracks.centroid, tracks.orientation, tracks.elongation, tracks.area,
-                                session.fps, session.food_zone)
+                                session.fps, session.food_zone, bend=tracks.bend)
     if mode == "session":
         values, names = session.features, [f"feature{i}" for i in range(session.features.shape[2])]
     elif mode == "keypoint":

@@ -12,9 +12,7 @@ nose is within 15 px of the other's tail base / nose. They are pixel values
 for a 46 px mouse (nose to tail base, the MABe22 median) at 30 fps and are
 scaled by the session's body length, so other resolutions work unchanged.
 
-Merging: :func:`merge_clips` absorbs very short clips into a neighbour and
-joins neighbours with the same label into segments that tile the animal's
-timeline exactly.
+Merging the captioned clips into segments is :mod:`tools.segment_merge`.
 
 Kinematics come from :func:`tools.features.kinematics` (keypoints) or from
 :func:`tracks_kinematics` (blob tracks, video only): the same keys.
@@ -27,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.behavior_text import describe_clip, describe_segment
+from tools.behavior_text import describe_clip
 from tools.features import distance_to_zone, pairwise_distance, smooth
 
 REFERENCE_BODY_LENGTH_PX = 46.0
@@ -44,6 +42,10 @@ class CaptionThresholds:
     ----------
     contact_px : float
         Nose to the other's nose (oral-oral) or tail base (oral-genital).
+    facing_bearing_deg : float
+        Largest angle between the heading and the nearest animal in an oral-oral
+        contact: face to face the partner is in front, two mice side by side
+        (huddling) whose noses meet are not in contact nose to nose.
     chase_distance_px : float
         Nose to the tail base of a mouse in front, during a chase.
     chase_speed_px_s : float
@@ -63,6 +65,7 @@ class CaptionThresholds:
     """
 
     contact_px: float = 15.0
+    facing_bearing_deg: float = 60.0
     chase_distance_px: float = 40.0
     chase_speed_px_s: float = 102.0
     huddle_distance_px: float = 50.0
@@ -73,33 +76,6 @@ class CaptionThresholds:
     food_fraction: float = 0.5
 
 
-@dataclass(frozen=True)
-class CaptionedClip:
-    """A clip of one animal with its caption; frames ``[start_frame, end_frame)``."""
-
-    clip_id: str
-    start_frame: int
-    end_frame: int
-    label: str
-    description: str
-
-
-@dataclass(frozen=True)
-class SegmentSpan:
-    """A merged segment of one animal; frames ``[start_frame, end_frame)``.
-
-    ``parts`` holds the descriptions of its clips, from which ``description``
-    is rebuilt when a later chunk extends the segment.
-    """
-
-    start_frame: int
-    end_frame: int
-    label: str
-    description: str
-    clip_ids: tuple[str, ...]
-    parts: tuple[str, ...] = ()
-
-
 def tracks_kinematics(
     centroid: np.ndarray,
     orientation: np.ndarray,
@@ -107,6 +83,8 @@ def tracks_kinematics(
     area: np.ndarray,
     fps: float,
     food_zone: tuple[float, float, float, float] | None = None,
+    *,
+    bend: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Kinematics of blob tracks, with the keys of :func:`tools.features.kinematics`.
 
@@ -122,6 +100,9 @@ def tracks_kinematics(
     fps : float
     food_zone : tuple of float, optional
         ``(x0, y0, x1, y1)``; adds ``food_zone_distance``.
+    bend : ndarray, shape (n_frames, n_animals), optional
+        Body bend measured from the blob's outline (rad, ``Tracks.bend``);
+        without it the bend is guessed from the elongation (unsigned, weak).
 
     Returns
     -------
@@ -130,7 +111,10 @@ def tracks_kinematics(
     """
     if centroid.ndim != 3 or centroid.shape[-1] != 2:
         raise ValueError(f"centroid must have shape (n_frames, n_animals, 2), got {centroid.shape}")
-    for name, values in (("orientation", orientation), ("elongation", elongation), ("area", area)):
+    if bend is None:  # a blob curls up when the body bends: it gets rounder
+        bend = np.arccos(np.clip(1.0 / np.maximum(elongation, 1.0), -1.0, 1.0))
+    for name, values in (("orientation", orientation), ("elongation", elongation), ("area", area),
+                         ("bend", bend)):
         if values.shape != centroid.shape[:2]:
             raise ValueError(f"{name} must have shape {centroid.shape[:2]}, got {values.shape}")
     # Blob centroids jitter by a pixel or two from frame to frame; smooth them as
@@ -154,8 +138,7 @@ def tracks_kinematics(
         "turning": np.gradient(np.unwrap(np.nan_to_num(orientation), axis=0), axis=0) * fps
         if len(centroid) > 1 else np.zeros_like(orientation),
         "body_length": 1.8 * semi_major,
-        # A blob has no spine; elongation drops when the body curls.
-        "bend": np.arccos(np.clip(1.0 / np.maximum(elongation, 1.0), -1.0, 1.0)),
+        "bend": bend,
         "nearest_distance": np.fmin.reduce(distance, axis=2),
         "distance": distance,
         "nose_nose": pairwise_distance(nose, nose),
@@ -324,7 +307,7 @@ def caption_from_summary(
 ) -> tuple[str, str]:
     """Label and description of a clip from its :func:`summarize_clip` summary.
 
-    Decision list, first match wins: oral-oral contact, chase, oral-genital
+    Decision list, first match wins: oral-oral contact (face to face), chase, oral-genital
     contact, huddle, locomotion, then for a still animal grooming, feeding or
     stationary, and exploring for slow movement in between.
 
@@ -342,7 +325,8 @@ def _label(summary: Mapping[str, SummaryValue], thresholds: CaptionThresholds) -
     speed = _number(summary.get("speed_px_s"), 0.0)
     far = float("inf")
     contact = thresholds.contact_px * scale
-    if _number(summary.get("nose_nose_px"), far) < contact:
+    facing = abs(_number(summary.get("nearest_bearing_deg"), 0.0)) <= thresholds.facing_bearing_deg
+    if _number(summary.get("nose_nose_px"), far) < contact and facing:
         return "oral_oral_contact"
     if (speed >= thresholds.chase_speed_px_s * scale
             and _number(summary.get("follow_distance_px"), far) < thresholds.chase_distance_px * scale):
@@ -370,119 +354,3 @@ def _label(summary: Mapping[str, SummaryValue], thresholds: CaptionThresholds) -
 
 def _number(value: SummaryValue, default: float) -> float:
     return float(value) if isinstance(value, int | float) and np.isfinite(value) else default
-
-
-def merge_clips(
-    clips: Sequence[CaptionedClip], fps: float, min_segment_frames: int, previous: SegmentSpan | None = None
-) -> list[SegmentSpan]:
-    """Merge one animal's captioned clips, in time order, into segments that tile them.
-
-    Neighbours with the same label are joined into runs; then, shortest
-    first, a run shorter than ``min_segment_frames`` joins a neighbour (the
-    one whose label it shares with the other side, else the longer one),
-    and runs with equal labels are joined again. Gaps between clips are
-    closed by extending the earlier segment, so segments cover
-    ``[clips[0].start_frame, clips[-1].end_frame)`` without overlap.
-
-    Parameters
-    ----------
-    clips : sequence of CaptionedClip
-        One animal's clips, sorted by start frame, not overlapping.
-    fps : float
-        Frame rate, for durations in descriptions.
-    min_segment_frames : int
-        Shortest segment; shorter runs of clips are absorbed.
-    previous : SegmentSpan, optional
-        Last segment of the previous chunk of a long session; it comes back
-        first, extended when the chunk continues it.
-
-    Returns
-    -------
-    list of SegmentSpan
-    """
-    ordered = list(clips)
-    for before, after in zip(ordered, ordered[1:], strict=False):
-        if after.start_frame < before.end_frame:
-            raise ValueError(f"clips {before.clip_id} and {after.clip_id} overlap or are not in order")
-    runs: list[_Run] = [] if previous is None else [_Run(previous.label, [], previous)]
-    for clip in ordered:
-        runs.append(_Run(clip.label, [clip]))
-    runs = _join_equal(runs)
-    while len(runs) > 1:
-        short = [i for i, run in enumerate(runs) if run.frames < min_segment_frames]
-        if not short:
-            break
-        index = min(short, key=lambda i: (runs[i].frames, i))
-        runs[index].label = _absorbing_label(runs, index)
-        runs = _join_equal(runs)
-    return _close_gaps([run.segment(fps) for run in runs])
-
-
-@dataclass
-class _Run:
-    """Consecutive clips (after ``base``, the previous chunk's last segment) that share a label."""
-
-    label: str
-    clips: list[CaptionedClip]
-    base: SegmentSpan | None = None
-
-    @property
-    def start(self) -> int:
-        return self.base.start_frame if self.base else self.clips[0].start_frame
-
-    @property
-    def frames(self) -> int:
-        end = self.clips[-1].end_frame if self.clips else self.base.end_frame  # type: ignore[union-attr]
-        return end - self.start
-
-    def segment(self, fps: float) -> SegmentSpan:
-        clip_ids = (self.base.clip_ids if self.base else ()) + tuple(c.clip_id for c in self.clips)
-        parts = (self.base.parts if self.base else ()) + tuple(c.description for c in self.clips)
-        end = self.start + self.frames
-        description = describe_segment(self.label, self.start, end, fps, parts, len(clip_ids))
-        return SegmentSpan(self.start, end, self.label, description, clip_ids, parts)
-
-
-def _join_equal(runs: list[_Run]) -> list[_Run]:
-    joined: list[_Run] = []
-    for run in runs:
-        if joined and joined[-1].label == run.label:
-            joined[-1].clips.extend(run.clips)
-        else:
-            joined.append(run)
-    return joined
-
-
-def _absorbing_label(runs: list[_Run], index: int) -> str:
-    left = runs[index - 1] if index > 0 else None
-    right = runs[index + 1] if index + 1 < len(runs) else None
-    if left is None or right is None:
-        return (left or right).label  # type: ignore[union-attr]
-    return left.label if left.frames >= right.frames else right.label
-
-
-def _close_gaps(segments: list[SegmentSpan]) -> list[SegmentSpan]:
-    closed: list[SegmentSpan] = []
-    for segment in segments:
-        if closed and closed[-1].end_frame != segment.start_frame:
-            last = closed.pop()
-            closed.append(SegmentSpan(last.start_frame, segment.start_frame, last.label,
-                                      last.description, last.clip_ids, last.parts))
-        closed.append(segment)
-    return closed
-
-
-def tiling_problem(segments: Sequence[SegmentSpan], start_frame: int, end_frame: int) -> str | None:
-    """Why ``segments`` do not tile ``[start_frame, end_frame)`` exactly, or None when they do."""
-    if not segments:
-        return "no segments"
-    if segments[0].start_frame != start_frame or segments[-1].end_frame != end_frame:
-        return (f"segments cover [{segments[0].start_frame}, {segments[-1].end_frame}), "
-                f"expected [{start_frame}, {end_frame})")
-    for before, after in zip(segments, segments[1:], strict=False):
-        if before.end_frame != after.start_frame:
-            return f"gap or overlap between frames {before.end_frame} and {after.start_frame}"
-    for segment in segments:
-        if segment.end_frame <= segment.start_frame:
-            return f"empty segment at frame {segment.start_frame}"
-    return None

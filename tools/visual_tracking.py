@@ -26,7 +26,8 @@ Pipeline, per frame, on an image downsampled by ``params.downsample``:
    a frame), pulled 30% of the way towards their part's centroid each frame.
 5. Measure, from each animal's pixels: centroid, orientation (major axis,
    made continuous in time and pointed along the direction of travel),
-   elongation (major / minor axis), area, and motion energy (fraction of
+   elongation (major / minor axis), body bend from the outline
+   (:mod:`tools.blob_shape`), area, and motion energy (fraction of
    its pixels that changed by more than ``motion_threshold`` grey levels
    since the previous frame). Identities follow the animals' shades
    (:mod:`tools.track_identity`).
@@ -48,6 +49,7 @@ from tools.blob_segmentation import (
     sample_frames,
     to_gray,
 )
+from tools.blob_shape import blob_shape, kmeans_labels
 from tools.track_identity import appearance_order, orient_along_travel
 
 FrameSource = Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]]
@@ -75,6 +77,11 @@ class Tracks:
         previous frame, in [0, 1].
     shared_blob
         ``(n_frames, n_animals)`` bool, the animal's blob was shared with another and split.
+    bend
+        ``(n_frames, n_animals)`` rad, signed angle between the front and rear halves of the
+        blob (:func:`tools.blob_shape.blob_shape`), positive to the animal's right in image
+        axes (y down) for the direction ``orientation`` points to; NaN where not found or
+        where the blob was shared (a split part does not have the animal's outline).
     """
 
     centroid: np.ndarray
@@ -83,6 +90,7 @@ class Tracks:
     area: np.ndarray
     motion_energy: np.ndarray
     shared_blob: np.ndarray
+    bend: np.ndarray
 
 
 def estimate_animal_area(
@@ -172,32 +180,6 @@ def _downsample(image: np.ndarray, factor: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def _kmeans(points: np.ndarray, seeds: np.ndarray, iterations: int) -> np.ndarray:
-    """Cluster labels of ``points (n, 2)`` by Lloyd's k-means from ``seeds (k, 2)``; seed i -> label i."""
-    centres = seeds.astype(np.float64).copy()
-    labels = np.zeros(len(points), dtype=np.int64)
-    for _ in range(iterations):
-        squared = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1)
-        labels = np.argmin(squared, axis=1)
-        counts = np.bincount(labels, minlength=len(centres))
-        for axis in range(2):
-            sums = np.bincount(labels, weights=points[:, axis], minlength=len(centres))
-            centres[:, axis] = np.where(counts > 0, sums / np.maximum(counts, 1), centres[:, axis])
-    return labels
-
-
-def _blob_moments(points: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Centroid ``(2,)``, major-axis angle (rad, in (-pi/2, pi/2]) and elongation of ``points (n, 2)``."""
-    centroid = points.mean(axis=0)
-    if len(points) < 3:
-        return centroid, np.nan, 1.0
-    cov = np.cov(points, rowvar=False)
-    angle = 0.5 * np.arctan2(2 * cov[0, 1], cov[0, 0] - cov[1, 1])
-    eigen = np.linalg.eigvalsh(cov)
-    elongation = float(np.sqrt(eigen[1] / eigen[0])) if eigen[0] > 1e-9 else 1.0
-    return centroid, float(angle), elongation
-
-
 class _BlobTracker:
     """Frame-by-frame state of :func:`track_blobs`; coordinates are in downsampled pixels."""
 
@@ -217,7 +199,7 @@ class _BlobTracker:
         # Downsampled pixels; None: taken from the first frame.
         self.typical_area = None if animal_area is None else animal_area / self.factor**2
         self.previous: np.ndarray | None = None
-        # Per frame (A, 8): x, y, angle, elong, area, motion, shared, median brightness.
+        # Per frame (A, 9): x, y, angle, elong, area, motion, shared, median brightness, bend.
         self.rows: list[np.ndarray] = []
 
     def _foreground(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -248,7 +230,7 @@ class _BlobTracker:
 
     def step(self, gray: np.ndarray) -> None:
         n_labels, labels, stats, centroids, keep, changed = self._blobs(gray)
-        row = np.full((self.n_animals, 8), np.nan)
+        row = np.full((self.n_animals, 9), np.nan)
         if len(keep) == 0:
             self._coast(np.ones(self.n_animals, dtype=bool))
             self.rows.append(row)
@@ -270,16 +252,18 @@ class _BlobTracker:
             if len(animals) == 1:
                 parts = [in_comp]
             else:
-                split = _kmeans(points[in_comp], predicted[animals], self.params.kmeans_iterations)
+                split = kmeans_labels(points[in_comp], predicted[animals], self.params.kmeans_iterations)
                 parts = [in_comp[split == k] for k in range(len(animals))]
             for animal, part in zip(animals, parts, strict=True):
                 if len(part):
-                    centre, angle, elongation = _blob_moments(points[part])
+                    shape = blob_shape(points[part])
                     motion = changed[ys[part], xs[part]].mean()
                     # self.previous holds this frame now (set by _foreground).
                     brightness = np.median(self.previous[ys[part], xs[part]])
-                    row[animal] = (*centre, angle, elongation, len(part), motion, len(animals) > 1,
-                                   brightness)
+                    # A part cut out of a shared blob does not have the animal's outline.
+                    bend = shape.bend if len(animals) == 1 else np.nan
+                    row[animal] = (*shape.centroid, shape.angle, shape.elongation, len(part), motion,
+                                   len(animals) > 1, brightness, bend)
         self._update(row, areas, owner)
         self._adapt_background(kept_labels, owner, areas)
         self.rows.append(row)
@@ -305,7 +289,7 @@ class _BlobTracker:
             for _ in range(1, shares[comp]):
                 gaps = np.linalg.norm(inside[:, None] - np.array(seeds)[None], axis=-1).min(axis=1)
                 seeds.append(inside[np.argmax(gaps)])
-            labels = _kmeans(inside, np.array(seeds), 20)
+            labels = kmeans_labels(inside, np.array(seeds), 20)
             positions += [inside[labels == k].mean(axis=0) for k in range(shares[comp])]
         self.position = np.array(positions)
 
@@ -392,15 +376,19 @@ class _BlobTracker:
             self.typical_area = 0.9 * self.typical_area + 0.1 * float(np.median(areas[owner]))
 
     def finish(self) -> Tracks:
-        rows = np.array(self.rows).reshape(-1, self.n_animals, 8)
+        rows = np.array(self.rows).reshape(-1, self.n_animals, 9)
         rows = rows[np.arange(len(rows))[:, None], appearance_order(rows[..., 7], rows[..., 6] == 1)]
         scale = float(self.factor)
         centroid = (rows[..., :2] + 0.5) * scale - 0.5
+        orientation = orient_along_travel(rows[..., 2], centroid)
+        # The bend was measured along the major axis; pointing the axis the other way flips it.
+        flipped = np.cos(orientation - rows[..., 2]) < 0
         return Tracks(
             centroid=centroid,
-            orientation=orient_along_travel(rows[..., 2], centroid),
+            orientation=orientation,
             elongation=rows[..., 3],
             area=rows[..., 4] * scale**2,
             motion_energy=rows[..., 5],
             shared_blob=rows[..., 6] == 1,
+            bend=np.where(flipped, -rows[..., 8], rows[..., 8]),
         )

@@ -2,7 +2,7 @@
 
 A real algorithm, not a stand-in: labels come from the clip's kinematic
 summary by the decision list of :mod:`tools.behavior_rules`, descriptions
-are templated numbers, and merging joins neighbours with the same label
+are templated numbers, and merging (:mod:`tools.segment_merge`) joins neighbours with the same label
 after absorbing very short clips. This module only adapts those functions
 to :class:`~agent.backends.behavior_base.BehaviorBackend`.
 """
@@ -10,15 +10,9 @@ to :class:`~agent.backends.behavior_base.BehaviorBackend`.
 from __future__ import annotations
 
 from agent.backends.behavior_base import ClipCaption, ClipRequest, MergedSegment, MergeRequest
-from tools.behavior_rules import (
-    CaptionedClip as RuleClip,
-)
-from tools.behavior_rules import (
-    CaptionThresholds,
-    SegmentSpan,
-    caption_from_summary,
-    merge_clips,
-)
+from tools.behavior_rules import CaptionThresholds, caption_from_summary
+from tools.segment_merge import CaptionedClip as RuleClip
+from tools.segment_merge import SegmentSpan, merge_clips
 
 
 class ClassicalBehaviorBackend:

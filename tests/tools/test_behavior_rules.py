@@ -1,4 +1,4 @@
-"""Tests of tools/behavior_rules.py: clip summaries, caption rules, merging."""
+"""Tests of tools/behavior_rules.py: clip summaries and caption rules."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 
 from tools.behavior_rules import (
-    CaptionedClip,
     caption_from_summary,
-    merge_clips,
     session_body_length,
     summarize_clip,
-    tiling_problem,
     tracks_kinematics,
 )
 from tools.behavior_sim import BODYPARTS, SimParams, simulate_behavior
@@ -27,6 +24,9 @@ BASE = {"speed_px_s": 5.0, "reference_body_length_px": 46.0, "bend_sd_deg": 2.0,
     [
         ({}, "stationary"),
         ({"nose_nose_px": 4.0, "nearest_distance_px": 50.0}, "oral_oral_contact"),
+        # Noses together but the partner beside: side by side, not face to face.
+        ({"nose_nose_px": 4.0, "nearest_distance_px": 25.0, "nearest_bearing_deg": 90.0}, "huddle"),
+        ({"nose_nose_px": 4.0, "nearest_distance_px": 50.0, "nearest_bearing_deg": -20.0}, "oral_oral_contact"),
         ({"nose_tailbase_px": 5.0, "nearest_distance_px": 50.0}, "oral_genital_contact"),
         ({"speed_px_s": 180.0, "follow_distance_px": 10.0, "nose_tailbase_px": 10.0}, "chase"),
         ({"speed_px_s": 180.0}, "locomotion"),
@@ -109,52 +109,26 @@ def test_rules_recover_simulated_bouts():
     assert correct / total >= 0.85
 
 
-def _clips(spec):
-    """Clips from ``[(length, label), ...]`` laid end to end."""
-    clips, start = [], 0
-    for index, (length, label) in enumerate(spec):
-        clips.append(CaptionedClip(f"c{index}", start, start + length, label, f"clip {index}"))
-        start += length
-    return clips
-
-
-def test_merge_joins_equal_labels_and_absorbs_short_runs():
-    clips = _clips([(40, "locomotion"), (35, "locomotion"), (10, "stationary"), (60, "locomotion"),
-                    (50, "huddle")])
-    segments = merge_clips(clips, fps=30.0, min_segment_frames=30)
-    assert [(s.start_frame, s.end_frame, s.label) for s in segments] == [(0, 145, "locomotion"),
-                                                                          (145, 195, "huddle")]
-    assert segments[0].clip_ids == ("c0", "c1", "c2", "c3")
-    assert tiling_problem(segments, 0, 195) is None
-
-
-def test_merge_closes_gaps_and_keeps_lone_short_clip():
-    clips = [CaptionedClip("a", 0, 10, "chase", ""), CaptionedClip("b", 15, 60, "huddle", "")]
-    segments = merge_clips(clips, 30.0, 5)
-    assert tiling_problem(segments, 0, 60) is None
-    assert merge_clips(clips[:1], 30.0, 30)[0].label == "chase"
-
-
-@pytest.mark.parametrize("chunk", [1, 3, 7])
-def test_chunked_merging_tiles_like_one_pass(rng, chunk):
-    """Merging in chunks (each continuing the last segment) tiles the same frames, in the same order."""
-    labels = ["locomotion", "huddle", "chase", "stationary"]
-    clips = _clips([(int(rng.integers(10, 80)), labels[int(rng.integers(0, 4))]) for _ in range(25)])
-    whole = merge_clips(clips, 30.0, 30)
-    chunked = []
-    for first in range(0, len(clips), chunk):
-        previous = chunked.pop() if chunked else None
-        chunked += merge_clips(clips[first:first + chunk], 30.0, 30, previous)
-    assert tiling_problem(chunked, 0, clips[-1].end_frame) is None
-    assert [c for s in chunked for c in s.clip_ids] == [c.clip_id for c in clips]
-    assert len(chunked) <= 2 * len(whole) + 2
-
-
-def test_merge_rejects_overlapping_clips():
-    with pytest.raises(ValueError, match="overlap"):
-        merge_clips([CaptionedClip("a", 0, 20, "chase", ""), CaptionedClip("b", 10, 30, "chase", "")], 30.0, 1)
-
-
 def test_tracks_kinematics_checks_shapes():
     with pytest.raises(ValueError, match="orientation"):
         tracks_kinematics(np.zeros((5, 2, 2)), np.zeros((5, 3)), np.ones((5, 2)), np.ones((5, 2)), 30.0)
+    with pytest.raises(ValueError, match="bend"):
+        tracks_kinematics(np.zeros((5, 2, 2)), np.zeros((5, 2)), np.ones((5, 2)), np.ones((5, 2)), 30.0,
+                          bend=np.zeros((4, 2)))
+
+
+def test_measured_bend_drives_grooming():
+    """A still blob whose outline bends back and forth at 2 Hz grooms; the same blob held straight is stationary."""
+    n_frames, fps = 60, 30.0
+    centre = np.zeros((n_frames, 2, 2))
+    centre[:, 1] = [300.0, 300.0]
+    flat = (np.zeros((n_frames, 2)), np.full((n_frames, 2), 2.5), np.full((n_frames, 2), 900.0))
+    wagging = np.zeros((n_frames, 2))
+    wagging[:, 0] = 0.8 * np.sin(2 * np.pi * 2.0 * np.arange(n_frames) / fps)
+    labels = []
+    for bend in (wagging, np.zeros((n_frames, 2))):
+        kin = tracks_kinematics(centre, *flat, fps, bend=bend)
+        np.testing.assert_array_equal(kin["bend"], bend)
+        summary = summarize_clip(kin, 0, 0, n_frames, fps, ["mouse1", "mouse2"], 46.0)
+        labels.append(caption_from_summary(summary)[0])
+    assert labels == ["grooming", "stationary"]

@@ -27,6 +27,7 @@ def _tracks(n_frames: int = 50) -> Tracks:
         area=np.full(shape, 500.0),
         motion_energy=np.full(shape, 0.1),
         shared_blob=np.zeros(shape, dtype=bool),
+        bend=np.zeros(shape),
     )
 
 
@@ -49,7 +50,7 @@ def test_missing_frames_give_no_nan_and_keep_the_motion() -> None:
     orientation = base.orientation.copy()
     orientation[:, 2] = np.nan  # never measured: filled
     tracks = Tracks(centroid, orientation, base.elongation, base.area, base.motion_energy,
-                    base.shared_blob)
+                    base.shared_blob, base.bend)
     features = visual_features(tracks, FPS)
     assert not np.isnan(features.values).any()
     speed = features.values[:, 0, features.names.index("speed")]
@@ -62,7 +63,7 @@ def test_turning_in_place_is_measured() -> None:
     orientation = base.orientation.copy()
     orientation[:, 1] = np.angle(np.exp(1j * spin))
     tracks = Tracks(base.centroid, orientation, base.elongation, base.area, base.motion_energy,
-                    base.shared_blob)
+                    base.shared_blob, base.bend)
     rate = visual_features(tracks, FPS).values[5:-5, 1, 3]
     np.testing.assert_allclose(rate, (4 * np.pi / 49) * FPS, rtol=1e-3)
 

@@ -87,6 +87,9 @@ def test_measures_follow_the_ellipse(rng) -> None:
     expected = np.array([0.0, np.pi, np.pi / 2])
     assert np.all(np.abs(np.angle(np.exp(1j * (heading - expected)))) < 0.1)
     assert np.all(tracks.motion_energy[1:] > 0) and np.all(tracks.motion_energy <= 1)
+    # A straight ellipse is not bent; a blob split out of a shared one has no bend.
+    assert np.all(np.abs(tracks.bend[:10]) < np.radians(5))
+    assert np.all(np.isnan(tracks.bend[tracks.shared_blob]))
 
 
 def test_real_openfield_track_is_continuous(shared_data: Path) -> None:
