@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from agent.allocator import keep_freed_memory
 from agent.errors import InputError
 
 # name -> (module, one-line help). Order is the order shown in --help.
@@ -70,4 +71,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     raise SystemExit(main())
