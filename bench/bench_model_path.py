@@ -57,6 +57,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from agent.allocator import keep_freed_memory  # noqa: E402
 from agent.backends import factory_pose  # noqa: E402
 from agent.commands.eval_pose import score_results  # noqa: E402
 from agent.pose_context import PoseContext  # noqa: E402
@@ -291,4 +292,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # as `python -m agent.run` does
     sys.exit(main())
