@@ -147,8 +147,10 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
         progress = _Progress(end_frame - int(recording.seeds.frames[0]), quiet)
         # Task events alone feed both the trace and the progress line (an "updates" stream
         # would repeat every task's writes).
-        for event in graph.stream(inputs, config, context=runtime, stream_mode="tasks",
-                                  durability=DURABILITY):
+        # subgraphs=True: a model backend's per-camera stages 1-3 run in a subgraph
+        # (graphs.pose.build_camera_stages_graph) whose tasks are traced too.
+        for _namespace, event in graph.stream(inputs, config, context=runtime, stream_mode="tasks",
+                                              durability=DURABILITY, subgraphs=True):
             trace.on_task_event(event)
             accepted = event.get("result") if event.get("name") == "accept_frame" else None
             if accepted:

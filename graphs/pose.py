@@ -10,13 +10,15 @@ frame, or ``write_results``.
 
 How stages 1-3 fan out follows the backend (``PoseRuntime.fan_out``):
 
-* ``per_view`` (model backends): one Stage 1 and one Stage 3 task per
-  camera, one Stage 2 task per camera and region, so model calls run
-  concurrently; ``gather_regions`` waits for a frame's Stage 2 answers.
-  Payloads name their frame, camera and region and reference the state
-  that rebuilds the requests (:class:`~graphs.pose_state.ViewTask`).
+* ``per_view`` (model backends): each camera runs stages 1-3 in its own
+  subgraph (``camera_stages``: ``locate_regions`` -> one
+  ``assign_within_region`` task per region -> ``reconcile_regions``), all
+  cameras at once, so model calls run concurrently and a camera never waits
+  for another between stages; Stage 4 waits for every camera. Payloads name
+  their frame, camera and region and reference the state that rebuilds the
+  requests (:class:`~graphs.pose_state.ViewTask`).
 * ``per_stage`` (the classical tracker): each stage is one task for every
-  camera, reading and writing the graph state; no ``gather_regions``.
+  camera, reading and writing the graph state.
 
 Wiring only: nodes read state and ``runtime.context`` (a
 :class:`~graphs.pose_state.PoseRuntime`), call one backend method (per
@@ -39,13 +41,20 @@ from agent import pose_steps as steps
 from agent.pose_context import review_min_cameras
 from agent.pose_frames import flag_model_labels, model_flags, write_results_files
 from agent.pose_requests import CameraRequests
-from graphs.pose_state import PoseRuntime, PoseState, ViewTask
+from graphs.pose_state import (
+    CameraStagesOutput,
+    CameraStagesState,
+    PoseRuntime,
+    PoseState,
+    ViewTask,
+)
 from tools.confidence import QualityParams, assess_frame
 from tools.refine import RefineParams
 
 WINDOW_FRAMES = 3
 # What a per_view payload carries by reference (camera_requests rebuilds the requests from it).
-VIEW_INPUTS = ("frame", "window", "last_seen_3d", "centroids_path", "attempt", "redo", "labels")
+VIEW_INPUTS = ("frame", "window", "last_seen_3d", "centroids_path", "attempt", "redo")
+CAMERA_STAGES = "camera_stages"
 
 
 def start_or_finish(state: PoseState) -> Literal["detect_centroids", "write_results"]:
@@ -65,15 +74,23 @@ def detect_centroids(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[st
 
 
 def dispatch_regions(state: PoseState, runtime: Runtime[PoseRuntime]) -> str | list[Send]:
-    """Stage 1 for the cameras in ``redo``: one task for all (per_stage) or one per camera."""
+    """Stages 1-3 for the cameras in ``redo``: one task for all (per_stage) or a subgraph per camera."""
     if runtime.context.fan_out == "per_stage":
         return "locate_regions"
-    return [Send("locate_regions", {**_references(state), "camera": camera}) for camera in state["redo"]]
+    return [Send(CAMERA_STAGES, {**_references(state), "camera": camera,
+                                 "model_flags_before": state.get("model_flags")})
+            for camera in state["redo"]]
 
 
-def _references(state: PoseState) -> ViewTask:
+def _references(state: PoseState | CameraStagesState) -> ViewTask:
     """The state fields that rebuild an attempt's requests (a ``per_view`` payload's part)."""
-    return {key: state.get(key) for key in VIEW_INPUTS}  # type: ignore[return-value]
+    references = {key: state.get(key) for key in VIEW_INPUTS}
+    return {**references, "labels_before": _labels_before(state)}  # type: ignore[return-value]
+
+
+def _labels_before(state: PoseState | CameraStagesState | ViewTask) -> dict | None:
+    """The frame's labels before this attempt: the pose state's, or what a per_view payload carries."""
+    return state["labels_before"] if "labels_before" in state else state.get("labels")
 
 
 def camera_requests(state: PoseState | ViewTask, run: PoseRuntime) -> dict[str, CameraRequests]:
@@ -85,14 +102,14 @@ def camera_requests(state: PoseState | ViewTask, run: PoseRuntime) -> dict[str, 
     naive = run.settings.ablation == "naive"
     frames = state["window"][-1:] if naive else state["window"]
     key = ("camera_requests", tuple(frames), state["centroids_path"], state.get("attempt", 0),
-           repr(state["redo"]), repr(state.get("labels") or {}))
+           repr(state["redo"]), repr(_labels_before(state) or {}))
 
     def build() -> dict[str, CameraRequests]:
         prior = None if naive else _predict_track(state, run, frames, with_last_seen=True)
         return requests.camera_requests(steps.region_tasks(
             run.recording.group, run.recording.keypoints, run.regions, run.store.window(frames),
             prior, state["frame"], run.store.load_centroids(state["centroids_path"]),
-            state.get("labels") or {}, state["redo"], state.get("attempt", 0),
+            _labels_before(state) or {}, state["redo"], state.get("attempt", 0),
         ))
 
     return run.memo.get(state["frame"], key, build)
@@ -117,7 +134,7 @@ def _task_cameras(task: PoseState | ViewTask, run: PoseRuntime) -> list[str]:
     return [task["camera"]] if run.fan_out == "per_view" else list(task["redo"])
 
 
-def locate_regions(task: PoseState, runtime: Runtime[PoseRuntime]
+def locate_regions(task: PoseState | CameraStagesState, runtime: Runtime[PoseRuntime]
                    ) -> Command[Literal["assign_within_region"]]:
     """Stage 1: find each region's box in the task's cameras; Stage 2 per box (per_view) or all at once."""
     run = runtime.context
@@ -130,7 +147,7 @@ def locate_regions(task: PoseState, runtime: Runtime[PoseRuntime]
 
 
 def assign_within_region(task: PoseState, runtime: Runtime[PoseRuntime]
-                         ) -> Command[Literal["gather_regions", "reconcile_regions"]]:
+                         ) -> dict[str, Any] | Command[Literal["reconcile_regions"]]:
     """Stage 2: label the centroids inside each region's box (one box per_view, every box per_stage)."""
     run = runtime.context
     views = camera_requests(task, run)
@@ -141,30 +158,18 @@ def assign_within_region(task: PoseState, runtime: Runtime[PoseRuntime]
         if item["box_reason"] and not answer.flagged:  # the region's box was not settled
             answer = answer.model_copy(update={"flagged": True, "reason": item["box_reason"]})
         proposals.append(answer.model_dump())
-    if run.fan_out == "per_view":
-        return Command(goto="gather_regions", update={"proposals": proposals})
+    if run.fan_out == "per_view":  # the subgraph's edge leads to reconcile_regions
+        return {"proposals": proposals}
     return Command(goto="reconcile_regions", update={"proposals": proposals, "boxes": None})
-
-
-def gather_regions(state: PoseState) -> dict[str, Any]:
-    """Stage 2 -> 3 (per_view): wait for every region's answer (the per-camera fan-out is its edge)."""
-    return {}
-
-
-def dispatch_reconcile(state: PoseState) -> list[Send]:
-    """One Stage 3 task per camera being (re)assigned (per_view), with its Stage 2 answers."""
-    proposals = state.get("proposals") or []
-    return [Send("reconcile_regions", {
-        **_references(state), "camera": camera, "model_flags": state.get("model_flags"),
-        "proposals": [p for p in proposals if p["camera"] == camera],
-    }) for camera in state["redo"]]
 
 
 def reconcile_regions(task: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
     """Stage 3: merge each camera's region labels; no centroid is claimed twice."""
     run = runtime.context
     views = camera_requests(task, run)
-    previous_labels, previous_flags = task.get("labels") or {}, task.get("model_flags") or {}
+    previous_labels = _labels_before(task) or {}
+    previous_flags = (task["model_flags_before"] if "model_flags_before" in task
+                      else task.get("model_flags")) or {}
     labels, flags = {}, {}
     for camera in _task_cameras(task, run):
         proposals = [p for p in task.get("proposals") or [] if p["camera"] == camera]
@@ -202,7 +207,7 @@ def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[s
 
 
 def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
-                    ) -> Command[Literal["locate_regions", "accept_frame"]]:
+                    ) -> Command[Literal["locate_regions", "camera_stages", "accept_frame"]]:
     """Stage 5: quality control; retry doubtful views through stages 1-3 while retries last."""
     run = runtime.context
     settings, cameras = run.settings, run.recording.cameras
@@ -263,22 +268,39 @@ def write_results(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, 
     return {}
 
 
+def build_camera_stages_graph() -> StateGraph:
+    """Stages 1-3 of one camera (``per_view``): locate -> one assignment task per region -> reconcile."""
+    builder = StateGraph(CameraStagesState, context_schema=PoseRuntime,
+                         output_schema=CameraStagesOutput)
+    # The nodes' annotations name the pose state; here they read the camera's.
+    builder.add_node(locate_regions, input_schema=CameraStagesState)
+    builder.add_node(assign_within_region, input_schema=CameraStagesState)
+    builder.add_node(reconcile_regions, input_schema=CameraStagesState)
+    builder.add_edge(START, "locate_regions")
+    builder.add_edge("assign_within_region", "reconcile_regions")
+    builder.add_edge("reconcile_regions", END)
+    return builder
+
+
 def build_pose_graph() -> StateGraph:
-    """The uncompiled graph (compile it with a checkpointer)."""
+    """The uncompiled graph (compile it with a checkpointer; the camera subgraph inherits it)."""
     builder = StateGraph(PoseState, context_schema=PoseRuntime)
     builder.add_node(detect_centroids)
     builder.add_node(locate_regions)
     builder.add_node(assign_within_region)
-    builder.add_node(gather_regions)
     builder.add_node(reconcile_regions)
+    # The Send payloads to the subgraph carry its own keys (camera, labels_before, ...).
+    builder.add_node(CAMERA_STAGES, build_camera_stages_graph().compile(),
+                     input_schema=CameraStagesState)
     builder.add_node(refine_cross_view)
     builder.add_node(quality_control)
     builder.add_node(accept_frame)
     builder.add_node(write_results)
     builder.add_conditional_edges(START, start_or_finish, ["detect_centroids", "write_results"])
-    builder.add_conditional_edges("detect_centroids", dispatch_regions, ["locate_regions"])
-    builder.add_conditional_edges("gather_regions", dispatch_reconcile, ["reconcile_regions"])
+    builder.add_conditional_edges("detect_centroids", dispatch_regions,
+                                  ["locate_regions", CAMERA_STAGES])
     builder.add_edge("reconcile_regions", "refine_cross_view")
+    builder.add_edge(CAMERA_STAGES, "refine_cross_view")
     builder.add_edge("refine_cross_view", "quality_control")
     builder.add_edge("write_results", END)
     return builder

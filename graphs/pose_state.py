@@ -59,6 +59,36 @@ class PoseState(TypedDict, total=False):
     n_flagged: int  # flagged keypoint-frames so far
 
 
+class CameraStagesState(TypedDict, total=False):
+    """State of one camera's stages 1-3 (``per_view``): its requests' references and its answers.
+
+    The frame's labels and model flags before this attempt come in as
+    ``labels_before`` and ``model_flags_before``; ``labels`` and
+    ``model_flags`` hold only this camera's new entries, which the subgraph
+    returns to the pose graph (:class:`CameraStagesOutput`).
+    """
+
+    frame: int
+    camera: str
+    window: list[int]
+    last_seen_3d: list[list[float]]
+    centroids_path: str
+    attempt: int
+    redo: dict[str, list[str]]
+    labels_before: dict[str, dict[str, list[Any]]] | None
+    model_flags_before: dict[str, dict[str, str]] | None
+    proposals: Annotated[list[dict], extend_or_clear]
+    labels: Annotated[dict[str, dict[str, list[Any]]], merge_by_camera]
+    model_flags: Annotated[dict[str, dict[str, str]], merge_by_camera]
+
+
+class CameraStagesOutput(TypedDict, total=False):
+    """What one camera's stages 1-3 hand back to the pose graph."""
+
+    labels: Annotated[dict[str, dict[str, list[Any]]], merge_by_camera]
+    model_flags: Annotated[dict[str, dict[str, str]], merge_by_camera]
+
+
 class ViewTask(TypedDict, total=False):
     """Payload of one ``per_view`` task: what rebuilds the camera's requests, by reference.
 
@@ -74,12 +104,10 @@ class ViewTask(TypedDict, total=False):
     centroids_path: str
     attempt: int
     redo: dict[str, list[str]]
-    labels: dict[str, dict[str, list[Any]]] | None
+    labels_before: dict[str, dict[str, list[Any]]] | None
     region: str  # Stage 2: the region, its Stage 1 box and the reason of a flagged box
     box: list[int] | None
     box_reason: str
-    proposals: list[dict]  # Stage 3: the camera's Stage 2 answers (RegionAssignment dumps)
-    model_flags: dict[str, dict[str, str]] | None  # Stage 3: model flags so far
 
 
 @dataclass(frozen=True)
