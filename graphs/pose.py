@@ -146,7 +146,7 @@ def locate_regions(task: PoseState | CameraStagesState, runtime: Runtime[PoseRun
     return Command(goto=[Send("assign_within_region", {**_references(task), **box}) for box in boxes])
 
 
-def assign_within_region(task: PoseState, runtime: Runtime[PoseRuntime]
+def assign_within_region(task: PoseState | ViewTask, runtime: Runtime[PoseRuntime]
                          ) -> dict[str, Any] | Command[Literal["reconcile_regions"]]:
     """Stage 2: label the centroids inside each region's box (one box per_view, every box per_stage)."""
     run = runtime.context
@@ -163,7 +163,8 @@ def assign_within_region(task: PoseState, runtime: Runtime[PoseRuntime]
     return Command(goto="reconcile_regions", update={"proposals": proposals, "boxes": None})
 
 
-def reconcile_regions(task: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
+def reconcile_regions(task: PoseState | CameraStagesState, runtime: Runtime[PoseRuntime]
+                      ) -> dict[str, Any]:
     """Stage 3: merge each camera's region labels; no centroid is claimed twice."""
     run = runtime.context
     views = camera_requests(task, run)
