@@ -81,17 +81,36 @@ def _pose_process(recording: Path, out: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+# The classical tracker fanned out as a model backend is: a subgraph per camera.
+PER_VIEW_RUN = """
+import sys
+from agent.backends.classical_pose import ClassicalPoseBackend
+from agent.pose_context import PoseContext
+from agent.pose_pipeline import run_pose
+recording, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "resume"
+run_pose(recording, out, PoseContext(), resume=resume, overwrite=not resume, quiet=True,
+         backend=ClassicalPoseBackend(fan_out="per_view"))
+"""
+
+
+def _per_view_process(recording: Path, out: Path, *extra: str) -> subprocess.Popen:
+    mode = "resume" if "--resume" in extra else "new"
+    return subprocess.Popen([sys.executable, "-c", PER_VIEW_RUN, str(recording), str(out), mode],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 def _logged_frames(out: Path, record_size: int) -> int:
     log = out / ".bvlm" / "cache" / "frames.bin"
     return log.stat().st_size // (8 * record_size) if log.exists() else 0
 
 
-def test_a_killed_run_resumes_to_identical_results(tmp_path):
+@pytest.mark.parametrize("start", [_pose_process, _per_view_process], ids=["per_stage", "per_view"])
+def test_a_killed_run_resumes_to_identical_results(tmp_path, start):
     recording = make_tiny_recording(tmp_path / "rec", n_frames=100, seed_frames=(0, 1, 2))
     assert main(["pose", str(recording), "--out", str(tmp_path / "whole"), "--quiet"]) == 0
     record_size = 1 + 8 * 4 + 5 * 3 * 4
     killed = tmp_path / "killed"
-    process = _pose_process(recording, killed)
+    process = start(recording, killed)
     deadline = time.monotonic() + 60
     while _logged_frames(killed, record_size) < 20 and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -99,7 +118,7 @@ def test_a_killed_run_resumes_to_identical_results(tmp_path):
     process.wait()
     done_at_kill = _logged_frames(killed, record_size)
     assert 20 <= done_at_kill < 100, "the run should be killed mid-way"
-    resumed = _pose_process(recording, killed, "--resume")
+    resumed = start(recording, killed, "--resume")
     assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()
     for name in RESULT_FILES:
         assert (killed / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
