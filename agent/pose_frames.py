@@ -161,7 +161,9 @@ class FrameMemo:
     """Results of pure computations on the current frame, kept in memory (never checkpointed).
 
     Several graph steps of one frame need the same motion prediction and
-    Stage 1 views; computing them once per frame saves their cost. Only the
+    Stage 1 views; computing them once per frame saves their cost. When
+    parallel tasks ask for the same value at once (a model backend's cameras
+    start together), one computes it and the others wait for it. Only the
     latest frame's entries are kept. An empty memo (a resumed run) simply
     recomputes, so results never depend on it. Thread-safe.
     """
@@ -169,20 +171,27 @@ class FrameMemo:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._frame: int | None = None
-        self._values: dict[Hashable, Any] = {}
+        self._values: dict[Hashable, Future[Any]] = {}
 
     def get(self, frame: int, key: Hashable, compute: Callable[[], Any]) -> Any:
         """``compute()`` for ``key`` of ``frame``, computed at most once while ``frame`` is current."""
         with self._lock:
             if frame != self._frame:
                 self._frame, self._values = frame, {}
-            if key in self._values:
-                return self._values[key]
-        value = compute()
-        with self._lock:
-            if frame == self._frame:
-                self._values[key] = value
-        return value
+            entry = self._values.get(key)
+            owner = entry is None
+            if owner:
+                entry = self._values[key] = Future()
+        if not owner:
+            return entry.result()
+        try:
+            entry.set_result(compute())
+        except BaseException as error:
+            entry.set_exception(error)
+            with self._lock:  # a later call tries again
+                if self._values.get(key) is entry:
+                    del self._values[key]
+        return entry.result()
 
 
 class CentroidPrefetch:

@@ -139,17 +139,22 @@ class OpenAIPoseBackend:
         # the interpreter lock while other requests wait to be sent.
         self._region_pool = ThreadPoolExecutor(max_workers=REGION_THREADS, thread_name_prefix="regions")
         self._lock = threading.Lock()
+        self._drawing = threading.Lock()
         self._attempts: Counter[str] = Counter()
         self._flagged: Counter[str] = Counter()
 
     # -- Stage 1 ----------------------------------------------------------------
     def locate_regions(self, request: LocateRegionsRequest) -> LocateRegionsAnswer:
         """Stage 1: one model call per region, all regions of the camera in parallel."""
-        view_box = images.animal_view(request)
-        boxes = images.exemplar_boxes(request, request.regions)
-        colors = {r: self._colors.get(r, images.NAMED_COLORS[-1]) for r in request.regions}
-        # Encoded once for the camera's regions, which all show the same images.
-        shown = [image_block(png) for png in images.locate_images(self.frames, request, view_box, boxes, colors)]
+        # One camera's images at a time: when every camera starts a frame at once, the
+        # first request then leaves after one camera's drawing, not after all of them.
+        with self._drawing:
+            view_box = images.animal_view(request)
+            boxes = images.exemplar_boxes(request, request.regions)
+            colors = {r: self._colors.get(r, images.NAMED_COLORS[-1]) for r in request.regions}
+            # Encoded once for the camera's regions, which all show the same images.
+            shown = [image_block(png)
+                     for png in images.locate_images(self.frames, request, view_box, boxes, colors)]
 
         def locate(region: str) -> RegionBox:
             return self._locate_region(request, region, view_box, boxes, colors[region][0], shown)
