@@ -37,6 +37,11 @@ def predict_track(window: list[dict], last_seen_3d: list | None, frame: int) -> 
     return np.where(np.isfinite(predicted), predicted, np.asarray(last_seen_3d, dtype=np.float64))
 
 
+def region_indices(keypoints: list[str], regions: dict[str, list[str]]) -> list[list[int]]:
+    """The keypoint indices of each region, in ``regions`` order."""
+    return [[keypoints.index(name) for name in members] for members in regions.values()]
+
+
 def fill_from_regions(points_3d: np.ndarray, keypoints: list[str],
                       regions: dict[str, list[str]]) -> np.ndarray:
     """``points_3d (K, 3)`` with each NaN point replaced by the mean of its region's known points.
@@ -44,8 +49,7 @@ def fill_from_regions(points_3d: np.ndarray, keypoints: list[str],
     A rough guess for a keypoint never seen yet, good enough to start looking for it.
     """
     filled = np.array(points_3d, dtype=np.float64)
-    for members in regions.values():
-        index = [keypoints.index(name) for name in members]
+    for index in region_indices(keypoints, regions):
         known = np.all(np.isfinite(filled[index]), axis=1)
         if known.any() and not known.all():
             filled[np.array(index)[~known]] = filled[np.array(index)[known]].mean(axis=0)

@@ -46,6 +46,7 @@ from graphs.pose_state import (
     CameraStagesState,
     PoseRuntime,
     PoseState,
+    ViewReferences,
     ViewTask,
 )
 from tools.confidence import QualityParams, assess_frame
@@ -82,7 +83,7 @@ def dispatch_regions(state: PoseState, runtime: Runtime[PoseRuntime]) -> str | l
             for camera in state["redo"]]
 
 
-def _references(state: PoseState | CameraStagesState) -> ViewTask:
+def _references(state: PoseState | CameraStagesState) -> ViewReferences:
     """The state fields that rebuild an attempt's requests (a ``per_view`` payload's part)."""
     references = {key: state.get(key) for key in VIEW_INPUTS}
     return {**references, "labels_before": _labels_before(state)}  # type: ignore[return-value]
@@ -194,11 +195,10 @@ def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[s
         _predict_track(state, run, state["window"], with_last_seen=True),
         run.recording.keypoints, run.recording.regions)
     centroids = run.store.load_centroids(state["centroids_path"])
-    body = steps.seed_distance_model(run.store.window(sorted(run.seed_frames))) if full else None
-    keypoints = run.recording.keypoints
-    regions = [[keypoints.index(k) for k in members] for members in run.recording.regions.values()]
+    regions = steps.region_indices(run.recording.keypoints, run.recording.regions)
     refined = steps.triangulate_labels(run.recording.group, centroids, assignment, stage, params,
-                                        prior if full else None, body=body, regions=regions)
+                                        prior if full else None, body=run.seed_distances,
+                                        regions=regions)
     if run.publish_labels is not None:
         run.publish_labels(state["frame"], steps.label_positions(centroids, refined["assignment"]))
     labels = {camera: steps.refined_labels(state["labels"][camera], refined["assignment"][i],

@@ -18,6 +18,7 @@ from agent.backends.pose_base import PoseBackend
 from agent.pose_context import PoseContext
 from agent.pose_frames import FrameMemo, FrameStore
 from agent.recording import Recording
+from tools.body_distances import DistanceModel
 
 FanOut = Literal["per_view", "per_stage"]
 
@@ -59,23 +60,33 @@ class PoseState(TypedDict, total=False):
     n_flagged: int  # flagged keypoint-frames so far
 
 
-class CameraStagesState(TypedDict, total=False):
-    """State of one camera's stages 1-3 (``per_view``): its requests' references and its answers.
+class ViewReferences(TypedDict, total=False):
+    """What rebuilds one camera's requests of an attempt, by reference.
 
-    The frame's labels and model flags before this attempt come in as
-    ``labels_before`` and ``model_flags_before``; ``labels`` and
-    ``model_flags`` hold only this camera's new entries, which the subgraph
-    returns to the pose graph (:class:`CameraStagesOutput`).
+    The view, exemplars and centroids are rebuilt from the frame log and the
+    centroid file these fields name (:func:`graphs.pose.camera_requests`),
+    so a ``per_view`` payload stays a few hundred bytes in the checkpoint database.
     """
 
-    frame: int
+    frame: int  # frame, camera and region name the task in the trace
     camera: str
     window: list[int]
     last_seen_3d: list[list[float]]
     centroids_path: str
     attempt: int
     redo: dict[str, list[str]]
-    labels_before: dict[str, dict[str, list[Any]]] | None
+    labels_before: dict[str, dict[str, list[Any]]] | None  # the frame's labels before the attempt
+
+
+class CameraStagesState(ViewReferences, total=False):
+    """State of one camera's stages 1-3 (``per_view``): its requests' references and its answers.
+
+    The frame's model flags before this attempt come in as
+    ``model_flags_before``; ``labels`` and ``model_flags`` hold only this
+    camera's new entries, which the subgraph returns to the pose graph
+    (:class:`CameraStagesOutput`).
+    """
+
     model_flags_before: dict[str, dict[str, str]] | None
     proposals: Annotated[list[dict], extend_or_clear]
     labels: Annotated[dict[str, dict[str, list[Any]]], merge_by_camera]
@@ -89,22 +100,9 @@ class CameraStagesOutput(TypedDict, total=False):
     model_flags: Annotated[dict[str, dict[str, str]], merge_by_camera]
 
 
-class ViewTask(TypedDict, total=False):
-    """Payload of one ``per_view`` task: what rebuilds the camera's requests, by reference.
+class ViewTask(ViewReferences, total=False):
+    """Payload of one ``per_view`` Stage 2 task: the camera's references and its region's box."""
 
-    The view, exemplars and centroids are rebuilt from the frame log and the
-    centroid file these fields name (:func:`graphs.pose.camera_requests`),
-    so a payload stays a few hundred bytes in the checkpoint database.
-    """
-
-    frame: int  # frame, camera and region name the task in the trace
-    camera: str
-    window: list[int]
-    last_seen_3d: list[list[float]]
-    centroids_path: str
-    attempt: int
-    redo: dict[str, list[str]]
-    labels_before: dict[str, dict[str, list[Any]]] | None
     region: str  # Stage 2: the region, its Stage 1 box and the reason of a flagged box
     box: list[int] | None
     box_reason: str
@@ -141,6 +139,10 @@ class PoseRuntime:
         How stages 1-3 fan out: one task per camera (and region, Stage 2) so
         that model calls run concurrently, or one task per stage for every
         camera (an in-process backend, which gains nothing from more tasks).
+    seed_distances : DistanceModel, optional
+        Distances between keypoints in the seed frames, for Stage 4's identity
+        check (:func:`tools.body_distances.region_relabeling`); None outside the
+        full pipeline.
     memo : FrameMemo
         The current frame's motion prediction and Stage 1 views, computed once per frame.
     """
@@ -155,4 +157,5 @@ class PoseRuntime:
     detect: Callable[[int], list[np.ndarray]]
     publish_labels: Callable[[int, np.ndarray], None] | None = None
     fan_out: FanOut = "per_view"
+    seed_distances: DistanceModel | None = None
     memo: FrameMemo = field(default_factory=FrameMemo)
