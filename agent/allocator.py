@@ -12,7 +12,6 @@ are reused every frame. Results do not depend on it.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 # mallopt parameters (glibc malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -22,12 +21,9 @@ _M_MMAP_THRESHOLD = -3
 
 def keep_freed_memory() -> bool:
     """Tune glibc malloc to reuse freed memory instead of returning it; False where not glibc."""
-    name = ctypes.util.find_library("c")
     try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
+        mallopt = ctypes.CDLL(None).mallopt  # the running process's C library
     except (OSError, AttributeError):
-        return False
-    if mallopt is None:
         return False
     return all(mallopt(option, value) == 1 for option, value in (
         (_M_MMAP_THRESHOLD, 256 << 20), (_M_TRIM_THRESHOLD, 512 << 20), (_M_TOP_PAD, 64 << 20)))
