@@ -98,13 +98,13 @@ def region_relabeling(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
     for members in regions:
         members = np.asarray(members, dtype=np.int64)
         anchors = np.flatnonzero(known & ~np.isin(np.arange(n_keypoints), members))
-        present = members[known[members]]
+        present_columns = np.flatnonzero(known[members])
+        present = members[present_columns]
         if anchors.size < min_anchors or present.size == 0:
             continue
         mismatch = _mismatch(distances[present][:, anchors], model.median_mm[members][:, anchors],
                              model.spread_mm[members][:, anchors])
-        slot = {int(k): column for column, k in enumerate(members)}
-        current = mismatch[np.arange(present.size), [slot[int(k)] for k in present]]
+        current = mismatch[np.arange(present.size), present_columns]
         rows, cols = linear_sum_assignment(np.where(np.isfinite(mismatch), mismatch, 1e6))
         moved = members[cols] != present[rows]
         if (not moved.any() or not np.all(np.isfinite(mismatch[rows, cols]))
