@@ -42,6 +42,15 @@ class PoseContext(CommonContext):
                                     "(flagged, not retried); default: more than half the rig's "
                                     "cameras, at least qc_min_cameras")
     )
+    max_body_deviation: float = field(
+        default=1.5, metadata=_doc("QC: flag a label (for review) whose distances to the other "
+                                   "regions' keypoints are off the seed frames' by more than this "
+                                   "many tolerances on average (full pipeline only)")
+    )
+    confirm_body_deviation: float = field(
+        default=0.5, metadata=_doc("QC: a label seen by fewer than review_min_cameras needs no "
+                                   "review when its body deviation is under this")
+    )
     min_margin_px: float = field(
         default=2.0, metadata=_doc("QC: smallest assignment margin (cost gap to second best)")
     )

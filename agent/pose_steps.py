@@ -11,7 +11,13 @@ import numpy as np
 
 from agent.pose_frames import FrameRecord
 from tools.assignment import assign_points, predict_constant_velocity, recover_lost
-from tools.body_distances import DistanceModel, distance_model, region_relabeling
+from tools.body_distances import (
+    DistanceModel,
+    body_deviation,
+    distance_model,
+    known_keypoints,
+    region_relabeling,
+)
 from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_error, triangulate
 from tools.reacquire import fit_template
 from tools.refine import RefineParams, RefineResult, refine_cross_view
@@ -97,6 +103,12 @@ def label_positions(centroids: list[np.ndarray], assignment: np.ndarray) -> np.n
 def seed_distance_model(seed_window: list[dict]) -> DistanceModel:
     """Expected keypoint distances from the seed frames' :meth:`FrameStore.window` entries."""
     return distance_model(np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64))
+
+
+def body_check(points_3d: np.ndarray, regions: list[list[int]], model: DistanceModel
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """QC's view of the body: each point's deviation from the seed frames' distances and whether the seeds knew the keypoint."""
+    return body_deviation(points_3d, regions, model), known_keypoints(model)
 
 
 def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignment: np.ndarray,
@@ -198,6 +210,8 @@ def seed_record(group: CameraGroup, frame: int, points_2d: np.ndarray,
 
     A label's centroid is the detected one it matches within ``snap_px`` (one
     centroid per label: two labels on one merged spot keep only the closer), else -1.
+    A keypoint the labels do not triangulate (labelled in fewer than two
+    cameras) is flagged like a tracked one: ``unassigned`` or ``few_cameras``.
     """
     points_3d = triangulate(group, points_2d)
     error = reprojection_error(group, points_3d, points_2d)
@@ -205,11 +219,11 @@ def seed_record(group: CameraGroup, frame: int, points_2d: np.ndarray,
                          for camera, xy in enumerate(centroids)])
     triangulated = np.all(np.isfinite(points_3d), axis=1)
     labelled = np.all(np.isfinite(points_2d), axis=2)
-    n_keypoints = points_3d.shape[0]
     return FrameRecord(
         frame=frame, points_3d=points_3d, error_px=nanmean_cameras(error),
         ncams=np.where(triangulated, labelled.sum(axis=0), 0), score=triangulated.astype(float),
-        flagged=np.zeros(n_keypoints, bool), reason=np.full(n_keypoints, ""),
+        flagged=~triangulated,
+        reason=np.where(triangulated, "", np.where(labelled.any(axis=0), "few_cameras", "unassigned")),
         points_2d=points_2d, centroid=centroid, view_error_px=error,
         stage=np.where(labelled, "seed", ""),
     )

@@ -215,6 +215,12 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
     refined = state["refined"]
     margins = np.array([[np.nan if m is None else m for m in state["labels"][c]["margin_px"]]
                         for c in cameras], dtype=np.float64)
+    body_deviation = body_known = None
+    if run.seed_distances is not None:  # the full pipeline checks labels against the body
+        body_deviation, body_known = steps.body_check(
+            np.array(refined["points_3d"], dtype=np.float64),
+            steps.region_indices(run.recording.keypoints, run.recording.regions),
+            run.seed_distances)
     quality = assess_frame(
         np.array(refined["points_3d"]), np.array(refined["ncams"]),
         np.array(refined["mean_error_px"], dtype=np.float64),
@@ -224,7 +230,10 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
                       max_view_error_px=settings.max_view_error_px,
                       min_cameras=settings.qc_min_cameras, min_margin_px=settings.min_margin_px,
                       review_min_cameras=review_min_cameras(settings, len(cameras)),
-                      max_jump_mm=settings.max_jump_mm),
+                      max_jump_mm=settings.max_jump_mm,
+                      max_body_deviation=settings.max_body_deviation,
+                      confirm_body_deviation=settings.confirm_body_deviation),
+        body_deviation, body_known,
     )
     attempt = state.get("attempt", 0)
     # A retry that changed no label would change nothing more: accept the frame.

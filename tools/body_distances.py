@@ -10,7 +10,8 @@ what any keypoint is called.
 
 :func:`distance_model` learns the expected distances; :func:`region_relabeling`
 relabels a region's points when another labelling fits those distances much
-better. Mirror pairs (left and right ear or paw) sit at the same distance
+better, and :func:`body_deviation` measures how well each point fits (quality
+control flags the points that fit badly and trusts the ones that fit well). Mirror pairs (left and right ear or paw) sit at the same distance
 from the midline keypoints, so the check leaves them alone: it corrects
 only what the body can tell apart. The thresholds are cautious: over 2,200
 frames of the shipped real motion, with seeds taken anywhere in it, correct
@@ -116,6 +117,46 @@ def region_relabeling(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
             # The labels left over take the missing keypoints' (empty) labels.
             source[members[~np.isin(members, matched)]] = members[~np.isin(members, present[rows])]
     return source
+
+
+def body_deviation(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
+                   model: DistanceModel, min_anchors: int = 3) -> np.ndarray:
+    """How far each point's distances to the other regions' points are from the model's -> ``(n_keypoints,)``.
+
+    The mean over the anchors (the triangulated keypoints of the other
+    regions) of ``|distance - expected| / spread``: under 1 for a point that
+    sits where the body puts its keypoint, several for one on another
+    keypoint's dot. NaN where the point is missing, the model never saw the
+    keypoint, or fewer than ``min_anchors`` anchors are comparable.
+
+    Parameters
+    ----------
+    points_3d : np.ndarray
+        ``(n_keypoints, 3)``, NaN where missing.
+    regions : Sequence[Sequence[int]]
+        Keypoint indices of each region (every keypoint in at most one region).
+    model : DistanceModel
+        From :func:`distance_model`.
+    """
+    points_3d = np.asarray(points_3d, dtype=np.float64)
+    n_keypoints = model.median_mm.shape[0]
+    if points_3d.shape != (n_keypoints, 3):
+        raise ValueError(f"points_3d must have shape ({n_keypoints}, 3), got {points_3d.shape}")
+    region_of = np.full(n_keypoints, -1)
+    for index, members in enumerate(regions):
+        region_of[np.asarray(members, dtype=np.int64)] = index
+    # A keypoint outside every region is its own region: every other keypoint anchors it.
+    region_of = np.where(region_of < 0, -1 - np.arange(n_keypoints), region_of)
+    deviation = np.abs(_pairwise(points_3d[None])[0] - model.median_mm) / model.spread_mm
+    comparable = np.isfinite(deviation) & (region_of[:, None] != region_of[None, :])
+    count = comparable.sum(axis=1)
+    total = np.where(comparable, deviation, 0.0).sum(axis=1)
+    return np.where(count >= min_anchors, total / np.maximum(count, 1), np.nan)
+
+
+def known_keypoints(model: DistanceModel) -> np.ndarray:
+    """``(n_keypoints,)`` bool: the model knows some distance of the keypoint (the seeds triangulated it)."""
+    return np.isfinite(model.median_mm).any(axis=1)
 
 
 def _mismatch(observed: np.ndarray, expected: np.ndarray, spread: np.ndarray) -> np.ndarray:

@@ -17,6 +17,20 @@ applies, in this order:
     in some camera the assignment was nearly a tie with another centroid;
 ``jump``
     its 3D point lies far from the motion prediction.
+
+Those five are retried through stages 1-3 where a view is to blame. Three
+more only ask for review (a wrong label that every camera repeats passes
+every geometric check; the body is what still sees it):
+
+``body``
+    its distances to the other regions' keypoints are far from the body's
+    (:func:`tools.body_distances.body_deviation`, in tolerances);
+``few_cameras``
+    fewer than ``review_min_cameras`` cameras confirm it and the body does
+    not vouch for it (deviation not under ``confirm_body_deviation``);
+``unchecked``
+    the body has no reference for the keypoint (the seed frames never
+    triangulated it), so nothing can tell whether it took another's dot.
 """
 
 from __future__ import annotations
@@ -25,7 +39,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-REASONS = ("unassigned", "few_cameras", "reprojection", "low_margin", "jump")
+# Reasons whose views may be retried, in order of precedence; then the review-only ones.
+RETRY_REASONS = ("unassigned", "few_cameras", "reprojection", "low_margin", "jump")
+REASONS = (*RETRY_REASONS, "body", "unchecked")
 
 
 @dataclass(frozen=True)
@@ -43,8 +59,13 @@ class QualityParams:
         keypoint's views are retried.
     review_min_cameras : int
         Fewest agreeing cameras of a label that needs no review; below it
-        the keypoint is flagged ``few_cameras`` but not retried. At most
-        ``min_cameras`` means no extra flags.
+        the keypoint is flagged ``few_cameras`` but not retried, unless the
+        body confirms it. At most ``min_cameras`` means no extra flags.
+    max_body_deviation : float
+        Largest body deviation (tolerances) of a label that needs no review.
+    confirm_body_deviation : float
+        A label with a body deviation under this needs no review for being
+        confirmed by few cameras.
     min_margin_px : float
         Smallest assignment margin (pixels) of an accepted label.
     max_jump_mm : float
@@ -57,6 +78,8 @@ class QualityParams:
     max_view_error_px: float = 2.5
     min_cameras: int = 3
     review_min_cameras: int = 3
+    max_body_deviation: float = 1.5
+    confirm_body_deviation: float = 0.5
     min_margin_px: float = 2.0
     max_jump_mm: float = 15.0
     error_scale_px: float = 4.0
@@ -87,7 +110,8 @@ class FrameQuality:
 
 def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.ndarray,
                  error_px: np.ndarray, margin_px: np.ndarray, predicted_3d: np.ndarray,
-                 params: QualityParams = QualityParams()) -> FrameQuality:
+                 params: QualityParams = QualityParams(), body_deviation: np.ndarray | None = None,
+                 body_known: np.ndarray | None = None) -> FrameQuality:
     """Flag, score and choose views to retry for one frame.
 
     Parameters
@@ -108,6 +132,11 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
         ``(n_keypoints, 3)`` motion prediction, NaN where unknown.
     params : QualityParams
         Thresholds.
+    body_deviation, body_known : np.ndarray or None
+        ``(n_keypoints,)`` :func:`tools.body_distances.body_deviation` (NaN
+        where unknown) and :func:`tools.body_distances.known_keypoints`;
+        None (no body model): no ``body`` or ``unchecked`` flags and no
+        confirmation by the body.
     """
     n_keypoints = np.shape(points_3d)[0]
     _check("points_3d", points_3d, (n_keypoints, 3))
@@ -117,6 +146,10 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
     _check("error_px", error_px, (n_cameras, n_keypoints))
     _check("margin_px", margin_px, (n_cameras, n_keypoints))
     _check("predicted_3d", predicted_3d, (n_keypoints, 3))
+    deviation = np.full(n_keypoints, np.nan) if body_deviation is None else body_deviation
+    known = np.ones(n_keypoints, bool) if body_known is None else np.asarray(body_known, bool)
+    _check("body_deviation", deviation, (n_keypoints,))
+    _check("body_known", known, (n_keypoints,))
     labelled = ~np.isnan(error_px)
     triangulated = np.all(np.isfinite(points_3d), axis=1)
     view_error = np.where(labelled, error_px, 0.0)
@@ -131,10 +164,15 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
         ambiguous.any(axis=0),
         np.nan_to_num(jump) > params.max_jump_mm,
     ]
-    reason = np.select(conditions, REASONS, default="").astype(object).astype(str)
+    reason = np.select(conditions, RETRY_REASONS, default="").astype(object).astype(str)
     retry = (reason != "")[None, :] & (~labelled | bad_view | ambiguous)
-    unconfirmed = (reason == "") & (np.asarray(ncams) < params.review_min_cameras)
-    reason = np.where(unconfirmed, "few_cameras", reason)
+    vouched = np.nan_to_num(deviation, nan=np.inf) < params.confirm_body_deviation
+    review = np.select(
+        [np.nan_to_num(deviation) > params.max_body_deviation,
+         (np.asarray(ncams) < params.review_min_cameras) & ~vouched,
+         triangulated & ~known],
+        ["body", "few_cameras", "unchecked"], default="")
+    reason = np.where(reason == "", review, reason)
     flagged = reason != ""
     score = np.where(triangulated, np.exp(-np.nan_to_num(mean_error) / params.error_scale_px), 0.0)
     score = score * np.minimum(1.0, np.asarray(ncams) / params.min_cameras)

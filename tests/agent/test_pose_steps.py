@@ -62,3 +62,17 @@ def test_correct_labels_pass_the_body_check_unchanged(scene):
         for key in ("assignment", "ncams", "stage"):
             assert np.array_equal(plain[key], checked[key])
         assert np.allclose(plain["points_3d"], checked["points_3d"], equal_nan=True)
+
+
+def test_seed_keypoints_the_labels_cannot_triangulate_are_flagged(scene):
+    group, points = scene
+    centroids, _, _ = _frame(group, points[0])
+    labels = np.stack(centroids).copy()  # every keypoint labelled in every camera
+    fore, hind = INDEX["forepaw_R"], INDEX["hindpaw_L"]
+    labels[1:, fore] = np.nan  # labelled in one camera only
+    labels[:, hind] = np.nan  # labelled nowhere
+    record = steps.seed_record(group, 0, labels, centroids)
+    assert np.flatnonzero(record.flagged).tolist() == [fore, hind]
+    assert record.reason[fore] == "few_cameras" and record.reason[hind] == "unassigned"
+    assert record.ncams[fore] == 0 and np.isnan(record.points_3d[fore]).all()
+    assert record.stage[0, fore] == "seed" and (record.centroid[:, hind] == -1).all()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.body_distances import distance_model, region_relabeling
+from tools.body_distances import body_deviation, distance_model, known_keypoints, region_relabeling
 from tools.motion import QD_KEYPOINTS, walk_procedural
 
 INDEX = {name: i for i, name in enumerate(QD_KEYPOINTS)}
@@ -88,3 +88,36 @@ def test_shapes_are_checked(walk):
         region_relabeling(walk[:2], REGIONS, model)
     with pytest.raises(ValueError, match="n_frames, n_keypoints, 3"):
         distance_model(walk[0])
+
+
+def test_body_deviation_is_small_for_the_true_body_and_large_for_a_taken_dot(real_motion):
+    # QC flags a label over 1.5 tolerances (tools.confidence.QualityParams.max_body_deviation).
+    for start in SEED_STARTS:
+        model = distance_model(real_motion[start:start + 3])
+        true_deviation = np.array([body_deviation(real_motion[f], REGIONS, model)
+                                   for f in range(0, 1000, 10)])
+        assert np.mean(true_deviation > 1.5) < 0.1, start
+        fore, tail = INDEX["forepaw_L"], INDEX["tail_base"]
+        taken = []
+        for frame in range(0, 1000, 25):
+            points = real_motion[frame].copy()
+            points[fore] = points[tail] + [0.0, 0.0, 1.0]  # the forepaw took the tail base's dot
+            taken.append(body_deviation(points, REGIONS, model)[fore])
+        assert np.mean(np.array(taken) > 1.5) > 0.9, start
+
+
+def test_body_deviation_is_unknown_without_anchors_or_a_reference(walk):
+    model = distance_model(walk[:3])
+    points = walk[50].copy()
+    assert np.isfinite(body_deviation(points, REGIONS, model)).all()
+    points[INDEX["back_top"]] = np.nan  # missing point: no deviation
+    deviation = body_deviation(points, REGIONS, model)
+    assert np.isnan(deviation[INDEX["back_top"]]) and np.isfinite(deviation[INDEX["ear_L"]])
+    only_ears = np.full_like(points, np.nan)
+    only_ears[REGIONS[0]] = walk[50, REGIONS[0]]  # ears anchor each other's region only
+    assert np.isnan(body_deviation(only_ears, REGIONS, model)).all()
+    seeds = walk[:3].copy()
+    seeds[:, INDEX["hindpaw_R"]] = np.nan  # the seeds never triangulated it
+    unseen = distance_model(seeds)
+    assert known_keypoints(unseen).tolist() == [k != INDEX["hindpaw_R"] for k in range(12)]
+    assert np.isnan(body_deviation(walk[50], REGIONS, unseen)[INDEX["hindpaw_R"]])

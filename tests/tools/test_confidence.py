@@ -58,3 +58,28 @@ def test_labels_confirmed_by_part_of_the_rig_are_flagged_for_review_but_not_retr
     assert review.reason.tolist() == ["few_cameras", "", ""]
     assert np.array_equal(review.retry, plain.retry)
     assert review.score[0] < plain.score[0] and review.score[1] == plain.score[1]
+
+
+def test_the_body_flags_far_labels_vouches_for_near_ones_and_marks_unknown_keypoints():
+    points_3d, ncams, mean_error, error, margin, predicted = _frame(n_cameras=6, n_keypoints=4)
+    ncams[:] = [6, 3, 3, 6]
+    params = QualityParams(review_min_cameras=4)
+    deviation = np.array([2.5, 0.2, 0.9, np.nan])  # far, near, neither, unknown
+    known = np.array([True, True, True, False])
+    quality = assess_frame(points_3d, ncams, mean_error, error, margin, predicted, params,
+                           deviation, known)
+    # Keypoint 1 is seen by few cameras but sits where the body puts it: no review.
+    assert quality.reason.tolist() == ["body", "", "few_cameras", "unchecked"]
+    without_body = assess_frame(points_3d, ncams, mean_error, error, margin, predicted, params)
+    assert without_body.reason.tolist() == ["", "few_cameras", "few_cameras", ""]
+    # Review flags never send views back through stages 1-3.
+    assert not quality.retry.any() and not without_body.retry.any()
+
+
+def test_geometric_reasons_take_precedence_over_the_body():
+    points_3d, ncams, mean_error, error, margin, predicted = _frame()
+    error[1, 0] = 9.0
+    quality = assess_frame(points_3d, ncams, mean_error, error, margin, predicted, QualityParams(),
+                           np.array([3.0, 3.0, 0.1]), np.ones(3, bool))
+    assert quality.reason.tolist() == ["reprojection", "body", ""]
+    assert quality.retry[1, 0] and not quality.retry[:, 1:].any()
