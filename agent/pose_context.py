@@ -40,7 +40,8 @@ class PoseContext(CommonContext):
     review_min_cameras: int | None = field(
         default=None, metadata=_doc("QC: fewest agreeing cameras of a label that needs no review "
                                     "(flagged, not retried); default: more than half the rig's "
-                                    "cameras, at least qc_min_cameras")
+                                    "cameras and at least 4 (all of a smaller rig), never below "
+                                    "qc_min_cameras")
     )
     max_body_deviation: float = field(
         default=1.5, metadata=_doc("QC: flag a label (for review) whose distances to the other "
@@ -66,7 +67,12 @@ class PoseContext(CommonContext):
 
 
 def review_min_cameras(ctx: PoseContext, n_cameras: int) -> int:
-    """The ``review_min_cameras`` setting, or more than half of ``n_cameras`` (at least ``qc_min_cameras``)."""
+    """The ``review_min_cameras`` setting, or more than half of ``n_cameras``, at least 4 (all of a smaller rig).
+
+    Never below ``qc_min_cameras``. Three agreeing views of a 4-camera rig
+    leave one view to contradict a wrong label; on the benchmark's 4-camera
+    recordings a fifth of such labels were wrong (bench/results/pose.md).
+    """
     if ctx.review_min_cameras is not None:
         return ctx.review_min_cameras
-    return max(ctx.qc_min_cameras, n_cameras // 2 + 1)
+    return max(ctx.qc_min_cameras, min(n_cameras, max(4, n_cameras // 2 + 1)))

@@ -7,8 +7,8 @@ import pytest
 from agent.pose_context import PoseContext, review_min_cameras
 
 
-@pytest.mark.parametrize("n_cameras, expected", [(3, 3), (4, 3), (5, 3), (6, 4), (8, 5)])
-def test_review_needs_more_than_half_the_rig_by_default(n_cameras, expected):
+@pytest.mark.parametrize("n_cameras, expected", [(3, 3), (4, 4), (5, 4), (6, 4), (8, 5), (10, 6)])
+def test_review_needs_more_than_half_the_rig_and_four_cameras_by_default(n_cameras, expected):
     assert review_min_cameras(PoseContext(), n_cameras) == expected
 
 
