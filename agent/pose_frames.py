@@ -132,6 +132,16 @@ class FrameStore:
             self._records.update({record.frame: record for record in records})
         return records
 
+    def has(self, frames: list[int]) -> bool:
+        """Whether every one of ``frames`` is accepted (the log is read when some are not in memory)."""
+        with self._lock:
+            missing = any(frame not in self._records for frame in frames)
+        if missing:
+            self.read_all()
+            with self._lock:
+                return all(frame in self._records for frame in frames)
+        return True
+
     def window(self, frames: list[int]) -> list[dict]:
         """Rolling-window entries of accepted ``frames``: ``frame``, ``points_2d (C, K, 2)``, ``points_3d (K, 3)``."""
         with self._lock:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.pose_frames import FrameRecord
+from agent.pose_frames import FrameRecord, FrameStore
 from tools.assignment import assign_points, predict_constant_velocity, recover_lost
 from tools.body_distances import (
     DistanceModel,
     body_deviation,
     distance_model,
     known_keypoints,
+    pair_exchange,
     region_relabeling,
 )
 from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_error, triangulate
@@ -105,6 +106,18 @@ def seed_distance_model(seed_window: list[dict]) -> DistanceModel:
     return distance_model(np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64))
 
 
+EXCHANGE_FRAMES = 10  # a cross-region exchange must fit better over this many frames
+
+
+def recent_points(store: FrameStore, frame: int, n_frames: int = EXCHANGE_FRAMES - 1
+                  ) -> np.ndarray | None:
+    """``(n_frames, K, 3)`` points of the accepted frames just before ``frame``; None if not all are accepted."""
+    frames = list(range(frame - n_frames, frame))
+    if frames[0] < 0 or not store.has(frames):
+        return None
+    return np.stack([entry["points_3d"] for entry in store.window(frames)])
+
+
 def body_check(points_3d: np.ndarray, regions: list[list[int]], model: DistanceModel
                ) -> tuple[np.ndarray, np.ndarray]:
     """QC's view of the body: each point's deviation from the seed frames' distances and whether the seeds knew the keypoint."""
@@ -115,7 +128,8 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
                        stage: np.ndarray, params: RefineParams | None,
                        predicted_3d: np.ndarray | None = None, search_radius_px: float = 60.0,
                        max_distance: float = 25.0, body: DistanceModel | None = None,
-                       regions: list[list[int]] | None = None) -> dict[str, np.ndarray]:
+                       regions: list[list[int]] | None = None,
+                       history_3d: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Stage 4 (``params`` given) or plain DLT (``params`` None) of one frame's labels.
 
     With Stage 4, keypoints it cannot triangulate are looked for again among
@@ -159,6 +173,11 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
             if not np.array_equal(source, np.arange(source.size)):
                 assignment, points_3d, ncams, mean_error, error, stage = _relabel(
                     source, assignment, points_3d, ncams, mean_error, error, stage)
+            if history_3d is not None:
+                source = pair_exchange(np.concatenate([history_3d, points_3d[None]]), regions, body)
+                if not np.array_equal(source, np.arange(source.size)):
+                    assignment, points_3d, ncams, mean_error, error, stage = _relabel(
+                        source, assignment, points_3d, ncams, mean_error, error, stage)
     else:
         points_2d = label_positions(centroids, assignment)
         points_3d = triangulate(group, points_2d)

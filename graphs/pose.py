@@ -198,7 +198,8 @@ def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[s
     regions = steps.region_indices(run.recording.keypoints, run.recording.regions)
     refined = steps.triangulate_labels(run.recording.group, centroids, assignment, stage, params,
                                         prior if full else None, body=run.seed_distances,
-                                        regions=regions)
+                                        regions=regions,
+                                        history_3d=steps.recent_points(run.store, state["frame"]))
     if run.publish_labels is not None:
         run.publish_labels(state["frame"], steps.label_positions(centroids, refined["assignment"]))
     labels = {camera: steps.refined_labels(state["labels"][camera], refined["assignment"][i],

@@ -119,6 +119,70 @@ def region_relabeling(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
     return source
 
 
+def pair_exchange(points_3d: np.ndarray, regions: Sequence[Sequence[int]], model: DistanceModel,
+                  min_gain: float = 1.0, min_anchors: int = 4) -> np.ndarray:
+    """The exchange of two keypoints of different regions that fits the body best -> ``source (n_keypoints,)``.
+
+    A fast turn can leave two keypoints of different regions on each
+    other's dots (the back and the tail base while the mouse bends into a
+    U); the within-region check cannot undo that. For every pair of
+    keypoints of two different regions, the mismatch of both points with
+    the model (mean deviation in spreads over the anchors: the keypoints of
+    the other regions) is compared with the mismatch after exchanging them.
+    ``points_3d (n_frames, n_keypoints, 3)`` are the last frames as labelled
+    (the current one last): a pair is exchanged only when its gain,
+    averaged over the two points, is over ``min_gain`` in every one of them
+    with at least ``min_anchors`` anchors, so a posture that only passes
+    (the turn itself) exchanges nothing. The pair with the largest smallest
+    gain wins. Over the shipped real motion, correct labels never gained
+    more than 0.8 from any exchange, while a back/tail-base exchange gains
+    more than 1 in 97% of frames. ``arange`` when nothing is exchanged.
+    """
+    points_3d = np.asarray(points_3d, dtype=np.float64)
+    n_keypoints = model.median_mm.shape[0]
+    if points_3d.ndim != 3 or points_3d.shape[1:] != (n_keypoints, 3):
+        raise ValueError(f"points_3d must have shape (n_frames, {n_keypoints}, 3), "
+                         f"got {points_3d.shape}")
+    source = np.arange(n_keypoints)
+    region_of = _region_of(regions, n_keypoints)
+    known = np.all(np.isfinite(points_3d), axis=2)  # (F, K)
+    distances = _pairwise(points_3d)  # (F, K, K)
+    # deviation[f, k, slot, a]: point k's distance to anchor a against the slot keypoint's.
+    deviation = (np.abs(distances[:, :, None, :] - model.median_mm[None, None])
+                 / model.spread_mm[None, None])
+    best_gain, best_pair = min_gain, None
+    for i in range(n_keypoints):
+        for j in range(i + 1, n_keypoints):
+            if region_of[i] == region_of[j] or not (known[:, i] & known[:, j]).all():
+                continue
+            anchors = known & (region_of != region_of[i]) & (region_of != region_of[j])
+            terms = deviation[:, [i, j, i, j], [i, j, j, i]]  # (F, 4, K): as is, then exchanged
+            comparable = anchors & np.isfinite(terms).all(axis=1)
+            count = comparable.sum(axis=1)
+            if (count < min_anchors).any():
+                continue
+            mismatch = np.where(comparable[:, None], terms, 0.0).sum(axis=2) / count[:, None]
+            # Both points must fit their new keypoint better: one bad point is not a swap.
+            each = np.minimum(mismatch[:, 0] - mismatch[:, 2], mismatch[:, 1] - mismatch[:, 3])
+            if (each < min_gain / 2.0).any():
+                continue
+            gain = ((mismatch[:, 0] + mismatch[:, 1] - mismatch[:, 2] - mismatch[:, 3]) / 2.0).min()
+            if gain > best_gain:
+                best_gain, best_pair = gain, (i, j)
+    if best_pair is not None:
+        i, j = best_pair
+        source[i], source[j] = j, i
+    return source
+
+
+def _region_of(regions: Sequence[Sequence[int]], n_keypoints: int) -> np.ndarray:
+    """``(n_keypoints,)`` region index of each keypoint; a keypoint in no region is its own region."""
+    region_of = np.full(n_keypoints, -1)
+    for index, members in enumerate(regions):
+        region_of[np.asarray(members, dtype=np.int64)] = index
+    return np.where(region_of < 0, -1 - np.arange(n_keypoints), region_of)
+
+
 def body_deviation(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
                    model: DistanceModel, min_anchors: int = 3) -> np.ndarray:
     """How far each point's distances to the other regions' points are from the model's -> ``(n_keypoints,)``.
@@ -142,11 +206,7 @@ def body_deviation(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
     n_keypoints = model.median_mm.shape[0]
     if points_3d.shape != (n_keypoints, 3):
         raise ValueError(f"points_3d must have shape ({n_keypoints}, 3), got {points_3d.shape}")
-    region_of = np.full(n_keypoints, -1)
-    for index, members in enumerate(regions):
-        region_of[np.asarray(members, dtype=np.int64)] = index
-    # A keypoint outside every region is its own region: every other keypoint anchors it.
-    region_of = np.where(region_of < 0, -1 - np.arange(n_keypoints), region_of)
+    region_of = _region_of(regions, n_keypoints)
     deviation = np.abs(_pairwise(points_3d[None])[0] - model.median_mm) / model.spread_mm
     comparable = np.isfinite(deviation) & (region_of[:, None] != region_of[None, :])
     count = comparable.sum(axis=1)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from agent import pose_steps as steps
+from agent.pose_frames import FrameStore
 from tools import qd_render
 from tools.geometry import project
 from tools.motion import QD_KEYPOINTS, walk_procedural
@@ -76,3 +77,27 @@ def test_seed_keypoints_the_labels_cannot_triangulate_are_flagged(scene):
     assert record.reason[fore] == "few_cameras" and record.reason[hind] == "unassigned"
     assert record.ncams[fore] == 0 and np.isnan(record.points_3d[fore]).all()
     assert record.stage[0, fore] == "seed" and (record.centroid[:, hind] == -1).all()
+
+
+def test_a_cross_region_exchange_held_for_ten_frames_is_undone(scene, tmp_path):
+    group, points = scene
+    body = steps.seed_distance_model([{"points_3d": p} for p in points[:3]])
+    back, tail = INDEX["back_top"], INDEX["tail_base"]
+    store = FrameStore(tmp_path, len(group), len(QD_KEYPOINTS))
+    for frame in range(50, 59):  # the nine accepted frames before frame 59, exchanged
+        swapped = points[frame].copy()
+        swapped[[back, tail]] = swapped[[tail, back]]
+        store.append(steps.seed_record(group, frame, project(group, swapped),
+                                       list(project(group, points[frame]))))
+    history = steps.recent_points(store, 59)
+    assert history.shape == (steps.EXCHANGE_FRAMES - 1, len(QD_KEYPOINTS), 3)
+    assert steps.recent_points(store, 58) is None  # frame 49 was never accepted
+    centroids, assignment, stage = _frame(group, points[59])
+    assignment[:, [back, tail]] = assignment[:, [tail, back]]
+    kept = steps.triangulate_labels(group, centroids, assignment, stage, RefineParams(),
+                                    body=body, regions=REGIONS)
+    assert np.array_equal(kept["assignment"][:, back], np.full(len(group), tail))
+    undone = steps.triangulate_labels(group, centroids, assignment, stage, RefineParams(),
+                                      body=body, regions=REGIONS, history_3d=history)
+    assert np.array_equal(undone["assignment"], np.tile(np.arange(len(QD_KEYPOINTS)), (len(group), 1)))
+    assert np.allclose(undone["points_3d"][back], points[59, back], atol=1e-6)

@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.body_distances import body_deviation, distance_model, known_keypoints, region_relabeling
+from tools.body_distances import (
+    body_deviation,
+    distance_model,
+    known_keypoints,
+    pair_exchange,
+    region_relabeling,
+)
 from tools.motion import QD_KEYPOINTS, walk_procedural
 
 INDEX = {name: i for i, name in enumerate(QD_KEYPOINTS)}
@@ -121,3 +127,37 @@ def test_body_deviation_is_unknown_without_anchors_or_a_reference(walk):
     unseen = distance_model(seeds)
     assert known_keypoints(unseen).tolist() == [k != INDEX["hindpaw_R"] for k in range(12)]
     assert np.isnan(body_deviation(walk[50], REGIONS, unseen)[INDEX["hindpaw_R"]])
+
+
+def test_correct_labels_are_never_exchanged_across_regions_whatever_the_posture(real_motion):
+    for start in SEED_STARTS:
+        model = distance_model(real_motion[start:start + 3])
+        for frame in range(0, 990, 30):
+            recent = _rotated(real_motion[frame:frame + 10], 0.01 * frame)
+            assert np.array_equal(pair_exchange(recent, REGIONS, model), IDENTITY), (start, frame)
+
+
+def test_a_back_and_tail_exchange_that_persists_is_undone(real_motion):
+    model = distance_model(real_motion[400:403])
+    back, tail = INDEX["back_top"], INDEX["tail_base"]
+    recent = real_motion[500:510].copy()
+    recent[:, [back, tail]] = recent[:, [tail, back]]  # each took the other's dot
+    source = pair_exchange(recent, REGIONS, model)
+    assert source[back] == tail and source[tail] == back
+    assert np.array_equal(np.delete(source, [back, tail]), np.delete(IDENTITY, [back, tail]))
+    # A posture that fits the exchange in only some of the frames exchanges nothing.
+    passing = recent.copy()
+    passing[:5, [back, tail]] = passing[:5, [tail, back]]
+    assert np.array_equal(pair_exchange(passing, REGIONS, model), IDENTITY)
+
+
+def test_an_exchange_needs_both_points_to_fit_better(real_motion):
+    model = distance_model(real_motion[400:403])
+    ear, back = INDEX["ear_L"], INDEX["back_bottom"]
+    recent = real_motion[500:510].copy()
+    # The back's label sits on a spurious spot far from the body: it fits the ear's place
+    # better than its own, but the (correct) ear fits the back's place worse than its own.
+    recent[:, back] = recent[:, ear] + [-94.6, 49.1, 13.6]
+    assert np.array_equal(pair_exchange(recent, REGIONS, model), IDENTITY)
+    with pytest.raises(ValueError, match="n_frames"):
+        pair_exchange(recent[0], REGIONS, model)
