@@ -6,10 +6,10 @@ applies, in this order:
 ``unassigned``
     no camera has a label for it;
 ``few_cameras``
-    fewer than ``min_cameras`` cameras agree on its 3D point (or it could
-    not be triangulated), or fewer than ``review_min_cameras``: a label that
-    only part of the rig confirms is reviewed, since a wrong label held
-    consistently by a few views passes every geometric check;
+    it could not be triangulated, or fewer than ``min_cameras`` cameras
+    agree on its 3D point (its views are retried; a triangulated label the
+    body vouches for, deviation under ``confirm_body_deviation``, is not
+    flagged after the retries);
 ``reprojection``
     its mean reprojection error, or the error in one of its labelled views,
     is over the threshold;
@@ -27,7 +27,8 @@ every geometric check; the body is what still sees it):
     (:func:`tools.body_distances.body_deviation`, in tolerances);
 ``few_cameras``
     fewer than ``review_min_cameras`` cameras confirm it and the body does
-    not vouch for it (deviation not under ``confirm_body_deviation``);
+    not vouch for it: a wrong label held consistently by a few views passes
+    every geometric check;
 ``unchecked``
     the body has no reference for the keypoint (the seed frames never
     triangulated it), so nothing can tell whether it took another's dot.
@@ -64,8 +65,8 @@ class QualityParams:
     max_body_deviation : float
         Largest body deviation (tolerances) of a label that needs no review.
     confirm_body_deviation : float
-        A label with a body deviation under this needs no review for being
-        confirmed by few cameras.
+        A triangulated label with a body deviation under this needs no
+        review for being confirmed by few cameras (it is still retried).
     min_margin_px : float
         Smallest assignment margin (pixels) of an accepted label.
     max_jump_mm : float
@@ -167,6 +168,7 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
     reason = np.select(conditions, RETRY_REASONS, default="").astype(object).astype(str)
     retry = (reason != "")[None, :] & (~labelled | bad_view | ambiguous)
     vouched = np.nan_to_num(deviation, nan=np.inf) < params.confirm_body_deviation
+    reason = np.where((reason == "few_cameras") & triangulated & vouched, "", reason)
     review = np.select(
         [np.nan_to_num(deviation) > params.max_body_deviation,
          (np.asarray(ncams) < params.review_min_cameras) & ~vouched,

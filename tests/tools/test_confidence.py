@@ -83,3 +83,16 @@ def test_geometric_reasons_take_precedence_over_the_body():
                            np.array([3.0, 3.0, 0.1]), np.ones(3, bool))
     assert quality.reason.tolist() == ["reprojection", "body", ""]
     assert quality.retry[1, 0] and not quality.retry[:, 1:].any()
+
+
+def test_a_two_camera_label_the_body_vouches_for_is_retried_but_not_flagged():
+    points_3d, ncams, mean_error, error, margin, predicted = _frame(n_cameras=4, n_keypoints=2)
+    error[2:, :] = np.nan  # both keypoints: two labelled views
+    margin[2:, :] = np.nan
+    ncams[:] = 2
+    quality = assess_frame(points_3d, ncams, mean_error, error, margin, predicted, QualityParams(),
+                           np.array([0.2, 0.9]), np.ones(2, bool))
+    assert quality.reason.tolist() == ["", "few_cameras"]
+    # Both are still worth another look in the views that have no label.
+    assert quality.retry[:, 0].tolist() == [False, False, True, True]
+    assert np.array_equal(quality.retry[:, 0], quality.retry[:, 1])
