@@ -49,8 +49,9 @@ class PoseContext(CommonContext):
                                    "many tolerances on average (full pipeline only)")
     )
     confirm_body_deviation: float = field(
-        default=0.5, metadata=_doc("QC: a label seen by fewer than review_min_cameras needs no "
-                                   "review when its body deviation is under this")
+        default=0.5, metadata=_doc("QC: a triangulated label that few cameras confirm needs no "
+                                   "review when its body deviation is under this (it is still "
+                                   "retried)")
     )
     min_margin_px: float = field(
         default=2.0, metadata=_doc("QC: smallest assignment margin (cost gap to second best)")

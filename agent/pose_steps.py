@@ -137,7 +137,11 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
     (:func:`tools.assignment.recover_lost`), and Stage 4 runs once more if
     any is found. Then, with a ``body`` distance model and the keypoint
     indices of the ``regions``, a region whose points fit the body much
-    better relabelled is relabelled (:func:`tools.body_distances.region_relabeling`).
+    better relabelled is relabelled (:func:`tools.body_distances.region_relabeling`),
+    and with ``history_3d (n_frames, K, 3)``, the points of the frames just
+    before (:func:`recent_points`), two keypoints of different regions that
+    the body has contradicted over all those frames are exchanged
+    (:func:`tools.body_distances.pair_exchange`).
 
     Parameters
     ----------

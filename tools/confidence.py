@@ -27,8 +27,7 @@ every geometric check; the body is what still sees it):
     (:func:`tools.body_distances.body_deviation`, in tolerances);
 ``few_cameras``
     fewer than ``review_min_cameras`` cameras confirm it and the body does
-    not vouch for it: a wrong label held consistently by a few views passes
-    every geometric check;
+    not vouch for it;
 ``unchecked``
     the body has no reference for the keypoint (the seed frames never
     triangulated it), so nothing can tell whether it took another's dot.
