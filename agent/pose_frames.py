@@ -13,10 +13,11 @@ here, in the run's cache directory, referenced by path:
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 
 from agent.pose_results import write_keypoints_2d, write_keypoints_3d, write_qc
 from agent.recording import Recording
+from agent.streams import FrameStream, open_stream
 from tools.centroids import detect_centroids
 from tools.confidence import REASONS
 
@@ -205,34 +207,69 @@ class FrameMemo:
 
 
 class CentroidPrefetch:
-    """Centroids of every camera's fluorescence frame, detected one frame ahead in a thread.
+    """Centroids of every camera's fluorescence frame, detected ahead of the graph.
 
-    :meth:`get` returns frame ``t``'s centroids and starts on ``t + 1``, so
-    decoding and detection (OpenCV, which releases the GIL) overlap the
-    graph's work on frame ``t``. Detection is a pure function of the frame,
-    so results do not depend on the timing. Only fluorescence is decoded.
+    :meth:`get` returns frame ``t``'s centroids and has the next frames
+    started, so decoding and detection overlap the graph's work on frame
+    ``t``. Detection is a pure function of the frame, so results do not
+    depend on where or when it runs. Only fluorescence is decoded.
+
+    With ``processes`` the work runs in one child process, ``read_ahead``
+    frames ahead: in a thread it shares the interpreter lock with the graph,
+    which cost ~40% of the wall time of a 300-frame run
+    (bench/results/pose-speed.md). The child is forked, so it needs no main
+    module guard and starts in milliseconds, but it holds the streams open
+    twice; short runs use a thread (``processes`` False, one frame ahead).
     """
 
-    def __init__(self, recording: Recording) -> None:
+    def __init__(self, recording: Recording, processes: bool = False, read_ahead: int = 4) -> None:
         self.recording = recording
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="centroids")
+        self.read_ahead = read_ahead if processes else 1
+        if processes:
+            # Forked now, before the graph starts its threads (a fork copies no running
+            # thread, and a lock one of them held would stay locked in the child).
+            self._pool: Executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                initializer=_open_fluorescence,
+                initargs=([str(recording.stream_path(camera, "fluorescence"))
+                           for camera in recording.cameras],))
+            self._pool.submit(int).result()
+            self._detect: Callable[[int], list[np.ndarray]] = _detect_opened
+        else:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="centroids")
+            self._detect = self._detect_here
         self._pending: dict[int, Future[list[np.ndarray]]] = {}
 
-    def _detect(self, frame: int) -> list[np.ndarray]:
+    def _detect_here(self, frame: int) -> list[np.ndarray]:
         return [detect_centroids(self.recording.fluorescence(camera).read(frame)).xy
                 for camera in self.recording.cameras]
 
     def get(self, frame: int) -> list[np.ndarray]:
         """One ``(n_c, 2)`` array of centroids per camera of ``frame``, in detection order."""
         current = self._pending.pop(frame, None) or self._pool.submit(self._detect, frame)
-        following = frame + 1
-        self._pending = ({following: self._pool.submit(self._detect, following)}
-                         if following < self.recording.n_frames else {})
+        # Frames behind the one asked for are never asked for again (a resume starts anew).
+        self._pending = {t: future for t, future in self._pending.items() if t > frame}
+        for following in range(frame + 1, min(frame + 1 + self.read_ahead, self.recording.n_frames)):
+            if following not in self._pending:
+                self._pending[following] = self._pool.submit(self._detect, following)
         return current.result()
 
     def close(self) -> None:
-        """Stop the thread (a pending frame is dropped)."""
+        """Stop the worker (pending frames are dropped)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_OPENED: list[FrameStream] = []  # the child process's fluorescence streams, one per camera
+
+
+def _open_fluorescence(paths: list[str]) -> None:
+    """Child process initializer: open the fluorescence streams once."""
+    _OPENED[:] = [open_stream(path) for path in paths]
+
+
+def _detect_opened(frame: int) -> list[np.ndarray]:
+    """Centroids of ``frame`` in each stream the child process opened."""
+    return [detect_centroids(stream.read(frame)).xy for stream in _OPENED]
 
 
 def model_flags(previous: dict[str, str], redone: list[str], answers: list[dict]) -> dict[str, str]:

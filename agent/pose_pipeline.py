@@ -42,6 +42,8 @@ from tools.pose_metrics import evaluate_pose
 if TYPE_CHECKING:  # the factory is imported when a model backend is asked for
     from agent.backends.factory_pose import AnswerSource
 
+# From this many frames on, centroids are detected in a child process (its start costs ~1 s).
+PROCESS_PREFETCH_FRAMES = 150
 RECURSION_LIMIT = 10**9  # the loop is bounded by the frame count, never by this
 # Each checkpoint is written before the next step runs. "async" (LangGraph's default) lets
 # the writer fall frames behind the frame log, and a killed run then redoes those frames;
@@ -112,7 +114,9 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
     ctx = PoseContext(**stored["context"])
     started = time.perf_counter()
     store = FrameStore(run.cache_dir, len(recording.cameras), len(recording.keypoints))
-    board, prefetch = LatestLabels(), CentroidPrefetch(recording)
+    n_to_track = min(recording.n_frames, ctx.max_frames or recording.n_frames)
+    board = LatestLabels()
+    prefetch = CentroidPrefetch(recording, processes=n_to_track >= PROCESS_PREFETCH_FRAMES)
     owned = backend is None  # a backend made here holds streams and threads to release
     backend = backend or make_pose_backend(ctx, recording, run, board, answer_source)
     try:

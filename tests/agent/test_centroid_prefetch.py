@@ -1,0 +1,51 @@
+"""Tests for agent/pose_frames.CentroidPrefetch: detection ahead of the graph, in a thread or a child process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.pose_frames import CentroidPrefetch
+from agent.recording import load_recording
+from tests.fixtures.tiny_recording import make_tiny_recording
+from tools.centroids import detect_centroids
+
+
+@pytest.fixture(scope="module")
+def recording_dir(tmp_path_factory) -> Path:
+    return make_tiny_recording(tmp_path_factory.mktemp("prefetch") / "rec", n_frames=10,
+                               stream_format="avi")
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_prefetched_centroids_are_those_of_the_frame_asked_for(recording_dir, processes):
+    recording = load_recording(recording_dir)
+    expected = {frame: [detect_centroids(recording.fluorescence(camera).read(frame)).xy
+                        for camera in recording.cameras] for frame in range(recording.n_frames)}
+    prefetch = CentroidPrefetch(recording, processes=processes, read_ahead=3)
+    try:
+        # In order, then back to an earlier frame (a resume), then the last frame.
+        for frame in [*range(4, 10), 2, 3, 9]:
+            got = prefetch.get(frame)
+            assert len(got) == len(recording.cameras)
+            for centroids, reference in zip(got, expected[frame], strict=True):
+                assert np.array_equal(centroids, reference), (processes, frame)
+    finally:
+        prefetch.close()
+        recording.close()
+
+
+def test_a_long_run_uses_a_child_process_and_gives_the_same_results(recording_dir, tmp_path,
+                                                                      monkeypatch):
+    import agent.pose_pipeline as pipeline
+    from agent.pose_context import PoseContext
+
+    outputs = {}
+    for name, threshold in (("thread", 10**6), ("process", 1)):
+        monkeypatch.setattr(pipeline, "PROCESS_PREFETCH_FRAMES", threshold)
+        pipeline.run_pose(recording_dir, tmp_path / name, PoseContext(), quiet=True)
+        outputs[name] = [(tmp_path / name / f).read_bytes()
+                         for f in ("keypoints_3d.csv", "keypoints_2d.csv", "qc.csv")]
+    assert outputs["thread"] == outputs["process"]
