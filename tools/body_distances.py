@@ -89,10 +89,8 @@ def region_relabeling(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
     model : DistanceModel
         From :func:`distance_model`.
     """
-    points_3d = np.asarray(points_3d, dtype=np.float64)
-    n_keypoints = model.median_mm.shape[0]
-    if points_3d.shape != (n_keypoints, 3):
-        raise ValueError(f"points_3d must have shape ({n_keypoints}, 3), got {points_3d.shape}")
+    points_3d = _frame_points(points_3d, model)
+    n_keypoints = points_3d.shape[0]
     source = np.arange(n_keypoints)
     known = np.all(np.isfinite(points_3d), axis=1)
     distances = _pairwise(points_3d[None])[0]
@@ -173,6 +171,15 @@ def pair_exchange(points_3d: np.ndarray, regions: Sequence[Sequence[int]], model
     return source
 
 
+def _frame_points(points_3d: np.ndarray, model: DistanceModel) -> np.ndarray:
+    """``points_3d`` as float64, checked to be one frame ``(n_keypoints, 3)`` of the model's keypoints."""
+    points_3d = np.asarray(points_3d, dtype=np.float64)
+    n_keypoints = model.median_mm.shape[0]
+    if points_3d.shape != (n_keypoints, 3):
+        raise ValueError(f"points_3d must have shape ({n_keypoints}, 3), got {points_3d.shape}")
+    return points_3d
+
+
 def _region_of(regions: Sequence[Sequence[int]], n_keypoints: int) -> np.ndarray:
     """``(n_keypoints,)`` region index of each keypoint; a keypoint in no region is its own region."""
     region_of = np.full(n_keypoints, -1)
@@ -190,20 +197,10 @@ def body_deviation(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
     sits where the body puts its keypoint, several for one on another
     keypoint's dot. NaN where the point is missing, the model never saw the
     keypoint, or fewer than ``min_anchors`` anchors are comparable.
-
-    Parameters
-    ----------
-    points_3d : np.ndarray
-        ``(n_keypoints, 3)``, NaN where missing.
-    regions : Sequence[Sequence[int]]
-        Keypoint indices of each region (every keypoint in at most one region).
-    model : DistanceModel
-        From :func:`distance_model`.
+    ``points_3d``, ``regions`` and ``model`` as in :func:`region_relabeling`.
     """
-    points_3d = np.asarray(points_3d, dtype=np.float64)
-    n_keypoints = model.median_mm.shape[0]
-    if points_3d.shape != (n_keypoints, 3):
-        raise ValueError(f"points_3d must have shape ({n_keypoints}, 3), got {points_3d.shape}")
+    points_3d = _frame_points(points_3d, model)
+    n_keypoints = points_3d.shape[0]
     region_of = _region_of(regions, n_keypoints)
     deviation = np.abs(_pairwise(points_3d[None])[0] - model.median_mm) / model.spread_mm
     comparable = np.isfinite(deviation) & (region_of[:, None] != region_of[None, :])
