@@ -27,6 +27,7 @@ from agent.atomic import write_json_atomic
 from agent.backends.classical_pose import ClassicalPoseBackend
 from agent.backends.pose_base import PoseBackend
 from agent.backends.pose_tools import LatestLabels
+from agent.checkpoint_prune import CheckpointPruner
 from agent.config import context_to_dict
 from agent.errors import InputError
 from agent.pose_context import PoseContext
@@ -151,7 +152,10 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
     # resume redoes and traces again).
     trace = TraceRecorder(run.path / "trace.jsonl", flush_after=("accept_frame", "write_results"))
     with closing(_connect(run)) as connection, closing(prefetch), closing(trace):
-        graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
+        saver = SqliteSaver(connection)
+        graph = build_pose_graph().compile(checkpointer=saver)
+        # A finished frame keeps the two checkpoints a fork needs; the rest would cost ~150 KB.
+        pruner = CheckpointPruner(saver.cursor, thread_id)
         snapshot = graph.get_state(config)
         inputs = None if snapshot.values else _initial_state(recording, runtime, end_frame)
         progress = _Progress(end_frame - int(recording.seeds.frames[0]), quiet)
@@ -165,6 +169,8 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
             accepted = event.get("result") if event.get("name") == "accept_frame" else None
             if accepted:
                 progress.show(accepted["n_done"], accepted["n_flagged"])
+                pruner.prune()
+        pruner.prune()
         progress.close()
     recording.close()
     return _finish(run, recording, ctx, backend, store.read_all(), time.perf_counter() - started)

@@ -159,18 +159,27 @@ def test_replay_of_an_openai_pose_run_needs_no_server(recording, tmp_path):
 
 
 def _tracked_frames_after_fork(run_dir: Path) -> list[int]:
+    """Frames whose Stage 4 ran in ``run_dir`` (its trace holds only what the fork ran)."""
+    records = [json.loads(line) for line in (run_dir / "trace.jsonl").read_text().splitlines()]
+    return sorted({record["frame"] for record in records if record["node"] == "refine_cross_view"})
+
+
+def _fork_branch_in_lineage(run_dir: Path, frame: int) -> bool:
+    """Whether the fork's history runs from its end back through the fork's update to ``frame``'s start."""
     meta = json.loads((run_dir / ".bvlm" / "meta.json").read_text())
     with closing(sqlite3.connect(run_dir / ".bvlm" / "checkpoints.sqlite", check_same_thread=False)) as db:
         graph = build_pose_graph().compile(checkpointer=SqliteSaver(db))
         history = lineage(graph, {"configurable": {"thread_id": meta["thread_id"]}})
-    after = history[:next(i for i, snap in enumerate(history) if snap.metadata.get("source") == "update")]
-    return sorted({snap.values["frame"] for snap in after if "refine_cross_view" in snap.next})
+    update = next(i for i, snap in enumerate(history) if snap.metadata.get("source") == "update")
+    start = history[update + 1]
+    return start.values["frame"] == frame and tuple(start.next) == ("detect_centroids",)
 
 
 def test_fork_of_a_pose_run_tracks_again_from_the_frame(recording, tmp_path):
     assert main(["pose", str(recording), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     assert main(["replay", str(tmp_path / "run"), "--out", str(tmp_path / "fork"), "--from", "6"]) == 0
     assert _tracked_frames_after_fork(tmp_path / "fork") == [6, 7, 8, 9]
+    assert _fork_branch_in_lineage(tmp_path / "fork", 6)
     assert _same_results(tmp_path / "run", tmp_path / "fork", POSE_RESULTS)
 
 
