@@ -150,21 +150,25 @@ def pair_exchange(points_3d: np.ndarray, regions: Sequence[Sequence[int]], model
     # deviation[f, k, slot, a]: point k's distance to anchor a against the slot keypoint's.
     deviation = (np.abs(distances[:, :, None, :] - model.median_mm[None, None])
                  / model.spread_mm[None, None])
-    best_gain, best_pair = min_gain, None
-    for i in range(n_keypoints):
-        for j in range(i + 1, n_keypoints):
-            if region_of[i] == region_of[j] or not (known[:, i] & known[:, j]).all():
-                continue
-            anchors = known & (region_of != region_of[i]) & (region_of != region_of[j])
-            terms = deviation[:, [i, j, i, j], [i, j, j, i]]  # (F, 4, K): as is, then exchanged
-            comparable = anchors & np.isfinite(terms).all(axis=1)
-            count = comparable.sum(axis=1)
-            if (count < min_anchors).any():
-                continue
-            mismatch = np.where(comparable[:, None], terms, 0.0).sum(axis=2) / count[:, None]
-            gain = np.minimum(mismatch[:, 0] - mismatch[:, 2], mismatch[:, 1] - mismatch[:, 3]).min()
-            if gain > best_gain:
-                best_gain, best_pair = gain, (i, j)
+    # For the pair (i, j), axes (frame, i, j, anchor): i as i, j as j, i as j, j as i.
+    as_self = np.diagonal(deviation, axis1=1, axis2=2).transpose(0, 2, 1)  # (F, K, anchor)
+    terms = (as_self[:, :, None, :], as_self[:, None, :, :], deviation,
+             deviation.transpose(0, 2, 1, 3))
+    anchors = (known[:, None, None, :] & (region_of[None, None, None, :] != region_of[None, :, None, None])
+               & (region_of[None, None, None, :] != region_of[None, None, :, None]))
+    comparable = anchors.copy()
+    for term in terms:
+        comparable &= np.isfinite(term)
+    count = comparable.sum(axis=3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mismatch = [np.where(comparable, term, 0.0).sum(axis=3) / count for term in terms]
+        gain = np.minimum(mismatch[0] - mismatch[2], mismatch[1] - mismatch[3]).min(axis=0)
+    both_known = (known[:, :, None] & known[:, None, :]).all(axis=0)
+    eligible = (np.triu(region_of[:, None] != region_of[None, :], k=1) & both_known
+                & (count >= min_anchors).all(axis=0))
+    gain = np.where(eligible, gain, -np.inf)
+    best = int(np.argmax(gain))  # row-major: the first pair (i < j) of the largest gain
+    best_pair = divmod(best, n_keypoints) if gain.flat[best] > min_gain else None
     if best_pair is not None:
         i, j = best_pair
         source[i], source[j] = j, i
