@@ -53,6 +53,11 @@ class PoseContext(CommonContext):
                                    "review when its body deviation is under this (it is still "
                                    "retried)")
     )
+    reacquired_lost_frames: int = field(
+        default=10, metadata=_doc("QC: a keypoint found again after this many frames without a 3D "
+                                  "point is flagged 'reacquired' until the body vouches for it "
+                                  "(full pipeline only)")
+    )
     min_margin_px: float = field(
         default=2.0, metadata=_doc("QC: smallest assignment margin (cost gap to second best)")
     )

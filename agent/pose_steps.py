@@ -312,6 +312,24 @@ def accept(state: dict, centroids: list[np.ndarray]) -> tuple[FrameRecord, list]
     return record, update_last_seen(state["last_seen_3d"], points_3d)
 
 
+def found_again(lost_frames: list[int], reacquired: list[bool], points_3d: np.ndarray,
+                min_lost_frames: int) -> np.ndarray:
+    """``(K,)`` bool: keypoints triangulated now that were found again after ``min_lost_frames`` or more lost frames.
+
+    True from the frame a keypoint is found again for as long as it stays
+    triangulated (``reacquired`` carries it from frame to frame).
+    """
+    seen = np.all(np.isfinite(points_3d), axis=1)
+    was_lost = np.asarray(lost_frames) >= max(1, min_lost_frames)
+    return seen & (np.asarray(reacquired, dtype=bool) | was_lost)
+
+
+def update_lost(lost_frames: list[int], points_3d: np.ndarray) -> list[int]:
+    """Lost-frame counts after an accepted frame: reset where triangulated, one more elsewhere."""
+    seen = np.all(np.isfinite(points_3d), axis=1)
+    return np.where(seen, 0, np.asarray(lost_frames) + 1).tolist()
+
+
 def update_last_seen(last_seen_3d: list, points_3d: np.ndarray) -> list:
     """``last_seen_3d (K, 3)`` with the keypoints triangulated in ``points_3d (K, 3)`` moved there.
 

@@ -222,6 +222,11 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
             np.array(refined["points_3d"], dtype=np.float64),
             steps.region_indices(run.recording.keypoints, run.recording.regions),
             run.seed_distances)
+    points_3d = np.array(refined["points_3d"], dtype=np.float64)
+    n_keypoints = len(run.recording.keypoints)
+    reacquired = steps.found_again(state.get("lost_frames") or [0] * n_keypoints,
+                                   state.get("reacquired") or [False] * n_keypoints, points_3d,
+                                   settings.reacquired_lost_frames)
     quality = assess_frame(
         np.array(refined["points_3d"]), np.array(refined["ncams"]),
         np.array(refined["mean_error_px"], dtype=np.float64),
@@ -234,7 +239,7 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
                       max_jump_mm=settings.max_jump_mm,
                       max_body_deviation=settings.max_body_deviation,
                       confirm_body_deviation=settings.confirm_body_deviation),
-        body_deviation, body_known,
+        body_deviation, body_known, reacquired if run.seed_distances is not None else None,
     )
     attempt = state.get("attempt", 0)
     # A retry that changed no label would change nothing more: accept the frame.
@@ -248,8 +253,9 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
                                "previous_assignment": refined["assignment"]})
     flagged, reason = flag_model_labels(run.recording.keypoints, quality.flagged.tolist(),
                                         quality.reason.tolist(), state.get("model_flags") or {})
-    return Command(goto="accept_frame", update={"quality": {
-        "flagged": flagged, "reason": reason, "score": quality.score.tolist()}})
+    return Command(goto="accept_frame", update={
+        "quality": {"flagged": flagged, "reason": reason, "score": quality.score.tolist()},
+        "reacquired": reacquired.tolist()})
 
 
 def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]
@@ -262,6 +268,8 @@ def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]
                                        run.seed_frames)
     # Seed frames skipped on the way count as done: they were logged before the run started.
     update = {"frame": following, "window": window[-WINDOW_FRAMES:], "last_seen_3d": last_seen,
+              "lost_frames": steps.update_lost(state.get("lost_frames")
+                                               or [0] * len(run.recording.keypoints), record.points_3d),
               "n_done": state.get("n_done", 0) + following - state["frame"],
               "n_flagged": state.get("n_flagged", 0) + int(record.flagged.sum()),
               # The frame is in the log now: keep frame-boundary checkpoints small.

@@ -44,6 +44,8 @@ class PoseState(TypedDict, total=False):
     end_frame: int  # exclusive
     window: list[int]  # the last accepted frames, oldest first (at most 3); labels in the frame log
     last_seen_3d: list[list[float]]  # (n_keypoints, 3) last triangulated point, NaN if never
+    lost_frames: list[int]  # per keypoint, accepted frames in a row without a 3D point
+    reacquired: list[bool]  # per keypoint, triangulated in every frame since it was found again
     centroids_path: str  # this frame's centroids (FrameStore.save_centroids)
     attempt: int  # retries of stages 1-3 done for this frame
     redo: dict[str, list[str]]  # camera -> keypoints stages 1-3 (re)assign in this attempt

@@ -30,7 +30,11 @@ every geometric check; the body is what still sees it):
     not vouch for it;
 ``unchecked``
     the body has no reference for the keypoint (the seed frames never
-    triangulated it), so nothing can tell whether it took another's dot.
+    triangulated it), so nothing can tell whether it took another's dot;
+``reacquired``
+    the keypoint was lost for a while and found again, maybe on another
+    keypoint's dot: its labels ask for review until the body vouches for
+    one (the caller says which keypoints were found again).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import numpy as np
 
 # Reasons whose views may be retried, in order of precedence; then the review-only ones.
 RETRY_REASONS = ("unassigned", "few_cameras", "reprojection", "low_margin", "jump")
-REASONS = (*RETRY_REASONS, "body", "unchecked")
+REASONS = (*RETRY_REASONS, "body", "unchecked", "reacquired")
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,8 @@ class FrameQuality:
 def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.ndarray,
                  error_px: np.ndarray, margin_px: np.ndarray, predicted_3d: np.ndarray,
                  params: QualityParams = QualityParams(), body_deviation: np.ndarray | None = None,
-                 body_known: np.ndarray | None = None) -> FrameQuality:
+                 body_known: np.ndarray | None = None,
+                 reacquired: np.ndarray | None = None) -> FrameQuality:
     """Flag, score and choose views to retry for one frame.
 
     Parameters
@@ -137,6 +142,8 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
         where unknown) and :func:`tools.body_distances.known_keypoints`;
         None (no body model): no ``body`` or ``unchecked`` flags and no
         confirmation by the body.
+    reacquired : np.ndarray or None
+        ``(n_keypoints,)`` bool, found again after being lost (None: none).
     """
     n_keypoints = np.shape(points_3d)[0]
     _check("points_3d", points_3d, (n_keypoints, 3))
@@ -150,6 +157,8 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
     known = np.ones(n_keypoints, bool) if body_known is None else np.asarray(body_known, bool)
     _check("body_deviation", deviation, (n_keypoints,))
     _check("body_known", known, (n_keypoints,))
+    found_again = np.zeros(n_keypoints, bool) if reacquired is None else np.asarray(reacquired, bool)
+    _check("reacquired", found_again, (n_keypoints,))
     labelled = ~np.isnan(error_px)
     triangulated = np.all(np.isfinite(points_3d), axis=1)
     view_error = np.where(labelled, error_px, 0.0)
@@ -171,8 +180,9 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
     review = np.select(
         [np.nan_to_num(deviation) > params.max_body_deviation,
          (np.asarray(ncams) < params.review_min_cameras) & ~vouched,
-         triangulated & ~known],
-        ["body", "few_cameras", "unchecked"], default="")
+         triangulated & ~known,
+         triangulated & found_again & ~vouched],
+        ["body", "few_cameras", "unchecked", "reacquired"], default="")
     reason = np.where(reason == "", review, reason)
     flagged = reason != ""
     score = np.where(triangulated, np.exp(-np.nan_to_num(mean_error) / params.error_scale_px), 0.0)

@@ -101,3 +101,17 @@ def test_a_cross_region_exchange_held_for_ten_frames_is_undone(scene, tmp_path):
                                       body=body, regions=REGIONS, history_3d=history)
     assert np.array_equal(undone["assignment"], np.tile(np.arange(len(QD_KEYPOINTS)), (len(group), 1)))
     assert np.allclose(undone["points_3d"][back], points[59, back], atol=1e-6)
+
+
+def test_found_again_holds_from_the_frame_a_lost_keypoint_returns_until_it_is_lost_again():
+    seen, lost = np.zeros((2, 3)), np.full((2, 3), np.nan)
+    lost_frames, reacquired, flags = [0, 0], [False, False], []
+    # keypoint 0 is lost for 3 frames, back for 2, lost 1, back 1; keypoint 1 always seen
+    for visible in (True, False, False, False, True, True, False, True):
+        points = np.stack([seen[0] if visible else lost[0], seen[1]])
+        found = steps.found_again(lost_frames, reacquired, points, min_lost_frames=3)
+        flags.append(bool(found[0]))
+        assert not found[1]
+        reacquired = found.tolist()
+        lost_frames = steps.update_lost(lost_frames, points)
+    assert flags == [False, False, False, False, True, True, False, False]

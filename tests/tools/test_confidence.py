@@ -96,3 +96,19 @@ def test_a_two_camera_label_the_body_vouches_for_is_retried_but_not_flagged():
     # Both are still worth another look in the views that have no label.
     assert quality.retry[:, 0].tolist() == [False, False, True, True]
     assert np.array_equal(quality.retry[:, 0], quality.retry[:, 1])
+
+
+def test_a_keypoint_found_again_is_reviewed_until_the_body_vouches_for_it():
+    points_3d, ncams, mean_error, error, margin, predicted = _frame(n_keypoints=3)
+    points_3d[2] = np.nan  # keypoint 2 is lost again: nothing to review
+    ncams[2] = 0
+    error[:, 2] = np.nan
+    margin[:, 2] = np.nan
+    found = np.array([True, True, True])
+    quality = assess_frame(points_3d, ncams, mean_error, error, margin, predicted, QualityParams(),
+                           np.array([0.9, 0.2, np.nan]), np.ones(3, bool), found)
+    assert quality.reason.tolist() == ["reacquired", "", "unassigned"]
+    assert not quality.retry[:, 0].any()
+    plain = assess_frame(points_3d, ncams, mean_error, error, margin, predicted, QualityParams(),
+                         np.array([0.9, 0.2, np.nan]), np.ones(3, bool))
+    assert plain.reason.tolist() == ["", "", "unassigned"]
