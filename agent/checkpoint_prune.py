@@ -81,14 +81,13 @@ class CheckpointPruner:
         if start is None or start in self._accepts or not doomed:
             return 0
         marks = ",".join("?" * len(doomed))
-        tasks = [row[0] for row in cur.execute(
+        tasks = {row[0] for row in cur.execute(
             f"SELECT DISTINCT task_id FROM writes WHERE thread_id = ? AND checkpoint_ns = '' "
-            f"AND checkpoint_id IN ({marks})", (self.thread_id, *doomed))]
+            f"AND checkpoint_id IN ({marks})", (self.thread_id, *doomed))}
         # A subgraph task's checkpoints live in the namespace "NODE:TASK_ID".
-        task_set = set(tasks)
         namespaces = [ns for (ns,) in cur.execute(
             "SELECT DISTINCT checkpoint_ns FROM checkpoints WHERE thread_id = ? AND checkpoint_ns > ''",
-            (self.thread_id,)) if ns.rpartition(":")[2] in task_set]
+            (self.thread_id,)) if ns.rpartition(":")[2] in tasks]
         for table in ("writes", "checkpoints"):
             cur.execute(f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_ns = '' "
                         f"AND checkpoint_id IN ({marks})", (self.thread_id, *doomed))

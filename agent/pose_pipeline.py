@@ -225,7 +225,8 @@ def _initial_state(recording: Recording, runtime: PoseRuntime, end_frame: int) -
     for entry in runtime.store.window(window):
         last_seen = steps.update_last_seen(last_seen, entry["points_3d"])
     return {"frame": frame, "end_frame": end_frame, "window": window[-3:],
-            "last_seen_3d": last_seen, "n_done": len(window), "n_flagged": 0}
+            "last_seen_3d": last_seen, "lost_frames": [0] * n_keypoints,
+            "reacquired": [False] * n_keypoints, "n_done": len(window), "n_flagged": 0}
 
 
 def _finish(run: RunDir, recording: Recording, ctx: PoseContext, backend: PoseBackend,

@@ -195,10 +195,9 @@ def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[s
         _predict_track(state, run, state["window"], with_last_seen=True),
         run.recording.keypoints, run.recording.regions)
     centroids = run.store.load_centroids(state["centroids_path"])
-    regions = steps.region_indices(run.recording.keypoints, run.recording.regions)
     refined = steps.triangulate_labels(run.recording.group, centroids, assignment, stage, params,
                                         prior if full else None, body=run.seed_distances,
-                                        regions=regions,
+                                        regions=run.region_index,
                                         history_3d=steps.recent_points(run.store, state["frame"]))
     if run.publish_labels is not None:
         run.publish_labels(state["frame"], steps.label_positions(centroids, refined["assignment"]))
@@ -216,19 +215,16 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
     refined = state["refined"]
     margins = np.array([[np.nan if m is None else m for m in state["labels"][c]["margin_px"]]
                         for c in cameras], dtype=np.float64)
-    body_deviation = body_known = None
-    if run.seed_distances is not None:  # the full pipeline checks labels against the body
-        body_deviation, body_known = steps.body_check(
-            np.array(refined["points_3d"], dtype=np.float64),
-            steps.region_indices(run.recording.keypoints, run.recording.regions),
-            run.seed_distances)
     points_3d = np.array(refined["points_3d"], dtype=np.float64)
-    n_keypoints = len(run.recording.keypoints)
-    reacquired = steps.found_again(state.get("lost_frames") or [0] * n_keypoints,
-                                   state.get("reacquired") or [False] * n_keypoints, points_3d,
+    reacquired = steps.found_again(state["lost_frames"], state["reacquired"], points_3d,
                                    settings.reacquired_lost_frames)
+    body_deviation = body_known = reacquired_to_review = None
+    if run.seed_distances is not None:  # the full pipeline checks labels against the body
+        body_deviation, body_known = steps.body_check(points_3d, run.region_index,
+                                                      run.seed_distances)
+        reacquired_to_review = reacquired
     quality = assess_frame(
-        np.array(refined["points_3d"]), np.array(refined["ncams"]),
+        points_3d, np.array(refined["ncams"]),
         np.array(refined["mean_error_px"], dtype=np.float64),
         np.array(refined["error_px"], dtype=np.float64), margins,
         _predict_track(state, run, state["window"], with_last_seen=False),
@@ -239,7 +235,7 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
                       max_jump_mm=settings.max_jump_mm,
                       max_body_deviation=settings.max_body_deviation,
                       confirm_body_deviation=settings.confirm_body_deviation),
-        body_deviation, body_known, reacquired if run.seed_distances is not None else None,
+        body_deviation, body_known, reacquired_to_review,
     )
     attempt = state.get("attempt", 0)
     # A retry that changed no label would change nothing more: accept the frame.
@@ -268,8 +264,7 @@ def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]
                                        run.seed_frames)
     # Seed frames skipped on the way count as done: they were logged before the run started.
     update = {"frame": following, "window": window[-WINDOW_FRAMES:], "last_seen_3d": last_seen,
-              "lost_frames": steps.update_lost(state.get("lost_frames")
-                                               or [0] * len(run.recording.keypoints), record.points_3d),
+              "lost_frames": steps.update_lost(state["lost_frames"], record.points_3d),
               "n_done": state.get("n_done", 0) + following - state["frame"],
               "n_flagged": state.get("n_flagged", 0) + int(record.flagged.sum()),
               # The frame is in the log now: keep frame-boundary checkpoints small.

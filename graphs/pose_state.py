@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Any, Literal, TypedDict
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from agent.backends.pose_base import PoseBackend
 from agent.pose_context import PoseContext
 from agent.pose_frames import FrameMemo, FrameStore
+from agent.pose_steps import region_indices
 from agent.recording import Recording
 from tools.body_distances import DistanceModel
 
@@ -161,3 +163,8 @@ class PoseRuntime:
     fan_out: FanOut = "per_view"
     seed_distances: DistanceModel | None = None
     memo: FrameMemo = field(default_factory=FrameMemo)
+
+    @cached_property
+    def region_index(self) -> list[list[int]]:
+        """Keypoint indices of each of the recording's regions (the body checks'), computed once."""
+        return region_indices(self.recording.keypoints, self.recording.regions)
