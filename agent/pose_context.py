@@ -44,7 +44,7 @@ class PoseContext(CommonContext):
                                     "qc_min_cameras")
     )
     max_body_deviation: float = field(
-        default=1.5, metadata=_doc("QC: flag a label (for review) whose distances to the other "
+        default=1.2, metadata=_doc("QC: flag a label (for review) whose distances to the other "
                                    "regions' keypoints are off the seed frames' by more than this "
                                    "many tolerances on average (full pipeline only)")
     )

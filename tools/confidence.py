@@ -82,7 +82,7 @@ class QualityParams:
     max_view_error_px: float = 2.5
     min_cameras: int = 3
     review_min_cameras: int = 3
-    max_body_deviation: float = 1.5
+    max_body_deviation: float = 1.2
     confirm_body_deviation: float = 0.5
     min_margin_px: float = 2.0
     max_jump_mm: float = 15.0

@@ -14,6 +14,7 @@ from tools.body_distances import (
     pair_exchange,
     region_relabeling,
 )
+from tools.confidence import QualityParams
 from tools.motion import QD_KEYPOINTS, walk_procedural
 
 INDEX = {name: i for i, name in enumerate(QD_KEYPOINTS)}
@@ -97,19 +98,19 @@ def test_shapes_are_checked(walk):
 
 
 def test_body_deviation_is_small_for_the_true_body_and_large_for_a_taken_dot(real_motion):
-    # QC flags a label over 1.5 tolerances (tools.confidence.QualityParams.max_body_deviation).
+    review_above = QualityParams().max_body_deviation  # QC's review threshold
     for start in SEED_STARTS:
         model = distance_model(real_motion[start:start + 3])
         true_deviation = np.array([body_deviation(real_motion[f], REGIONS, model)
                                    for f in range(0, 1000, 10)])
-        assert np.mean(true_deviation > 1.5) < 0.1, start
+        assert np.mean(true_deviation > review_above) < 0.1, start
         fore, tail = INDEX["forepaw_L"], INDEX["tail_base"]
         taken = []
         for frame in range(0, 1000, 25):
             points = real_motion[frame].copy()
             points[fore] = points[tail] + [0.0, 0.0, 1.0]  # the forepaw took the tail base's dot
             taken.append(body_deviation(points, REGIONS, model)[fore])
-        assert np.mean(np.array(taken) > 1.5) > 0.9, start
+        assert np.mean(np.array(taken) > review_above) > 0.9, start
 
 
 def test_body_deviation_is_unknown_without_anchors_or_a_reference(walk):
