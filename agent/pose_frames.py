@@ -58,6 +58,19 @@ class FrameRecord:
     stage: np.ndarray
 
 
+def untracked_record(frame: int, n_cameras: int, n_keypoints: int) -> FrameRecord:
+    """The record of a frame the pipeline did not track: no labels, every keypoint flagged ``untracked``."""
+    missing = np.full(n_keypoints, np.nan)
+    return FrameRecord(
+        frame=frame, points_3d=np.full((n_keypoints, 3), np.nan), error_px=missing.copy(),
+        ncams=np.zeros(n_keypoints, np.int64), score=np.zeros(n_keypoints),
+        flagged=np.ones(n_keypoints, bool), reason=np.full(n_keypoints, UNTRACKED),
+        points_2d=np.full((n_cameras, n_keypoints, 2), np.nan),
+        centroid=np.full((n_cameras, n_keypoints), -1, np.int64),
+        view_error_px=np.full((n_cameras, n_keypoints), np.nan),
+        stage=np.full((n_cameras, n_keypoints), ""))
+
+
 class FrameStore:
     """Centroid files and the append-only frame log of one run (thread-safe)."""
 
@@ -307,10 +320,24 @@ def _codes(values: np.ndarray, table: tuple[str, ...]) -> np.ndarray:
     return np.array([lookup[str(v)] for v in np.ravel(values)], dtype=np.float64)
 
 
+UNTRACKED = "untracked"  # qc.csv reason of a frame before the first seed frame
+
+
 def write_results_files(out: str | Path, cameras: list[str], keypoints: list[str],
                         records: list[FrameRecord]) -> None:
-    """``keypoints_3d.csv``, ``keypoints_2d.csv`` and ``qc.csv`` of FORMATS.md section 2."""
+    """``keypoints_3d.csv``, ``keypoints_2d.csv`` and ``qc.csv`` of FORMATS.md section 2.
+
+    One row per frame from frame 0 on: tracking runs forward from the first
+    seed frame, so frames before it (and any other frame without a record)
+    are written empty and flagged ``untracked``.
+    """
     out = Path(out)
+    logged = {r.frame: r for r in records}
+    n_cameras, n_keypoints = (records[0].centroid.shape if records
+                              else (len(cameras), len(keypoints)))
+    last = max(logged, default=-1)
+    records = [logged.get(frame) or untracked_record(frame, n_cameras, n_keypoints)
+               for frame in range(last + 1)]
     frames = np.array([r.frame for r in records], dtype=np.int64)
 
     def stack(name: str) -> np.ndarray:

@@ -64,6 +64,7 @@ class PoseRunSummary:
     ms_per_frame: float
     mean_error_mm: float | None
     share_within_5mm: float | None
+    frames_before_seeds: int
 
 
 def make_pose_backend(ctx: PoseContext, recording: Recording, run: RunDir, board: LatestLabels,
@@ -245,6 +246,7 @@ def _finish(run: RunDir, recording: Recording, ctx: PoseContext, backend: PoseBa
         ms_per_frame=round(1000 * wall_s / max(1, len(records)), 3),
         mean_error_mm=None if metrics is None else _finite(metrics.mean_error_mm),
         share_within_5mm=None if metrics is None else _finite(metrics.share_within_5mm),
+        frames_before_seeds=int(recording.seeds.frames[0]),
     )
     write_json_atomic(run.run_json, {
         "kind": "pose", "recording": str(recording.root), "config": context_to_dict(ctx),
@@ -310,4 +312,8 @@ def summary_lines(summary: PoseRunSummary) -> list[str]:
                      f"within 5 mm: {100 * (summary.share_within_5mm or 0):.1f}%")
     reasons = ", ".join(f"{name} {count}" for name, count in summary.flagged_by_reason.items())
     lines.append(f"flagged labels: {summary.n_flagged}" + (f" ({reasons})" if reasons else ""))
+    if summary.frames_before_seeds:
+        lines.append(f"frames 0-{summary.frames_before_seeds - 1} come before the first seed frame: "
+                     "not tracked (written empty, flagged 'untracked'); tracking runs forward "
+                     "from the first seed frame")
     return lines

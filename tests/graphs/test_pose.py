@@ -221,3 +221,19 @@ def test_how_stages_fan_out_changes_no_result(tiny, tmp_path, ablation):
     _run(tiny, tmp_path / "per_view", ClassicalPoseBackend(fan_out="per_view"), ablation=ablation)
     for name in ("keypoints_3d.csv", "keypoints_2d.csv", "qc.csv"):
         assert (tmp_path / "per_stage" / name).read_bytes() == (tmp_path / "per_view" / name).read_bytes()
+
+
+def test_frames_before_the_first_seed_frame_are_written_empty_and_flagged(tmp_path):
+    recording = make_tiny_recording(tmp_path / "rec", n_frames=N_FRAMES, seed_frames=(3, 4, 5))
+    summary = _run(recording, tmp_path / "out")
+    assert summary.frames_before_seeds == 3 and summary.n_frames == N_FRAMES - 3
+    results = read_keypoints_3d(tmp_path / "out" / "keypoints_3d.csv")
+    assert results.frames.tolist() == list(range(N_FRAMES))  # one row per frame (FORMATS.md)
+    assert np.isnan(results.points_3d[:3]).all() and (results.ncams[:3] == 0).all()
+    assert np.isfinite(results.points_3d[3:]).mean() > 0.95
+    qc = pd.read_csv(tmp_path / "out" / "qc.csv", keep_default_na=False)
+    before = qc[qc["frame"] < 3]
+    assert set(before["reason"]) == {"untracked"} and before["flagged"].all()
+    assert "untracked" not in set(qc[qc["frame"] >= 3]["reason"])
+    labels = pd.read_csv(tmp_path / "out" / "keypoints_2d.csv")
+    assert labels["frame"].min() == 3
