@@ -257,13 +257,19 @@ class CentroidPrefetch:
         return [detect_centroids(self.recording.fluorescence(camera).read(frame)).xy
                 for camera in self.recording.cameras]
 
-    def get(self, frame: int) -> list[np.ndarray]:
-        """One ``(n_c, 2)`` array of centroids per camera of ``frame``, in detection order."""
+    def get(self, frame: int, step: int = 1) -> list[np.ndarray]:
+        """One ``(n_c, 2)`` array of centroids per camera of ``frame``, in detection order.
+
+        ``step`` is the direction tracking runs in (1 forward, -1 backward):
+        the frames after ``frame`` in that direction are detected ahead.
+        """
         current = self._pending.pop(frame, None) or self._pool.submit(self._detect, frame)
         # Frames behind the one asked for are never asked for again (a resume starts anew).
-        self._pending = {t: future for t, future in self._pending.items() if t > frame}
-        for following in range(frame + 1, min(frame + 1 + self.read_ahead, self.recording.n_frames)):
-            if following not in self._pending:
+        self._pending = {t: future for t, future in self._pending.items()
+                         if (t - frame) * step > 0}
+        for ahead in range(1, self.read_ahead + 1):
+            following = frame + step * ahead
+            if 0 <= following < self.recording.n_frames and following not in self._pending:
                 self._pending[following] = self._pool.submit(self._detect, following)
         return current.result()
 

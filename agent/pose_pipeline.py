@@ -64,7 +64,6 @@ class PoseRunSummary:
     ms_per_frame: float
     mean_error_mm: float | None
     share_within_5mm: float | None
-    frames_before_seeds: int
 
 
 def make_pose_backend(ctx: PoseContext, recording: Recording, run: RunDir, board: LatestLabels,
@@ -159,7 +158,7 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
         pruner = CheckpointPruner(saver.cursor, thread_id)
         snapshot = graph.get_state(config)
         inputs = None if snapshot.values else _initial_state(recording, runtime, end_frame)
-        progress = _Progress(end_frame - int(recording.seeds.frames[0]), quiet)
+        progress = _Progress(end_frame, quiet)
         # Task events alone feed both the trace and the progress line (an "updates" stream
         # would repeat every task's writes).
         # subgraphs=True: a model backend's per-camera stages 1-3 run in a subgraph
@@ -225,9 +224,13 @@ def _initial_state(recording: Recording, runtime: PoseRuntime, end_frame: int) -
     last_seen = np.full((n_keypoints, 3), np.nan).tolist()
     for entry in runtime.store.window(window):
         last_seen = steps.update_last_seen(last_seen, entry["points_3d"])
-    return {"frame": frame, "end_frame": end_frame, "window": window[-3:],
-            "last_seen_3d": last_seen, "lost_frames": [0] * n_keypoints,
-            "reacquired": [False] * n_keypoints, "n_done": len(window), "n_flagged": 0}
+    state: PoseState = {"frame": frame, "end_frame": end_frame, "direction": 1,
+                        "window": window[-3:], "last_seen_3d": last_seen,
+                        "lost_frames": [0] * n_keypoints, "reacquired": [False] * n_keypoints,
+                        "n_done": len(window), "n_flagged": 0}
+    if frame >= end_frame:  # nothing after the seed frames: only backward
+        state.update(steps.backward_start(runtime.store, runtime.seed_frames, n_keypoints))
+    return state
 
 
 def _finish(run: RunDir, recording: Recording, ctx: PoseContext, backend: PoseBackend,
@@ -246,7 +249,6 @@ def _finish(run: RunDir, recording: Recording, ctx: PoseContext, backend: PoseBa
         ms_per_frame=round(1000 * wall_s / max(1, len(records)), 3),
         mean_error_mm=None if metrics is None else _finite(metrics.mean_error_mm),
         share_within_5mm=None if metrics is None else _finite(metrics.share_within_5mm),
-        frames_before_seeds=int(recording.seeds.frames[0]),
     )
     write_json_atomic(run.run_json, {
         "kind": "pose", "recording": str(recording.root), "config": context_to_dict(ctx),
@@ -312,8 +314,4 @@ def summary_lines(summary: PoseRunSummary) -> list[str]:
                      f"within 5 mm: {100 * (summary.share_within_5mm or 0):.1f}%")
     reasons = ", ".join(f"{name} {count}" for name, count in summary.flagged_by_reason.items())
     lines.append(f"flagged labels: {summary.n_flagged}" + (f" ({reasons})" if reasons else ""))
-    if summary.frames_before_seeds:
-        lines.append(f"frames 0-{summary.frames_before_seeds - 1} come before the first seed frame: "
-                     "not tracked (written empty, flagged 'untracked'); tracking runs forward "
-                     "from the first seed frame")
     return lines

@@ -109,11 +109,11 @@ def seed_distance_model(seed_window: list[dict]) -> DistanceModel:
 EXCHANGE_FRAMES = 10  # a cross-region exchange must fit better over this many frames
 
 
-def recent_points(store: FrameStore, frame: int, n_frames: int = EXCHANGE_FRAMES - 1
-                  ) -> np.ndarray | None:
-    """``(n_frames, K, 3)`` points of the accepted frames just before ``frame``; None if not all are accepted."""
-    frames = list(range(frame - n_frames, frame))
-    if frames[0] < 0 or not store.has(frames):
+def recent_points(store: FrameStore, frame: int, n_frames: int = EXCHANGE_FRAMES - 1,
+                  direction: int = 1) -> np.ndarray | None:
+    """``(n_frames, K, 3)`` points of the accepted frames just before ``frame`` in tracking order; None if not all are accepted."""
+    frames = [frame - direction * back for back in range(n_frames, 0, -1)]
+    if min(frames) < 0 or not store.has(frames):
         return None
     return np.stack([entry["points_3d"] for entry in store.window(frames)])
 
@@ -348,9 +348,29 @@ def update_last_seen(last_seen_3d: list, points_3d: np.ndarray) -> list:
     return last_seen.tolist()
 
 
-def advance(window: list[int], frame: int, seed_frames: frozenset[int]) -> tuple[list[int], int]:
-    """Skip the seed frames at ``frame`` and after (they join the window); the next frame to track."""
+def advance(window: list[int], frame: int, seed_frames: frozenset[int], direction: int = 1
+            ) -> tuple[list[int], int]:
+    """Skip the seed frames at ``frame`` and on in ``direction`` (they join the window); the next frame to track."""
     while frame in seed_frames:
         window = [*window, frame]
-        frame += 1
+        frame += direction
     return window, frame
+
+
+def backward_start(store: FrameStore, seed_frames: frozenset[int], n_keypoints: int,
+                   window_frames: int = 3) -> dict:
+    """State that tracks backward from the first seed frame to frame 0, once forward tracking is done.
+
+    Frames before the first seed frame are tracked in reverse order, so a
+    recording labelled anywhere gets every frame. The window is the first
+    seed frames, nearest last; the last seen points and lost counters start
+    from them as at the start of the run. ``frame`` is -1 when there is
+    nothing before the first seed frame.
+    """
+    first = sorted(seed_frames)[:window_frames]
+    window = first[::-1]
+    last_seen = np.full((n_keypoints, 3), np.nan).tolist()
+    for entry in store.window(window):
+        last_seen = update_last_seen(last_seen, entry["points_3d"])
+    return {"frame": first[0] - 1, "direction": -1, "window": window, "last_seen_3d": last_seen,
+            "lost_frames": [0] * n_keypoints, "reacquired": [False] * n_keypoints}

@@ -60,14 +60,14 @@ CAMERA_STAGES = "camera_stages"
 
 def start_or_finish(state: PoseState) -> Literal["detect_centroids", "write_results"]:
     """Track from ``frame`` on, or only write results when every frame is a seed frame."""
-    return "detect_centroids" if state["frame"] < state["end_frame"] else "write_results"
+    return "detect_centroids" if 0 <= state["frame"] < state["end_frame"] else "write_results"
 
 
 def detect_centroids(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
     """Stage 0: detect and number the quantum-dot centroids of every camera's fluorescence frame."""
     run = runtime.context
     frame = state["frame"]
-    centroids = run.detect(frame)
+    centroids = run.detect(frame, state.get("direction", 1))
     everything = {camera: list(run.recording.keypoints) for camera in run.recording.cameras}
     return {"centroids_path": run.store.save_centroids(frame, centroids), "attempt": 0,
             "redo": everything, "proposals": None, "boxes": None, "labels": None,
@@ -198,7 +198,9 @@ def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[s
     refined = steps.triangulate_labels(run.recording.group, centroids, assignment, stage, params,
                                         prior if full else None, body=run.seed_distances,
                                         regions=run.region_index,
-                                        history_3d=steps.recent_points(run.store, state["frame"]))
+                                        history_3d=steps.recent_points(
+                                            run.store, state["frame"],
+                                            direction=state.get("direction", 1)))
     if run.publish_labels is not None:
         run.publish_labels(state["frame"], steps.label_positions(centroids, refined["assignment"]))
     labels = {camera: steps.refined_labels(state["labels"][camera], refined["assignment"][i],
@@ -256,21 +258,29 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
 
 def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]
                  ) -> Command[Literal["detect_centroids", "write_results"]]:
-    """Stage 6: accept the frame: log it, roll the window of the last 3 accepted frames, go on."""
+    """Stage 6: accept the frame: log it, roll the window of the last 3 accepted frames, go on.
+
+    Forward to the end, then backward from the first seed frame to frame 0.
+    """
     run = runtime.context
     record, last_seen = steps.accept(state, run.store.load_centroids(state["centroids_path"]))
     run.store.append(record)
-    window, following = steps.advance([*state["window"], state["frame"]], state["frame"] + 1,
-                                       run.seed_frames)
+    direction = state.get("direction", 1)
+    window, following = steps.advance([*state["window"], state["frame"]],
+                                       state["frame"] + direction, run.seed_frames, direction)
     # Seed frames skipped on the way count as done: they were logged before the run started.
     update = {"frame": following, "window": window[-WINDOW_FRAMES:], "last_seen_3d": last_seen,
               "lost_frames": steps.update_lost(state["lost_frames"], record.points_3d),
-              "n_done": state.get("n_done", 0) + following - state["frame"],
+              "n_done": state.get("n_done", 0) + abs(following - state["frame"]),
               "n_flagged": state.get("n_flagged", 0) + int(record.flagged.sum()),
               # The frame is in the log now: keep frame-boundary checkpoints small.
               "labels": None, "model_flags": None, "refined": {}, "quality": {}, "redo": {},
               "proposals": None, "boxes": None}
-    goto = "detect_centroids" if following < state["end_frame"] else "write_results"
+    if direction == 1 and following >= state["end_frame"]:
+        # Forward tracking is done: the frames before the first seed frame are tracked backward.
+        update.update(steps.backward_start(run.store, run.seed_frames,
+                                           len(run.recording.keypoints)))
+    goto = "detect_centroids" if 0 <= update["frame"] < state["end_frame"] else "write_results"
     return Command(goto=goto, update=update)
 
 

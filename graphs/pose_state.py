@@ -44,7 +44,8 @@ class PoseState(TypedDict, total=False):
 
     frame: int  # frame being tracked
     end_frame: int  # exclusive
-    window: list[int]  # the last accepted frames, oldest first (at most 3); labels in the frame log
+    direction: int  # 1 forward from the first seed frame, then -1 back from it to frame 0
+    window: list[int]  # the last accepted frames in tracking order (at most 3); labels in the frame log
     last_seen_3d: list[list[float]]  # (n_keypoints, 3) last triangulated point, NaN if never
     lost_frames: list[int]  # per keypoint, accepted frames in a row without a 3D point
     reacquired: list[bool]  # per keypoint, triangulated in every frame since it was found again
@@ -158,7 +159,7 @@ class PoseRuntime:
     out_dir: str
     regions: dict[str, list[str]]
     seed_frames: frozenset[int]
-    detect: Callable[[int], list[np.ndarray]]
+    detect: Callable[[int, int], list[np.ndarray]]
     publish_labels: Callable[[int, np.ndarray], None] | None = None
     fan_out: FanOut = "per_view"
     seed_distances: DistanceModel | None = None

@@ -52,11 +52,12 @@ def predict_constant_velocity(frames: np.ndarray, points: np.ndarray, target_fra
     Parameters
     ----------
     frames : np.ndarray
-        ``(n_history,)`` increasing frame indices of the history.
+        ``(n_history,)`` frame indices of the history in the order they were
+        tracked: increasing, or decreasing when tracking runs backward.
     points : np.ndarray
         ``(n_history, n_points, d)`` positions, NaN where missing.
     target_frame : int
-        Frame to predict, after the last history frame.
+        Frame to predict, after the last history frame in tracking order.
     max_velocity_frames : int
         The velocity (from the last two finite positions of a point) is
         extrapolated over at most this many frames, so that a point seen long
@@ -89,7 +90,8 @@ def predict_constant_velocity(frames: np.ndarray, points: np.ndarray, target_fra
     if moving.any():
         step = (frames[last[moving]] - frames[before[moving]])[:, None]
         velocity = (points[last[moving], columns[moving]] - points[before[moving], columns[moving]]) / step
-        gap = np.minimum(target_frame - frames[last[moving]], max_velocity_frames)[:, None]
+        gap = target_frame - frames[last[moving]]
+        gap = (np.sign(gap) * np.minimum(np.abs(gap), max_velocity_frames))[:, None]
         prediction[moving] += velocity * gap
     return prediction
 
