@@ -104,20 +104,24 @@ def _logged_frames(out: Path, record_size: int) -> int:
     return log.stat().st_size // (8 * record_size) if log.exists() else 0
 
 
-@pytest.mark.parametrize("start", [_pose_process, _per_view_process], ids=["per_stage", "per_view"])
-def test_a_killed_run_resumes_to_identical_results(tmp_path, start):
-    recording = make_tiny_recording(tmp_path / "rec", n_frames=100, seed_frames=(0, 1, 2))
+@pytest.mark.parametrize(("start", "seed_frames", "kill_after"), [
+    (_pose_process, (0, 1, 2), 20),
+    (_per_view_process, (0, 1, 2), 20),
+    (_pose_process, (60, 61, 62), 55),  # killed while tracking backward from frame 59
+], ids=["per_stage", "per_view", "backward"])
+def test_a_killed_run_resumes_to_identical_results(tmp_path, start, seed_frames, kill_after):
+    recording = make_tiny_recording(tmp_path / "rec", n_frames=100, seed_frames=seed_frames)
     assert main(["pose", str(recording), "--out", str(tmp_path / "whole"), "--quiet"]) == 0
     record_size = 1 + 8 * 4 + 5 * 3 * 4
     killed = tmp_path / "killed"
     process = start(recording, killed)
     deadline = time.monotonic() + 60
-    while _logged_frames(killed, record_size) < 20 and time.monotonic() < deadline:
+    while _logged_frames(killed, record_size) < kill_after and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     done_at_kill = _logged_frames(killed, record_size)
-    assert 20 <= done_at_kill < 100, "the run should be killed mid-way"
+    assert kill_after <= done_at_kill < 100, "the run should be killed mid-way"
     resumed = start(recording, killed, "--resume")
     assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()
     for name in RESULT_FILES:
