@@ -30,7 +30,7 @@ from tools.geometry import CameraGroup, project
 from tools.motion import QD_KEYPOINTS, QD_REGIONS, pingpong_indices, walk_procedural
 
 FPS = 30.0
-SEED_FRAMES = 3
+SEED_FRAMES = (0, 1, 2)  # labelled in seeds.csv unless --seed-frames says otherwise
 SEED_LABEL_NOISE_PX = 1.0
 # Grey levels of the capsules in reflectance frames (dark mouse, pale tail and paws).
 _CAPSULE_SHADES = np.array([45, 40, 50, 55, 60, 115, 125] + [70] * 4 + [95] * 4, dtype=np.float64)
@@ -50,6 +50,7 @@ class SynthPoseOptions:
     blur: float = 1.5
     format: str = "video"
     motion: str = "real"
+    seed_frames: tuple[int, ...] = SEED_FRAMES
     overwrite: bool = False
 
 
@@ -92,6 +93,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "walker: procedural motion of any length",
     )
     parser.add_argument(
+        "--seed-frames", type=int, nargs="+", default=list(defaults.seed_frames), metavar="FRAME",
+        help="frames labelled in seeds.csv (at least 3; default 0 1 2)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace files in a non-empty --out"
     )
 
@@ -108,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         blur=args.blur,
         format=args.format,
         motion=args.motion,
+        seed_frames=tuple(args.seed_frames),
         overwrite=args.overwrite,
     )
     out = synthesize_pose_recording(args.out, options)
@@ -117,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_options(out_dir: Path, options: SynthPoseOptions) -> None:
     problems = [
-        (options.frames < SEED_FRAMES, f"--frames must be at least {SEED_FRAMES}"),
+        (options.frames < len(SEED_FRAMES), f"--frames must be at least {len(SEED_FRAMES)}"),
+        (len(set(options.seed_frames)) < 3, "--seed-frames needs at least 3 different frames"),
+        (not all(0 <= f < options.frames for f in options.seed_frames),
+         "--seed-frames must lie in [0, --frames)"),
         (options.cameras < 2, "--cameras must be at least 2"),
         (min(options.width, options.height) < 64, "--width and --height must be at least 64"),
         (not 0.0 <= options.dropout < 1.0, "--dropout must be in [0, 1)"),
@@ -218,7 +227,7 @@ def synthesize_pose_recording(out_dir: str | Path, options: SynthPoseOptions) ->
                 range(options.cameras),
             )
         )
-    _write_tables(out_dir, scene, np.random.default_rng(seeds[3]))
+    _write_tables(out_dir, scene, np.random.default_rng(seeds[3]), options.seed_frames)
     dump_calibration(scene.group, out_dir / "calibration.toml")
     write_json_atomic(out_dir / "synth.json", _summary(scene, options))
     manifest = {
@@ -249,7 +258,8 @@ def _summary(scene: _Scene, options: SynthPoseOptions) -> dict:
     }
 
 
-def _write_tables(out_dir: Path, scene: _Scene, label_rng: np.random.Generator) -> None:
+def _write_tables(out_dir: Path, scene: _Scene, label_rng: np.random.Generator,
+                  seed_frames: tuple[int, ...] = SEED_FRAMES) -> None:
     """ground_truth.csv, ground_truth_2d.csv and seeds.csv (fixed float formatting)."""
     header = ["fnum"] + [f"{name}_{axis}" for name in QD_KEYPOINTS for axis in "xyz"]
     lines = [",".join(header)]
@@ -266,13 +276,14 @@ def _write_tables(out_dir: Path, scene: _Scene, label_rng: np.random.Generator) 
                 lines.append(f"{frame},{name},{QD_KEYPOINTS[keypoint]},{x:.4f},{y:.4f},{shown}")
     write_text_atomic(out_dir / "ground_truth_2d.csv", "\n".join(lines) + "\n")
 
-    noise = label_rng.normal(0.0, SEED_LABEL_NOISE_PX, scene.points_2d[:, :SEED_FRAMES].shape)
-    labels = scene.points_2d[:, :SEED_FRAMES] + noise
+    seed_frames = sorted(set(seed_frames))
+    noise = label_rng.normal(0.0, SEED_LABEL_NOISE_PX, scene.points_2d[:, seed_frames].shape)
+    labels = scene.points_2d[:, seed_frames] + noise
     lines = ["frame,camera,keypoint,x,y"]
-    for frame in range(SEED_FRAMES):
+    for column, frame in enumerate(seed_frames):
         for camera, name in enumerate(names):
             for keypoint in np.flatnonzero(scene.visible[camera, frame]):
-                x, y = labels[camera, frame, keypoint]
+                x, y = labels[camera, column, keypoint]
                 lines.append(f"{frame},{name},{QD_KEYPOINTS[keypoint]},{x:.3f},{y:.3f}")
     write_text_atomic(out_dir / "seeds.csv", "\n".join(lines) + "\n")
 

@@ -97,6 +97,16 @@ def test_seeds_label_only_visible_dots_of_the_first_frames(recording):
     assert 0.3 < np.mean(offsets) < 3.0  # about 1 px of labelling noise
 
 
+def test_seed_frames_may_be_anywhere(tmp_path):
+    out = tmp_path / "rec"
+    assert main(["synth", "pose", "--out", str(out), *SMALL, "--seed-frames", "4", "1", "7"]) == 0
+    seeds = _rows(out / "seeds.csv")
+    assert sorted({int(row["frame"]) for row in seeds}) == [1, 4, 7]
+    truth = {(r["frame"], r["camera"], r["keypoint"]): r["visible"]
+             for r in _rows(out / "ground_truth_2d.csv")}
+    assert all(truth[(row["frame"], row["camera"], row["keypoint"])] == "1" for row in seeds)
+
+
 def test_recording_loads_with_the_project_loader(recording):
     loaded = load_recording(recording)
     assert loaded.n_frames == 8 and loaded.keypoints == list(QD_KEYPOINTS)
@@ -147,7 +157,8 @@ def test_same_seed_gives_identical_files(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "option", [["--frames", "2"], ["--cameras", "1"], ["--dropout", "1.5"], ["--blur", "0"]]
+    "option", [["--frames", "2"], ["--cameras", "1"], ["--dropout", "1.5"], ["--blur", "0"],
+               ["--seed-frames", "0", "1", "1"], ["--seed-frames", "0", "1", "999"]]
 )
 def test_bad_option_is_one_error_line_and_writes_nothing(tmp_path, capsys, option):
     out = tmp_path / "rec"
