@@ -326,16 +326,16 @@ def _codes(values: np.ndarray, table: tuple[str, ...]) -> np.ndarray:
     return np.array([lookup[str(v)] for v in np.ravel(values)], dtype=np.float64)
 
 
-UNTRACKED = "untracked"  # qc.csv reason of a frame before the first seed frame
+UNTRACKED = "untracked"  # qc.csv reason of a frame the run did not reach
 
 
 def write_results_files(out: str | Path, cameras: list[str], keypoints: list[str],
                         records: list[FrameRecord]) -> None:
     """``keypoints_3d.csv``, ``keypoints_2d.csv`` and ``qc.csv`` of FORMATS.md section 2.
 
-    One row per frame from frame 0 on: tracking runs forward from the first
-    seed frame, so frames before it (and any other frame without a record)
-    are written empty and flagged ``untracked``.
+    One row per frame from frame 0 on: a frame without a record (the run
+    did not reach it: ``--max-frames`` stopped before the first seed frame)
+    is written empty and flagged ``untracked``.
     """
     out = Path(out)
     logged = {r.frame: r for r in records}
