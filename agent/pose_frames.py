@@ -17,7 +17,13 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Hashable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import (
+    CancelledError,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,6 +225,9 @@ class FrameMemo:
         return entry.result()
 
 
+BACKWARD_BLOCK_FRAMES = 16  # frames a backward run detects per job, read forward after one seek
+
+
 class CentroidPrefetch:
     """Centroids of every camera's fluorescence frame, detected ahead of the graph.
 
@@ -248,14 +257,19 @@ class CentroidPrefetch:
                            for camera in recording.cameras],))
             self._pool.submit(int).result()
             self._detect: Callable[[int], list[np.ndarray]] = _detect_opened
+            self._detect_many: Callable[[list[int]], list] = _detect_opened_many
         else:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="centroids")
             self._detect = self._detect_here
+            self._detect_many = self._detect_many_here
         self._pending: dict[int, Future[list[np.ndarray]]] = {}
 
     def _detect_here(self, frame: int) -> list[np.ndarray]:
         return [detect_centroids(self.recording.fluorescence(camera).read(frame)).xy
                 for camera in self.recording.cameras]
+
+    def _detect_many_here(self, frames: list[int]) -> list[list[np.ndarray]]:
+        return [self._detect_here(frame) for frame in frames]
 
     def get(self, frame: int, step: int = 1) -> list[np.ndarray]:
         """One ``(n_c, 2)`` array of centroids per camera of ``frame``, in detection order.
@@ -263,6 +277,8 @@ class CentroidPrefetch:
         ``step`` is the direction tracking runs in (1 forward, -1 backward):
         the frames after ``frame`` in that direction are detected ahead.
         """
+        if step < 0:
+            return self._get_backward(frame)
         current = self._pending.pop(frame, None) or self._pool.submit(self._detect, frame)
         # Frames behind the one asked for are never asked for again (a resume starts anew).
         self._pending = {t: future for t, future in self._pending.items()
@@ -272,6 +288,36 @@ class CentroidPrefetch:
             if 0 <= following < self.recording.n_frames and following not in self._pending:
                 self._pending[following] = self._pool.submit(self._detect, following)
         return current.result()
+
+    def _get_backward(self, frame: int) -> list[np.ndarray]:
+        """``get`` while tracking backward: frames are decoded in forward blocks (a backward read is a seek)."""
+        if frame not in self._pending:
+            self._submit_block(frame)
+        current = self._pending.pop(frame)
+        self._pending = {t: future for t, future in self._pending.items() if t < frame}
+        ahead = frame - self.read_ahead
+        if ahead >= 0 and ahead not in self._pending:
+            self._submit_block(ahead)
+        return current.result()
+
+    def _submit_block(self, last: int) -> None:
+        """Detect ``BACKWARD_BLOCK_FRAMES`` frames up to ``last`` in one job, reading them in order."""
+        frames = [t for t in range(max(0, last - BACKWARD_BLOCK_FRAMES + 1), last + 1)
+                  if t not in self._pending]
+        futures: list[Future[list[np.ndarray]]] = [Future() for _ in frames]
+        for frame, future in zip(frames, futures, strict=True):
+            future.set_running_or_notify_cancel()
+            self._pending[frame] = future
+
+        def settle(job: Future[list[list[np.ndarray]]]) -> None:
+            error = job.exception() if not job.cancelled() else CancelledError()
+            for index, future in enumerate(futures):
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(job.result()[index])
+
+        self._pool.submit(self._detect_many, frames).add_done_callback(settle)
 
     def close(self) -> None:
         """Stop the worker (pending frames are dropped)."""
@@ -289,6 +335,11 @@ def _open_fluorescence(paths: list[str]) -> None:
 def _detect_opened(frame: int) -> list[np.ndarray]:
     """Centroids of ``frame`` in each stream the child process opened."""
     return [detect_centroids(stream.read(frame)).xy for stream in _OPENED]
+
+
+def _detect_opened_many(frames: list[int]) -> list[list[np.ndarray]]:
+    """:func:`_detect_opened` of each of ``frames`` (increasing: the streams read on without seeking)."""
+    return [_detect_opened(frame) for frame in frames]
 
 
 def model_flags(previous: dict[str, str], redone: list[str], answers: list[dict]) -> dict[str, str]:

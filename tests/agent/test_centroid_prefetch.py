@@ -37,6 +37,27 @@ def test_prefetched_centroids_are_those_of_the_frame_asked_for(recording_dir, pr
         recording.close()
 
 
+@pytest.mark.parametrize("processes", [False, True])
+def test_backward_prefetch_detects_blocks_and_gives_each_frame_its_centroids(
+        recording_dir, processes, monkeypatch):
+    import agent.pose_frames as frames_module
+
+    monkeypatch.setattr(frames_module, "BACKWARD_BLOCK_FRAMES", 4)
+    recording = load_recording(recording_dir)
+    expected = {frame: [detect_centroids(recording.fluorescence(camera).read(frame)).xy
+                        for camera in recording.cameras] for frame in range(recording.n_frames)}
+    prefetch = CentroidPrefetch(recording, processes=processes, read_ahead=3)
+    try:
+        # Forward, then backward from the middle to frame 0 (blocks of 4 read in order).
+        for frame, step in [(5, 1), (6, 1), *[(t, -1) for t in range(4, -1, -1)], (9, -1)]:
+            got = prefetch.get(frame, step)
+            for centroids, reference in zip(got, expected[frame], strict=True):
+                assert np.array_equal(centroids, reference), (processes, frame)
+    finally:
+        prefetch.close()
+        recording.close()
+
+
 def test_a_long_run_uses_a_child_process_and_gives_the_same_results(recording_dir, tmp_path,
                                                                       monkeypatch):
     import agent.pose_pipeline as pipeline
