@@ -68,7 +68,8 @@ class FrameCache:
     pipeline's centroid detection reads the fluorescence streams one frame
     ahead, and sharing a capture with it would make every read here a
     backward seek (a decode from the last keyframe). Reading frame ``t`` of a
-    stream starts decoding ``t + 1`` in the background. Call :meth:`close`
+    stream starts decoding ``t + 1`` and ``t - 1`` (tracking backward) in the
+    background, unless they are cached. Call :meth:`close`
     when done (the captures are released on garbage collection otherwise).
     """
 
@@ -99,7 +100,10 @@ class FrameCache:
     def read(self, camera: str, kind: str, frame: int) -> np.ndarray:
         """Frame ``(H, W)`` uint8 of the ``kind`` stream (``reflectance``/``fluorescence``)."""
         image = self._decoded((camera, kind, frame))
+        # The next target is t + 1 forward and t - 1 backward; the other neighbour, the
+        # previous target, is cached already and costs nothing.
         self._read_ahead((camera, kind, frame + 1))
+        self._read_ahead((camera, kind, frame - 1))
         return image
 
     def _decoded(self, key: tuple[str, str, int]) -> np.ndarray:
@@ -136,8 +140,8 @@ class FrameCache:
         pending.set_result(image)
 
     def _read_ahead(self, key: tuple[str, str, int]) -> None:
-        """Decode ``key`` in the background unless it is cached, being decoded or past the end."""
-        if key[2] >= self.recording.n_frames:
+        """Decode ``key`` in the background unless it is cached, being decoded or outside the stream."""
+        if not 0 <= key[2] < self.recording.n_frames:
             return
         with self._lock:
             if key in self._frames or key in self._decoding:
