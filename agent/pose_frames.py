@@ -281,11 +281,9 @@ class CentroidPrefetch:
             return self._get_backward(frame)
         current = self._pending.pop(frame, None) or self._pool.submit(self._detect, frame)
         # Frames behind the one asked for are never asked for again (a resume starts anew).
-        self._pending = {t: future for t, future in self._pending.items()
-                         if (t - frame) * step > 0}
-        for ahead in range(1, self.read_ahead + 1):
-            following = frame + step * ahead
-            if 0 <= following < self.recording.n_frames and following not in self._pending:
+        self._pending = {t: future for t, future in self._pending.items() if t > frame}
+        for following in range(frame + 1, min(frame + 1 + self.read_ahead, self.recording.n_frames)):
+            if following not in self._pending:
                 self._pending[following] = self._pool.submit(self._detect, following)
         return current.result()
 
@@ -390,11 +388,8 @@ def write_results_files(out: str | Path, cameras: list[str], keypoints: list[str
     """
     out = Path(out)
     logged = {r.frame: r for r in records}
-    n_cameras, n_keypoints = (records[0].centroid.shape if records
-                              else (len(cameras), len(keypoints)))
-    last = max(logged, default=-1)
-    records = [logged.get(frame) or untracked_record(frame, n_cameras, n_keypoints)
-               for frame in range(last + 1)]
+    records = [logged.get(frame) or untracked_record(frame, len(cameras), len(keypoints))
+               for frame in range(max(logged, default=-1) + 1)]
     frames = np.array([r.frame for r in records], dtype=np.int64)
 
     def stack(name: str) -> np.ndarray:

@@ -221,12 +221,8 @@ def _initial_state(recording: Recording, runtime: PoseRuntime, end_frame: int) -
     """The first window is the seed frames from the first one on; tracking starts after them."""
     window, frame = steps.advance([], int(recording.seeds.frames[0]), runtime.seed_frames)
     n_keypoints = len(recording.keypoints)
-    last_seen = np.full((n_keypoints, 3), np.nan).tolist()
-    for entry in runtime.store.window(window):
-        last_seen = steps.update_last_seen(last_seen, entry["points_3d"])
     state: PoseState = {"frame": frame, "end_frame": end_frame, "direction": 1,
-                        "window": window[-3:], "last_seen_3d": last_seen,
-                        "lost_frames": [0] * n_keypoints, "reacquired": [False] * n_keypoints,
+                        **steps.pass_start(runtime.store, window, n_keypoints),
                         "n_done": len(window), "n_flagged": 0}
     if frame >= end_frame:  # nothing after the seed frames: only backward
         state.update(steps.backward_start(runtime.store, runtime.seed_frames, n_keypoints))

@@ -357,20 +357,29 @@ def advance(window: list[int], frame: int, seed_frames: frozenset[int], directio
     return window, frame
 
 
+def pass_start(store: FrameStore, frames: list[int], n_keypoints: int, window_frames: int = 3
+               ) -> dict:
+    """Tracking state at the start of a pass from the seed ``frames`` (in tracking order).
+
+    The window is the last ``window_frames`` of them; the last seen points
+    come from all of them; no keypoint is lost yet.
+    """
+    last_seen = np.full((n_keypoints, 3), np.nan).tolist()
+    for entry in store.window(frames):
+        last_seen = update_last_seen(last_seen, entry["points_3d"])
+    return {"window": frames[-window_frames:], "last_seen_3d": last_seen,
+            "lost_frames": [0] * n_keypoints, "reacquired": [False] * n_keypoints}
+
+
 def backward_start(store: FrameStore, seed_frames: frozenset[int], n_keypoints: int,
                    window_frames: int = 3) -> dict:
     """State that tracks backward from the first seed frame to frame 0, once forward tracking is done.
 
     Frames before the first seed frame are tracked in reverse order, so a
     recording labelled anywhere gets every frame. The window is the first
-    seed frames, nearest last; the last seen points and lost counters start
-    from them as at the start of the run. ``frame`` is -1 when there is
-    nothing before the first seed frame.
+    seed frames, nearest last (:func:`pass_start`). ``frame`` is -1 when
+    there is nothing before the first seed frame.
     """
     first = sorted(seed_frames)[:window_frames]
-    window = first[::-1]
-    last_seen = np.full((n_keypoints, 3), np.nan).tolist()
-    for entry in store.window(window):
-        last_seen = update_last_seen(last_seen, entry["points_3d"])
-    return {"frame": first[0] - 1, "direction": -1, "window": window, "last_seen_3d": last_seen,
-            "lost_frames": [0] * n_keypoints, "reacquired": [False] * n_keypoints}
+    return {"frame": first[0] - 1, "direction": -1,
+            **pass_start(store, first[::-1], n_keypoints, window_frames)}
