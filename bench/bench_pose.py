@@ -78,7 +78,8 @@ def bench_recording(recording_dir: Path, work: Path, ablations: tuple[str, ...] 
         rows.append({
             "recording": recording_dir.name, "ablation": ablation,
             "mean_mm": metrics.mean_error_mm, "median_mm": metrics.median_error_mm,
-            "within5": metrics.share_within_5mm, "accuracy": metrics.assignment_accuracy,
+            "within5": metrics.share_within_5mm, "triangulable": metrics.share_triangulable,
+            "accuracy": metrics.assignment_accuracy,
             "qc_precision": metrics.qc_precision, "qc_recall": metrics.qc_recall,
             "wall_s": summary.wall_s, "decode_fluo_s": fluorescence_s, "decode_all_s": all_s,
             "detect_s": detect_s, "frames": summary.n_frames,
@@ -96,15 +97,17 @@ def _fmt(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
 def report(rows: list[dict], command: str) -> str:
     lines = [
         "# Pose pipeline benchmark (classical backend)", "", f"Command: `{command}`", "",
-        "| recording | ablation | mean mm | median mm | within 5 mm | 2D accuracy | QC precision "
+        "| recording | ablation | mean mm | median mm | within 5 mm | triangulable "
+        "| 2D accuracy | QC precision "
         "| QC recall | wall s | decode fluo s | wall / decode fluo | wall / decode all "
         "| decode+detect s | graph ms/frame |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['recording']} | {r['ablation']} | {_fmt(r['mean_mm'])} | {_fmt(r['median_mm'], digits=3)} "
-            f"| {_fmt(r['within5'], 100, 1)}% | {_fmt(r['accuracy'], 100, 1)}% "
+            f"| {_fmt(r['within5'], 100, 1)}% | {_fmt(r['triangulable'], 100, 1)}% "
+            f"| {_fmt(r['accuracy'], 100, 1)}% "
             f"| {_fmt(r['qc_precision'], 100, 1)}% | {_fmt(r['qc_recall'], 100, 1)}% "
             f"| {r['wall_s']:.1f} | {r['decode_fluo_s']:.1f} | {r['wall_s'] / r['decode_fluo_s']:.1f} "
             f"| {r['wall_s'] / r['decode_all_s']:.1f} | {r['detect_s']:.1f} "

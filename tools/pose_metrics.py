@@ -11,6 +11,11 @@ Three questions, each over every evaluated frame (seed frames included):
    counts as correct when its label lies within ``label_tolerance_px`` (3 px)
    of the true position; a label given where the keypoint is invisible
    counts as wrong.
+   With visibility, also the ceiling of that share: the keypoint-frames
+   whose dot at least 2 cameras show (**triangulable**). FORMATS.md leaves a
+   keypoint empty when it cannot be triangulated, so no result has more
+   keypoint-frames within 5 mm than this; the share within 5 mm of the
+   triangulable ones separates identity errors from what no camera pair saw.
 3. Do the QC flags point at the bad labels? A keypoint-frame is **really
    wrong** when its 3D point is missing or more than ``wrong_3d_mm`` (5 mm)
    from the truth, or when its 2D label in any camera is more than
@@ -53,6 +58,9 @@ class PoseMetrics:
     n_misplaced_labels: int | None
     n_labels_on_invisible: int | None
     assignment_accuracy: float | None
+    n_triangulable: int | None
+    share_triangulable: float | None
+    share_within_5mm_of_triangulable: float | None
     n_really_wrong: int
     n_flagged: int | None
     n_flagged_really_wrong: int | None
@@ -120,6 +128,19 @@ def _label_fields(
     return fields, np.any(misplaced | on_invisible, axis=1)
 
 
+def _triangulable_fields(points_3d: np.ndarray, true_3d: np.ndarray, visible: np.ndarray
+                         ) -> dict:
+    """The ceiling fields: keypoint-frames with 3D truth whose dot >= 2 cameras show, and how many are within 5 mm."""
+    has_truth = np.all(np.isfinite(true_3d), axis=-1)
+    triangulable = has_truth & (visible.sum(axis=1) >= 2)
+    within = triangulable & (np.linalg.norm(points_3d - true_3d, axis=-1) <= 5.0)
+    return {
+        "n_triangulable": int(triangulable.sum()),
+        "share_triangulable": _share(int(triangulable.sum()), int(has_truth.sum())),
+        "share_within_5mm_of_triangulable": _share(int(within.sum()), int(triangulable.sum())),
+    }
+
+
 def _qc_fields(flagged: np.ndarray, really_wrong: np.ndarray) -> dict:
     hits = int(np.sum(flagged & really_wrong))
     return {
@@ -174,19 +195,21 @@ def evaluate_pose(
     given_2d = [array is not None for array in (labels_2d, true_2d, visible)]
     fields |= dict.fromkeys(
         ["n_visible", "n_correct_labels", "n_missing_labels", "n_misplaced_labels"]
-        + ["n_labels_on_invisible", "assignment_accuracy"]
+        + ["n_labels_on_invisible", "assignment_accuracy", "n_triangulable"]
+        + ["share_triangulable", "share_within_5mm_of_triangulable"]
     )
     if any(given_2d):
         if not all(given_2d):
             raise ValueError("labels_2d, true_2d and visible must be given together")
         shape = (n_frames, np.shape(labels_2d)[1] if np.ndim(labels_2d) == 4 else -1, n_keypoints)
+        visible = _check("visible", visible, shape).astype(bool)
         label_fields, wrong_labels = _label_fields(
             _check("labels_2d", labels_2d, (*shape, 2)).astype(np.float64),
             _check("true_2d", true_2d, (*shape, 2)).astype(np.float64),
-            _check("visible", visible, shape).astype(bool),
+            visible,
             label_tolerance_px,
         )
-        fields |= label_fields
+        fields |= label_fields | _triangulable_fields(points_3d, true_3d, visible)
         really_wrong = really_wrong | wrong_labels
     fields |= dict.fromkeys(["n_flagged", "n_flagged_really_wrong", "qc_precision", "qc_recall"])
     if flagged is not None:

@@ -95,6 +95,12 @@ def format_metrics(metrics: PoseMetrics, units: str) -> str:
             f"{m.n_misplaced_labels} more than {LABEL_TOLERANCE_PX:g} px off, "
             f"{m.n_labels_on_invisible} on invisible keypoints)"
         )
+        lines.append(
+            f"triangulable (dot in >= 2 cameras): {_percent(m.share_triangulable)} "
+            f"({m.n_triangulable}/{m.n_keypoint_frames}; the most that can be within 5 {units}: "
+            f"the others stay empty), within 5 {units} of those: "
+            f"{_percent(m.share_within_5mm_of_triangulable)}"
+        )
     lines.append(
         f"really wrong keypoint-frames: {m.n_really_wrong} (3D missing or > {WRONG_3D_MM:g} {units} "
         f"off, or a 2D label > {LABEL_TOLERANCE_PX:g} px off or on an invisible keypoint)"

@@ -144,3 +144,21 @@ def test_shapes_are_checked(truth: dict) -> None:
             truth["true_2d"],
             truth["visible"][:, :2, :2],
         )
+
+
+def test_the_triangulable_share_bounds_the_share_within_5mm(truth: dict) -> None:
+    seen_by = truth["visible"].sum(axis=1)  # (frames, keypoints)
+    # A result that triangulates exactly the keypoint-frames two cameras see.
+    points = np.where((seen_by >= 2)[..., None], truth["true_3d"], np.nan)
+    labels = _perfect_labels(truth)
+    metrics = evaluate_pose(points, truth["true_3d"], None, labels, truth["true_2d"],
+                            truth["visible"])
+    assert metrics.n_triangulable == int((seen_by >= 2).sum())
+    assert metrics.share_triangulable == pytest.approx((seen_by >= 2).mean())
+    assert metrics.share_within_5mm == pytest.approx(metrics.share_triangulable)
+    assert metrics.share_within_5mm_of_triangulable == 1.0
+    off = evaluate_pose(_shift(points, 6.0), truth["true_3d"], None, labels, truth["true_2d"],
+                        truth["visible"])
+    assert off.share_within_5mm_of_triangulable == 0.0 and off.share_triangulable < 1.0
+    without_2d = evaluate_pose(points, truth["true_3d"])
+    assert without_2d.n_triangulable is None and without_2d.share_triangulable is None
