@@ -30,32 +30,52 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _available_commands() -> dict[str, object]:
-    modules = {}
-    for name, (module_name, _help) in COMMANDS.items():
-        try:
-            modules[name] = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-    return modules
+def _command_module(name: str) -> object | None:
+    """The module of subcommand ``name``, or None where it is not installed."""
+    module_name = COMMANDS[name][0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (its first argument that is not an option), if any."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; only the subcommand named in ``argv`` is imported and configured.
+
+    Importing every command module (the behavior ones pull in torch and
+    LangChain) cost about 3 s on every start; the others are listed by name
+    and help only. ``argv`` None configures every command.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m agent.run",
         description="BehaviorVLM agent: label-light pose estimation and behavior understanding.",
     )
+    chosen = None if argv is None else _chosen_command(argv)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in _available_commands().items():
-        sub = subparsers.add_parser(name, help=COMMANDS[name][1], description=COMMANDS[name][1])
+    for name, (_module_name, help_text) in COMMANDS.items():
+        if argv is not None and name != chosen:
+            subparsers.add_parser(name, help=help_text, description=help_text)
+            continue
+        module = _command_module(name)
+        if module is None:
+            continue
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
         module.configure(sub)  # type: ignore[attr-defined]
         sub.set_defaults(_run=module.run)  # type: ignore[attr-defined]
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
