@@ -6,16 +6,16 @@ Three questions, each over every evaluated frame (seed frames included):
    calibration units (mm) over the triangulated keypoint-frames, and the
    share of keypoint-frames with truth that lie within 5 and 10 mm (a
    missing point counts as outside).
+   With 2D visibility, also the ceiling of that share: the keypoint-frames
+   whose dot at least 2 cameras show (**triangulable**). FORMATS.md leaves a
+   keypoint empty when it cannot be triangulated, so no result has more
+   keypoint-frames within 5 mm than this; the share within 5 mm of the
+   triangulable ones separates identity errors from what no camera pair saw.
 2. Are the 2D labels on the right spots? Assignment accuracy is
    ``correct / (visible + labels_on_invisible)``: a visible true keypoint
    counts as correct when its label lies within ``label_tolerance_px`` (3 px)
    of the true position; a label given where the keypoint is invisible
    counts as wrong.
-   With visibility, also the ceiling of that share: the keypoint-frames
-   whose dot at least 2 cameras show (**triangulable**). FORMATS.md leaves a
-   keypoint empty when it cannot be triangulated, so no result has more
-   keypoint-frames within 5 mm than this; the share within 5 mm of the
-   triangulable ones separates identity errors from what no camera pair saw.
 3. Do the QC flags point at the bad labels? A keypoint-frame is **really
    wrong** when its 3D point is missing or more than ``wrong_3d_mm`` (5 mm)
    from the truth, or when its 2D label in any camera is more than
