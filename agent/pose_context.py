@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.config import CommonContext
+from tools.confidence import QualityParams
+
+# QC thresholds default to the QC tool's own, so the two cannot drift apart.
+_QC = QualityParams()
 
 
 def _doc(description: str) -> dict[str, str]:
@@ -29,13 +33,13 @@ class PoseContext(CommonContext):
         default=2, metadata=_doc("retries of stages 1-3 for low-confidence views of one frame")
     )
     max_error_px: float = field(
-        default=2.0, metadata=_doc("QC: largest mean reprojection error of an accepted keypoint")
+        default=_QC.max_error_px, metadata=_doc("QC: largest mean reprojection error of an accepted keypoint")
     )
     max_view_error_px: float = field(
-        default=2.5, metadata=_doc("QC: largest reprojection error of one labelled view")
+        default=_QC.max_view_error_px, metadata=_doc("QC: largest reprojection error of one labelled view")
     )
     qc_min_cameras: int = field(
-        default=3, metadata=_doc("QC: fewest agreeing cameras of an accepted keypoint")
+        default=_QC.min_cameras, metadata=_doc("QC: fewest agreeing cameras of an accepted keypoint")
     )
     review_min_cameras: int | None = field(
         default=None, metadata=_doc("QC: fewest agreeing cameras of a label that needs no review "
@@ -44,12 +48,12 @@ class PoseContext(CommonContext):
                                     "qc_min_cameras")
     )
     max_body_deviation: float = field(
-        default=1.2, metadata=_doc("QC: flag a label (for review) whose distances to the other "
+        default=_QC.max_body_deviation, metadata=_doc("QC: flag a label (for review) whose distances to the other "
                                    "regions' keypoints are off the seed frames' by more than this "
                                    "many tolerances on average (full pipeline only)")
     )
     confirm_body_deviation: float = field(
-        default=0.5, metadata=_doc("QC: a triangulated label that few cameras confirm needs no "
+        default=_QC.confirm_body_deviation, metadata=_doc("QC: a triangulated label that few cameras confirm needs no "
                                    "review when its body deviation is under this (it is still "
                                    "retried)")
     )
@@ -61,10 +65,10 @@ class PoseContext(CommonContext):
                                   "(full pipeline only)")
     )
     min_margin_px: float = field(
-        default=2.0, metadata=_doc("QC: smallest assignment margin (cost gap to second best)")
+        default=_QC.min_margin_px, metadata=_doc("QC: smallest assignment margin (cost gap to second best)")
     )
     max_jump_mm: float = field(
-        default=15.0, metadata=_doc("QC: largest distance of a 3D point from its motion prediction")
+        default=_QC.max_jump_mm, metadata=_doc("QC: largest distance of a 3D point from its motion prediction")
     )
     inlier_threshold_px: float = field(
         default=8.0, metadata=_doc("Stage 4: a view agrees with a 3D point within this error")
