@@ -47,29 +47,27 @@ def _chosen_command(argv: Sequence[str]) -> str | None:
     return first if first in COMMANDS else None
 
 
-def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The CLI parser; only the subcommand named in ``argv`` is imported and configured.
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The CLI parser for ``argv``: only the subcommand it names is imported and configured.
 
     Importing every command module (the behavior ones pull in torch and
     LangChain) cost about 3 s on every start; the others are listed by name
-    and help only. ``argv`` None configures every command.
+    and help only.
     """
     parser = argparse.ArgumentParser(
         prog="python -m agent.run",
         description="BehaviorVLM agent: label-light pose estimation and behavior understanding.",
     )
-    chosen = None if argv is None else _chosen_command(argv)
+    chosen = _chosen_command(argv)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module_name, help_text) in COMMANDS.items():
-        if argv is not None and name != chosen:
-            subparsers.add_parser(name, help=help_text, description=help_text)
-            continue
-        module = _command_module(name)
-        if module is None:
-            continue
+        module = _command_module(name) if name == chosen else None
+        if name == chosen and module is None:
+            continue  # not installed: not offered
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        module.configure(sub)  # type: ignore[attr-defined]
-        sub.set_defaults(_run=module.run)  # type: ignore[attr-defined]
+        if module is not None:
+            module.configure(sub)  # type: ignore[attr-defined]
+            sub.set_defaults(_run=module.run)  # type: ignore[attr-defined]
     return parser
 
 
