@@ -79,8 +79,11 @@ class ClassicalPoseBackend:
 
     def assign_within_region(self, request: AssignWithinRegionRequest) -> RegionAssignment:
         """Stage 2: gated optimal assignment of the centroids inside the box."""
-        candidates = [c for c in request.centroids if request.box is not None
-                      and Box(*request.box).contains(np.array([[c.x, c.y]]))[0]]
+        candidates = []
+        if request.box is not None and request.centroids:
+            positions = np.array([[c.x, c.y] for c in request.centroids], dtype=np.float64)
+            inside = Box(*request.box).contains(positions)
+            candidates = [c for c, keep in zip(request.centroids, inside.tolist(), strict=True) if keep]
         labels = self._assign(request, candidates, "within_region")
         missing = sum(label.centroid < 0 for label in labels)
         return RegionAssignment(camera=request.camera, region=request.region, labels=labels,

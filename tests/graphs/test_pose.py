@@ -161,6 +161,21 @@ def test_reconciliation_never_gives_a_centroid_twice():
     assert answer.n_conflicts == 1
 
 
+@pytest.mark.parametrize("box", [(0, 0, 30, 30), None])
+def test_within_region_assignment_takes_only_centroids_inside_the_box(box):
+    # Centroid 1 is nearer b's prediction but outside the box; centroid 2 is inside, within the gate.
+    request = AssignWithinRegionRequest.model_validate({
+        "frame": 5, "camera": "cam0", "image_size": (160, 120), "strategy": 0,
+        "keypoints": ["a", "b"], "exemplars": [], "prior": [(10.0, 10.0), (29.0, 20.0)],
+        "region": "head", "box": box,
+        "centroids": [{"index": 0, "x": 10.5, "y": 10.0}, {"index": 1, "x": 30.0, "y": 20.0},
+                      {"index": 2, "x": 25.0, "y": 20.0}]})
+    answer = ClassicalPoseBackend().assign_within_region(request)
+    expected = [0, 2] if box is not None else [-1, -1]
+    assert [label.centroid for label in answer.labels] == expected
+    assert answer.flagged == (box is None)
+
+
 def test_classical_tracker_follows_the_animal(tiny, tmp_path):
     summary = _run(tiny, tmp_path / "out")
     recording = load_recording(tiny)
