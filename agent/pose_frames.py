@@ -13,6 +13,7 @@ here, in the run's cache directory, referenced by path:
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import threading
@@ -379,7 +380,7 @@ UNTRACKED = "untracked"  # qc.csv reason of a frame the run did not reach
 
 
 def write_results_files(out: str | Path, cameras: list[str], keypoints: list[str],
-                        records: list[FrameRecord]) -> None:
+                        records: list[FrameRecord], mm_per_unit: float = 1.0) -> None:
     """``keypoints_3d.csv``, ``keypoints_2d.csv`` and ``qc.csv`` of FORMATS.md section 2.
 
     One row per frame from frame 0 on: a frame without a record (the run
@@ -396,8 +397,10 @@ def write_results_files(out: str | Path, cameras: list[str], keypoints: list[str
         return np.stack([getattr(r, name) for r in records])
 
     points_3d, error, ncams = stack("points_3d"), stack("error_px"), stack("ncams")
-    write_keypoints_3d(out / "keypoints_3d.csv", keypoints, frames, points_3d, error, ncams,
-                       stack("score"))
+    # Points are tracked in millimetres; results are in the calibration's units.
+    write_keypoints_3d(out / "keypoints_3d.csv", keypoints, frames, points_3d / mm_per_unit,
+                       error, ncams, stack("score"),
+                       decimals=4 + max(0, math.ceil(math.log10(mm_per_unit))))
     write_keypoints_2d(out / "keypoints_2d.csv", cameras, keypoints, frames, stack("points_2d"),
                        stack("centroid"), stack("view_error_px"), stack("stage"))
     write_qc(out / "qc.csv", keypoints, frames, error, ncams, stack("flagged"), stack("reason"))

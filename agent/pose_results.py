@@ -93,10 +93,11 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return frames.astype(np.int64)
 
 
-def _write_table(path: str | Path, columns: dict[str, np.ndarray]) -> Path:
+def _write_table(path: str | Path, columns: dict[str, np.ndarray],
+                 float_format: str = _FLOAT_FORMAT) -> Path:
     buffer = io.StringIO()
     pd.DataFrame(columns).to_csv(
-        buffer, index=False, float_format=_FLOAT_FORMAT, na_rep="", lineterminator="\n"
+        buffer, index=False, float_format=float_format, na_rep="", lineterminator="\n"
     )
     return write_text_atomic(path, buffer.getvalue())
 
@@ -109,6 +110,7 @@ def write_keypoints_3d(
     error_px: np.ndarray,
     ncams: np.ndarray,
     score: np.ndarray,
+    decimals: int = 4,
 ) -> Path:
     """Write ``keypoints_3d.csv`` in Anipose's pose-3d layout.
 
@@ -126,6 +128,8 @@ def write_keypoints_3d(
     error_px, ncams, score
         ``(n_frames, n_keypoints)`` mean reprojection error (pixels), cameras
         used, and confidence in [0, 1].
+    decimals
+        Digits after the point (4 for millimetres: 0.1 um; more for metres).
     """
     frames = _check_frames(frames)
     shape = (frames.size, len(keypoints))
@@ -152,7 +156,7 @@ def write_keypoints_3d(
     for i in range(3):
         columns[f"center_{i}"] = np.zeros(frames.size)
     columns["fnum"] = frames
-    return _write_table(path, columns)
+    return _write_table(path, columns, f"%.{int(decimals)}f")
 
 
 def write_keypoints_2d(

@@ -9,6 +9,7 @@ Cameras are matched to calibration tables and streams by name.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from dataclasses import dataclass, field
@@ -30,6 +31,31 @@ from agent.toml_files import read_toml
 from tools.geometry import CameraGroup
 
 MIN_SEED_FRAMES = 3
+
+# Millimetres per calibration unit. The tracker's 3D tolerances (jump, body
+# distances, shape carry, recovery) are in millimetres, so a recording in other
+# units is converted to millimetres on load and its results back on writing.
+_MM_PER_UNIT = {
+    "mm": 1.0, "millimeter": 1.0, "millimeters": 1.0, "millimetre": 1.0, "millimetres": 1.0,
+    "cm": 10.0, "centimeter": 10.0, "centimeters": 10.0, "centimetre": 10.0, "centimetres": 10.0,
+    "m": 1000.0, "meter": 1000.0, "meters": 1000.0, "metre": 1000.0, "metres": 1000.0,
+    "um": 1e-3, "\u00b5m": 1e-3, "\u03bcm": 1e-3, "micrometer": 1e-3, "micrometers": 1e-3,
+    "micrometre": 1e-3, "micrometres": 1e-3, "micron": 1e-3, "microns": 1e-3,
+    "in": 25.4, "inch": 25.4, "inches": 25.4,
+}
+
+
+def mm_per_unit(units: str) -> float:
+    """Millimetres per ``units`` (1.0 for an unknown name: treated as millimetres)."""
+    return _MM_PER_UNIT.get(units.strip().lower(), 1.0)
+
+
+def _scaled_group(group: CameraGroup, factor: float) -> CameraGroup:
+    """``group`` with its translations multiplied by ``factor`` (a change of length unit)."""
+    if factor == 1.0:
+        return group
+    return CameraGroup(tuple(dataclasses.replace(camera, tvec=camera.tvec * factor)
+                             for camera in group.cameras))
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +86,11 @@ class Recording:
     fps : float
         Frames per second.
     units : str
-        3D units of the calibration (``"mm"``).
+        3D units of the calibration (``"mm"``) and of the written results.
+    mm_per_unit : float
+        Millimetres per calibration unit. ``group`` and ``ground_truth_3d``
+        are held in millimetres (converted on load); results are divided by
+        this factor when written.
     cameras, keypoints : list[str]
         Names in manifest order; every array is stacked in this order.
     regions : dict[str, list[str]]
@@ -92,6 +122,7 @@ class Recording:
     ground_truth_3d: np.ndarray | None = None
     ground_truth_2d: np.ndarray | None = None
     ground_truth_visible: np.ndarray | None = None
+    mm_per_unit: float = 1.0
     _streams: dict[tuple[str, str], FrameStream] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -287,10 +318,13 @@ def load_recording(path: str | Path) -> Recording:
     cameras, keypoints = manifest["cameras"], manifest["keypoints"]
     group = load_calibration(root / "calibration.toml", cameras)
     n_frames = _check_streams(root, group)
+    scale = mm_per_unit(manifest["units"])
+    group = _scaled_group(group, scale)
     seeds = _load_seeds(root / "seeds.csv", cameras, keypoints, n_frames)
     ground_truth_3d = ground_truth_2d = ground_truth_visible = None
     if (root / "ground_truth.csv").exists():
-        ground_truth_3d = _load_ground_truth_3d(root / "ground_truth.csv", keypoints, n_frames)
+        ground_truth_3d = scale * _load_ground_truth_3d(root / "ground_truth.csv", keypoints,
+                                                        n_frames)
     if (root / "ground_truth_2d.csv").exists():
         ground_truth_2d, ground_truth_visible = _load_ground_truth_2d(
             root / "ground_truth_2d.csv", cameras, keypoints, n_frames
@@ -308,4 +342,5 @@ def load_recording(path: str | Path) -> Recording:
         ground_truth_3d=ground_truth_3d,
         ground_truth_2d=ground_truth_2d,
         ground_truth_visible=ground_truth_visible,
+        mm_per_unit=scale,
     )

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("agent.commands.synth", "simulate a recording (pose) or a session (behavior) with ground truth"),
     "pose": ("agent.commands.pose", "run the 4-stage pose pipeline on a recording"),
     "eval": ("agent.commands.eval_pose", "score pose results against a recording's ground truth"),
+    "suggest": ("agent.commands.suggest", "which frames of a pose run to label next"),
     "behavior": ("agent.commands.behavior", "run the behavior pipeline on a session"),
     "eval-behavior": ("agent.commands.eval_behavior", "score behavior results against ground_truth.csv"),
     "chat": ("agent.commands.chat", "ask questions about finished results"),

@@ -14,6 +14,7 @@ far ahead costs a seek.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -220,6 +221,16 @@ class VideoStream(FrameStream):
         self._capture.release()
 
 
+def _natural_key(name: str) -> tuple:
+    """Sort key of a file name with its digit runs compared as numbers.
+
+    ``frame_2.png`` comes before ``frame_10.png``; zero-padded names sort as
+    they do by plain name. Ties (``frame_01`` vs ``frame_1``) fall back to the name.
+    """
+    parts = re.split(r"(\d+)", name)
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts), name
+
+
 class ImageFolderStream(FrameStream):
     """A folder of images (``.png``, ``.tif``, ``.tiff``, ``.jpg``, ``.jpeg``), ordered by file name.
 
@@ -228,8 +239,9 @@ class ImageFolderStream(FrameStream):
 
     def __init__(self, path: Path) -> None:
         self.files = sorted(
-            (entry for entry in path.iterdir() if entry.suffix.lower() in IMAGE_SUFFIXES),
-            key=lambda entry: entry.name,
+            (entry for entry in path.iterdir()
+             if entry.suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith(".")),
+            key=lambda entry: _natural_key(entry.name),
         )
         if not self.files:
             raise InputError(path, f"image folder has no {'/'.join(IMAGE_SUFFIXES)} files")

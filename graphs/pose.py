@@ -288,7 +288,7 @@ def write_results(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, 
     """Stage 7: write keypoints_3d.csv, keypoints_2d.csv and qc.csv from the frame log."""
     run = runtime.context
     write_results_files(run.out_dir, run.recording.cameras, run.recording.keypoints,
-                               run.store.read_all())
+                               run.store.read_all(), run.recording.mm_per_unit)
     return {}
 
 

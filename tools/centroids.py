@@ -53,7 +53,9 @@ class CentroidParams:
         default=12.0,
         metadata={
             "description": "Lowest foreground threshold above the background level, in "
-            "intensity units; it matters on clean or quantized frames whose MAD is ~0."
+            "grey-level steps of the frame (intensity units for uint8 and native 16-bit "
+            "data; 257 or 16 units for 8- or 12-bit data stored as uint16); it matters on "
+            "clean or quantized frames whose MAD is ~0."
         },
     )
     noise_sample_step: int = field(
@@ -180,7 +182,11 @@ def detect_centroids(
     sample = residual[:: params.noise_sample_step, :: params.noise_sample_step]
     level = float(np.median(sample))
     noise_sigma = MAD_TO_SIGMA * float(np.median(np.abs(sample - level)))
-    threshold = level + max(params.threshold_floor, params.threshold_k_sigma * noise_sigma)
+    # The floor is in grey levels of the frame's quantization: a 16-bit frame
+    # scaled up from 8 or 12 bits (steps of 257 or 16) has MAD 0 like a clean
+    # 8-bit one, and a floor of 12 raw units would turn every noise step into a spot.
+    floor = params.threshold_floor * _quantization_step(frame, params.noise_sample_step)
+    threshold = level + max(floor, params.threshold_k_sigma * noise_sigma)
 
     foreground = residual > threshold
     # Labels only: OpenCV's WithStats variant costs ~10x more than labelling here, and
@@ -199,6 +205,17 @@ def detect_centroids(
         unsplittable = np.bincount(component, weights=saturated, minlength=n_labels) > 0
         component = _split_merged(residual, rows, cols, component, unsplittable, params)
     return _weighted_centroids(residual, rows, cols, component, level, threshold, params)
+
+
+def _quantization_step(frame: np.ndarray, step: int) -> float:
+    """Smallest gap between distinct grey levels of a pixel sample (1 for uint8; 257 or 16 for
+    8- or 12-bit data stored as uint16)."""
+    if frame.dtype == np.uint8:
+        return 1.0
+    values = np.unique(frame[::step, ::step])
+    if values.size < 2:
+        return 1.0
+    return float(max(1, int(np.gcd.reduce(np.diff(values).astype(np.int64)))))
 
 
 def _checked_frame(frame: np.ndarray) -> np.ndarray:

@@ -62,8 +62,9 @@ def score_results(recording: Recording, results: Path) -> PoseMetrics:
         ).points_2d
         true_2d = recording.ground_truth_2d[frames]
         visible = recording.ground_truth_visible[frames]
+    # The recording holds its truth in millimetres; results are in calibration units.
     return evaluate_pose(
-        table_3d.points_3d,
+        table_3d.points_3d * recording.mm_per_unit,
         recording.ground_truth_3d[frames],
         flagged,
         labels_2d,
@@ -131,5 +132,5 @@ def run(args: argparse.Namespace) -> int:
         metrics = score_results(recording, args.results)
     finally:
         recording.close()
-    print(metrics_to_json(metrics) if args.json else format_metrics(metrics, recording.units))
+    print(metrics_to_json(metrics) if args.json else format_metrics(metrics, "mm"))
     return 0

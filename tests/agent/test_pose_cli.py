@@ -40,6 +40,50 @@ def test_pose_writes_the_results_of_formats_section_2(tiny, tmp_path, capsys):
     assert (out / "run.json").is_file()
 
 
+def _in_metres(recording: Path, copy: Path) -> Path:
+    """A copy of ``recording`` whose calibration, manifest and ground truth are in metres."""
+    import shutil
+    import tomllib
+
+    import tomli_w
+
+    shutil.copytree(recording, copy)
+    manifest = tomllib.loads((copy / "recording.toml").read_text())
+    (copy / "recording.toml").write_text(tomli_w.dumps({**manifest, "units": "m"}))
+    calibration = tomllib.loads((copy / "calibration.toml").read_text())
+    for table in calibration.values():
+        if isinstance(table, dict) and "translation" in table:
+            table["translation"] = [value / 1000.0 for value in table["translation"]]
+    (copy / "calibration.toml").write_text(tomli_w.dumps(calibration))
+    truth = pd.read_csv(copy / "ground_truth.csv")
+    coordinates = [c for c in truth.columns if c[-2:] in ("_x", "_y", "_z")]
+    truth[coordinates] = truth[coordinates] / 1000.0
+    truth.to_csv(copy / "ground_truth.csv", index=False, float_format="%.9f")
+    return copy
+
+
+def test_a_recording_in_metres_is_tracked_as_in_millimetres_and_written_in_metres(
+        tiny, tmp_path, capsys):
+    # The tracker's tolerances are in millimetres: a recording in metres is converted on
+    # load, tracked the same, and its 3D results are written back in metres.
+    metres = _in_metres(tiny, tmp_path / "rec_m")
+    for recording, out in ((tiny, tmp_path / "mm"), (metres, tmp_path / "m")):
+        assert main(["pose", str(recording), "--out", str(out), "--quiet"]) == 0
+    mm, m = (pd.read_csv(tmp_path / name / "keypoints_3d.csv") for name in ("mm", "m"))
+    xyz = [c for c in mm.columns if c[-2:] in ("_x", "_y", "_z")]
+    assert mm[xyz].notna().to_numpy().any()
+    np.testing.assert_allclose(m[xyz].to_numpy() * 1000.0, mm[xyz].to_numpy(), atol=1e-3)
+    for name in ("qc.csv", "keypoints_2d.csv"):
+        assert (tmp_path / "m" / name).read_text() == (tmp_path / "mm" / name).read_text()
+    capsys.readouterr()
+    scores = []
+    for recording, out in ((tiny, tmp_path / "mm"), (metres, tmp_path / "m")):
+        assert main(["eval", str(recording), str(out), "--json"]) == 0
+        scores.append(json.loads(capsys.readouterr().out))
+    assert scores[0]["share_within_5mm"] == scores[1]["share_within_5mm"]
+    assert scores[1]["mean_error_mm"] == pytest.approx(scores[0]["mean_error_mm"], abs=1e-3)
+
+
 def test_model_options_reach_the_run_settings(tiny, tmp_path):
     out = tmp_path / "out"
     assert main(["pose", str(tiny), "--out", str(out), "--quiet", "--max-frames", "4",

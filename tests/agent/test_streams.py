@@ -88,6 +88,17 @@ def test_image_folder_is_ordered_by_file_name_and_keeps_16_bit(tmp_path: Path) -
     assert [int(frame[0, 0]) for frame in frames] == [60000, 1000, 5]
 
 
+def test_numbers_in_image_names_are_ordered_as_numbers(tmp_path: Path) -> None:
+    # Unpadded names (frame_2 before frame_10, as a person reads them); hidden files are skipped.
+    folder = tmp_path / "cam0-fluorescence"
+    folder.mkdir()
+    for number in (1, 2, 10, 11):
+        cv2.imwrite(str(folder / f"frame_{number}.png"), np.full((4, 4), number, np.uint8))
+    cv2.imwrite(str(folder / "._frame_3.png"), np.full((4, 4), 99, np.uint8))
+    with open_stream(folder) as stream:
+        assert [int(stream.read(t)[0, 0]) for t in range(stream.n_frames)] == [1, 2, 10, 11]
+
+
 def test_colour_images_become_gray(tmp_path: Path) -> None:
     folder = tmp_path / "frames"
     folder.mkdir()

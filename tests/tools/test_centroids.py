@@ -127,15 +127,16 @@ def test_reruns_are_identical(rng):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
 
 
-def test_uint16_frame_matches_scaled_uint8_frame(rng):
+@pytest.mark.parametrize("scale", [256, 257, 16])
+def test_uint16_frame_matches_scaled_uint8_frame(rng, scale):
+    # 8- or 12-bit data stored as uint16 (steps of 256/257 or 16): the threshold floor
+    # counts grey-level steps, so default parameters find the same spots.
     frame = render_spots(rng, spread_points(rng, 6), rng.uniform(80.0, 200.0, 6))
-    params = CentroidParams()
-    scaled_params = CentroidParams(threshold_floor=params.threshold_floor * 256)
-    as_uint8 = detect_centroids(frame, params)
-    as_uint16 = detect_centroids(frame.astype(np.uint16) * 256, scaled_params)
+    as_uint8 = detect_centroids(frame)
+    as_uint16 = detect_centroids(frame.astype(np.uint16) * scale)
     np.testing.assert_allclose(as_uint16.xy, as_uint8.xy, atol=1e-6)
     np.testing.assert_array_equal(as_uint16.area, as_uint8.area)
-    np.testing.assert_allclose(as_uint16.intensity, as_uint8.intensity * 256, rtol=1e-5)
+    np.testing.assert_allclose(as_uint16.intensity, as_uint8.intensity * scale, rtol=1e-5)
 
 
 def test_given_background_removes_a_bright_gradient(rng):

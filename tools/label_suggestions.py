@@ -1,0 +1,143 @@
+"""Which frames to label next: where the tracker lost the animal and the animal is calm again.
+
+Three seed frames carry the tracker until something it cannot follow: in the
+shipped real motion the mouse rears and drops 90 mm in ten frames, labels
+move onto neighbours' dots, and they stay there to the end of the recording.
+More seed frames re-anchor the tracker (the pipeline treats every seed frame
+as an accepted frame), but only where they are placed well: on the 12
+simulated real-motion recordings, three more seed frames just after the drop
+raised the share within 5 mm by 9-15 points where the tracker had failed,
+three during the drop by 4-7, three just before it by none (bench/results/pose.md).
+
+:func:`suggest_label_frames` finds that place from a finished run alone, the
+way DeepLabCut's outlier-frame extraction does for its networks: the frame
+where the count of labels quality control flags rises most (a lasting rise,
+not a blip), then the fastest motion around it, then the first frames after
+it where the animal moves no faster than usual. Pure arrays; NaN marks a
+missing point. Shapes: ``points_3d (n_frames, n_keypoints, 3)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LabelSuggestion:
+    """Frames to label, and why.
+
+    Attributes
+    ----------
+    frames : list[int]
+        Consecutive frames to label (add them to ``seeds.csv``).
+    onset : int
+        First frame of the window whose flagged labels per frame rose most.
+    rise : float
+        That rise: mean flagged labels per frame in the ``window`` frames
+        from ``onset`` minus in the ``window`` frames before it.
+    fastest : int
+        Frame of the fastest body motion near ``onset``; ``frames`` follow it.
+    """
+
+    frames: list[int]
+    onset: int
+    rise: float
+    fastest: int
+
+
+def body_speed(points_3d: np.ndarray) -> np.ndarray:
+    """Median displacement of the keypoints since the previous frame -> ``(n_frames,)``.
+
+    Over the keypoints triangulated in both frames; NaN for frame 0 and
+    where no keypoint is in both. Units of ``points_3d`` per frame.
+    """
+    points_3d = np.asarray(points_3d, dtype=np.float64)
+    if points_3d.ndim != 3 or points_3d.shape[2] != 3:
+        raise ValueError(f"points_3d must have shape (n_frames, n_keypoints, 3), got {points_3d.shape}")
+    step = np.linalg.norm(points_3d[1:] - points_3d[:-1], axis=2)
+    speed = np.full(points_3d.shape[0], np.nan)
+    moved = np.isfinite(step).any(axis=1)
+    speed[1:][moved] = np.nanmedian(step[moved], axis=1)
+    return speed
+
+
+def suggest_label_frames(flagged_per_frame: np.ndarray, speed: np.ndarray,
+                         labelled_frames: Sequence[int], n_frames: int = 3, window: int = 30,
+                         min_rise: float = 1.0, calm_factor: float = 1.5
+                         ) -> LabelSuggestion | None:
+    """The ``n_frames`` consecutive frames whose labels would help the tracker most, or None.
+
+    Parameters
+    ----------
+    flagged_per_frame : np.ndarray
+        ``(n_frames_total,)`` labels flagged for review in each frame (``qc.csv``).
+    speed : np.ndarray
+        ``(n_frames_total,)`` :func:`body_speed` of the run's 3D keypoints.
+    labelled_frames : Sequence[int]
+        Frames labelled already (the seed frames): an onset with one from
+        ``window`` frames before it to ``2 * window`` after it is labelled
+        already and not considered, and none is suggested again.
+    n_frames : int
+        How many consecutive frames to suggest.
+    window : int
+        Frames on each side of a candidate onset over which flags are
+        averaged (about a second of video).
+    min_rise : float
+        Smallest rise in flagged labels per frame worth a suggestion.
+    calm_factor : float
+        A frame is calm when its speed is at most this times the median speed.
+
+    Returns
+    -------
+    LabelSuggestion or None
+        None when the recording is too short for two windows or no lasting
+        rise of at least ``min_rise`` flagged labels per frame exists.
+    """
+    flagged = np.asarray(flagged_per_frame, dtype=np.float64)
+    speed = np.asarray(speed, dtype=np.float64)
+    total = flagged.size
+    if flagged.ndim != 1 or speed.shape != flagged.shape:
+        raise ValueError(f"flagged_per_frame and speed must have the same shape (n_frames,), "
+                         f"got {flagged.shape} and {speed.shape}")
+    if n_frames < 1 or window < 1:
+        raise ValueError(f"n_frames and window must be positive, got {n_frames} and {window}")
+    if total < 2 * window + n_frames:
+        return None
+    cumulative = np.concatenate([[0.0], np.cumsum(flagged)])
+    onsets = np.arange(window, total - window + 1)
+    rise = ((cumulative[onsets + window] - cumulative[onsets])
+            - (cumulative[onsets] - cumulative[onsets - window])) / window
+    labelled = np.asarray(sorted(set(labelled_frames)), dtype=np.int64)
+    if labelled.size:
+        # Labelled frames from a window before an onset to two after it (where its
+        # suggestion would fall) mean the place is labelled already.
+        offset = labelled[None, :] - onsets[:, None]
+        near = ((offset >= -window) & (offset <= 2 * window)).any(axis=1)
+        rise = np.where(near, -np.inf, rise)
+    best = int(np.argmax(rise))  # the earliest of equal rises
+    if not rise[best] >= min_rise:
+        return None
+    onset = int(onsets[best])
+    around = np.arange(max(1, onset - window // 2), min(total, onset + window))
+    known = np.isfinite(speed[around])
+    fastest = int(around[known][np.argmax(speed[around][known])]) if known.any() else onset
+    return LabelSuggestion(frames=_calm_frames(speed, fastest, n_frames, window, calm_factor, onset),
+                           onset=onset, rise=float(rise[best]), fastest=fastest)
+
+
+def _calm_frames(speed: np.ndarray, fastest: int, n_frames: int, window: int,
+                 calm_factor: float, onset: int) -> list[int]:
+    """The first ``n_frames`` consecutive calm frames after ``fastest`` (within ``window``).
+
+    Without such a run, the frames half a window after ``onset``.
+    """
+    calm = speed <= calm_factor * np.nanmedian(speed)
+    last_start = min(speed.size - n_frames, fastest + window)
+    for start in range(fastest + 1, last_start + 1):
+        if calm[start:start + n_frames].all():
+            return list(range(start, start + n_frames))
+    start = min(onset + window // 2, speed.size - n_frames)
+    return list(range(start, start + n_frames))
