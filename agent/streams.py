@@ -279,8 +279,7 @@ def open_stream(path: str | Path) -> FrameStream:
         return VideoStream(path)
     if path.is_dir():
         return ImageFolderStream(path)
-    candidates = [path.with_name(path.name + suffix) for suffix in VIDEO_SUFFIXES]
-    found = [candidate for candidate in candidates if candidate.is_file()]
+    found = _video_files(path)
     if len(found) > 1:
         raise InputError(path, f"ambiguous stream: both {found[0].name} and {found[1].name} exist")
     if found:
@@ -302,8 +301,7 @@ def resolve_stream(videos_dir: str | Path, camera: str, kind: str) -> Path:
     if kind not in STREAM_KINDS:
         raise ValueError(f"kind must be one of {STREAM_KINDS}, got {kind!r}")
     stem = Path(videos_dir) / f"{camera}-{kind}"
-    found = [stem.with_name(stem.name + suffix) for suffix in VIDEO_SUFFIXES]
-    found = [candidate for candidate in found if candidate.is_file()]
+    found = _video_files(stem)
     if stem.is_dir():
         found.append(stem)
     if not found:
@@ -315,3 +313,13 @@ def resolve_stream(videos_dir: str | Path, camera: str, kind: str) -> Path:
         names = ", ".join(candidate.name for candidate in found)
         raise InputError(stem, f"ambiguous stream: {names} all exist")
     return found[0]
+
+
+def _video_files(stem: Path) -> list[Path]:
+    """The files ``STEM.mp4`` / ``STEM.avi`` next to ``stem``, the suffix in any case (``.MP4``)."""
+    if not stem.parent.is_dir():
+        return []
+    found = [entry for entry in stem.parent.iterdir()
+             if entry.name[:len(stem.name)] == stem.name
+             and entry.name[len(stem.name):].lower() in VIDEO_SUFFIXES and entry.is_file()]
+    return sorted(found, key=lambda entry: VIDEO_SUFFIXES.index(entry.suffix.lower()))

@@ -129,6 +129,9 @@ def _check_options(out_dir: Path, options: SynthPoseOptions) -> None:
          "--seed-frames must lie in [0, --frames)"),
         (options.cameras < 2, "--cameras must be at least 2"),
         (min(options.width, options.height) < 64, "--width and --height must be at least 64"),
+        # The mp4 encoder rounds odd sizes down, and the calibration would disagree with the video.
+        (options.format == "video" and (options.width % 2 or options.height % 2),
+         "--width and --height must be even for --format video (or use --format images)"),
         (not 0.0 <= options.dropout < 1.0, "--dropout must be in [0, 1)"),
         (not 0.0 <= options.spurious <= 100.0, "--spurious must be in [0, 100]"),
         (not 0.2 <= options.blur <= 20.0, "--blur must be in [0.2, 20] pixels"),

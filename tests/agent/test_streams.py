@@ -120,6 +120,15 @@ def test_resolve_stream_finds_file_or_folder(tmp_path: Path) -> None:
     assert resolve_stream(tmp_path, "cam0", "fluorescence") == folder
 
 
+def test_video_suffixes_are_found_in_any_case(tmp_path: Path, rng: np.random.Generator) -> None:
+    frames = rng.integers(0, 255, (3, 16, 24), dtype=np.uint8)
+    write_stream(tmp_path / "cam0-fluorescence", frames, "avi").rename(
+        tmp_path / "cam0-fluorescence.AVI")
+    assert resolve_stream(tmp_path, "cam0", "fluorescence") == tmp_path / "cam0-fluorescence.AVI"
+    with open_stream(tmp_path / "cam0-fluorescence") as stream:
+        assert stream.n_frames == 3
+
+
 def test_resolve_stream_refuses_ambiguous_names(tmp_path: Path) -> None:
     write_stream(tmp_path / "cam0-reflectance", _frames(3), "mp4")
     write_stream(tmp_path / "cam0-reflectance", _frames(3), "avi")
