@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from agent.commands.suggest import suggest_from_results
 from agent.config import resolve_context
 from agent.errors import InputError
 from agent.pose_context import PoseContext
@@ -62,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
         recording, out, overwrite = args.recording, args.out, args.overwrite
     summary = run_pose(recording, out, ctx, resume=args.resume, overwrite=overwrite, quiet=args.quiet)
     print("\n".join(summary_lines(summary)))
+    suggestion, _ = suggest_from_results(out)
+    if suggestion is not None:
+        frames = " ".join(str(frame) for frame in suggestion.frames)
+        print(f"flagged labels rise from frame {suggestion.onset}: labelling frames {frames} "
+              f"would re-anchor the tracker (python -m agent.run suggest {out})")
     return 0
 
 

@@ -84,6 +84,22 @@ def test_a_recording_in_metres_is_tracked_as_in_millimetres_and_written_in_metre
     assert scores[1]["mean_error_mm"] == pytest.approx(scores[0]["mean_error_mm"], abs=1e-3)
 
 
+def test_pose_names_frames_to_label_where_flags_rise(tiny, tmp_path, capsys, monkeypatch):
+    from agent.commands import pose
+    from tools.label_suggestions import LabelSuggestion
+
+    seen = []
+
+    def suggest(results):
+        seen.append(results)
+        return LabelSuggestion(frames=[7, 8, 9], onset=5, rise=2.0, fastest=6), None
+
+    monkeypatch.setattr(pose, "suggest_from_results", suggest)
+    assert main(["pose", str(tiny), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert seen == [tmp_path / "out"]
+    assert "labelling frames 7 8 9 would re-anchor the tracker" in capsys.readouterr().out
+
+
 def test_model_options_reach_the_run_settings(tiny, tmp_path):
     out = tmp_path / "out"
     assert main(["pose", str(tiny), "--out", str(out), "--quiet", "--max-frames", "4",
