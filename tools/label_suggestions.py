@@ -4,10 +4,11 @@ Three seed frames carry the tracker until something it cannot follow: in the
 shipped real motion the mouse rears and drops 90 mm in ten frames, labels
 move onto neighbours' dots, and they stay there to the end of the recording.
 More seed frames re-anchor the tracker (the pipeline treats every seed frame
-as an accepted frame), but only where they are placed well: on the 12
-simulated real-motion recordings, three more seed frames just after the drop
-raised the share within 5 mm by 9-15 points where the tracker had failed,
-three during the drop by 4-7, three just before it by none (bench/results/pose.md).
+as an accepted frame), but only where they are placed well: on two simulated
+real-motion recordings where the tracker had failed there, three more seed
+frames just after the drop raised the share within 5 mm by 15.4 and 9.9
+points, three during it by 9.5 and 3.4, three just before it by -1.7 and 0.7
+(bench/results/pose-suggest.md).
 
 :func:`suggest_label_frames` finds that place from a finished run alone, the
 way DeepLabCut's outlier-frame extraction does for its networks: the frame
