@@ -45,9 +45,9 @@ _MM_PER_UNIT = {
 }
 
 
-def mm_per_unit(units: str) -> float:
-    """Millimetres per ``units`` (1.0 for an unknown name: treated as millimetres)."""
-    return _MM_PER_UNIT.get(units.strip().lower(), 1.0)
+def mm_per_unit(units: str) -> float | None:
+    """Millimetres per ``units``; None for a name this tool does not know."""
+    return _MM_PER_UNIT.get(units.strip().lower())
 
 
 def _scaled_group(group: CameraGroup, factor: float) -> CameraGroup:
@@ -319,6 +319,11 @@ def load_recording(path: str | Path) -> Recording:
     group = load_calibration(root / "calibration.toml", cameras)
     n_frames = _check_streams(root, group)
     scale = mm_per_unit(manifest["units"])
+    if scale is None:
+        # Every 3D tolerance is physical: a unit guessed wrong would mis-scale them all.
+        raise InputError(root / "recording.toml",
+                         f"units {manifest['units']!r} is not a length unit this tool knows "
+                         "(mm, cm, m, um, in)")
     group = _scaled_group(group, scale)
     seeds = _load_seeds(root / "seeds.csv", cameras, keypoints, n_frames)
     ground_truth_3d = ground_truth_2d = ground_truth_visible = None

@@ -13,6 +13,7 @@ far ahead costs a seek.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -227,8 +228,9 @@ def _natural_key(name: str) -> tuple:
     ``frame_2.png`` comes before ``frame_10.png``; zero-padded names sort as
     they do by plain name. Ties (``frame_01`` vs ``frame_1``) fall back to the name.
     """
-    parts = re.split(r"(\d+)", name)
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts), name
+    parts = re.split(r"(\d+)", name)  # the digit runs are the odd parts
+    return tuple((0, int(part), "") if odd else (1, 0, part)
+                 for odd, part in zip(itertools.cycle((False, True)), parts)), name
 
 
 class ImageFolderStream(FrameStream):

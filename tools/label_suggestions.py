@@ -1,8 +1,8 @@
 """Which frames to label next: where the tracker lost the animal and the animal is calm again.
 
 Three seed frames carry the tracker until something it cannot follow: in the
-shipped real motion the mouse rears and drops 90 mm in ten frames, labels
-move onto neighbours' dots, and they stay there to the end of the recording.
+shipped real motion the mouse rears and drops 90 mm in ten frames, and in most
+simulated recordings labels move onto neighbours' dots there and stay there.
 More seed frames re-anchor the tracker (the pipeline treats every seed frame
 as an accepted frame), but only where they are placed well: on two simulated
 real-motion recordings where the tracker had failed there, three more seed
@@ -14,8 +14,11 @@ points, three during it by 9.5 and 3.4, three just before it by -1.7 and 0.7
 way DeepLabCut's outlier-frame extraction does for its networks: the frame
 where the count of labels quality control flags rises most (a lasting rise,
 not a blip), then the fastest motion around it, then the first frames after
-it where the animal moves no faster than usual. Pure arrays; NaN marks a
-missing point. Shapes: ``points_3d (n_frames, n_keypoints, 3)``.
+it where the animal moves no faster than usual. It looks forward in time: a
+failure before the first seed frame (tracked backward) shows as a fall in
+flags, and one within the first ``window`` frames has no window before it;
+neither is found. Pure arrays; NaN marks a missing point. Shapes:
+``points_3d (n_frames, n_keypoints, 3)``.
 """
 
 from __future__ import annotations
@@ -40,13 +43,18 @@ class LabelSuggestion:
         That rise: mean flagged labels per frame in the ``window`` frames
         from ``onset`` minus in the ``window`` frames before it.
     fastest : int
-        Frame of the fastest body motion near ``onset``; ``frames`` follow it.
+        Frame of the fastest body motion near ``onset``.
+    calm : bool
+        True: ``frames`` are the first calm ones after ``fastest``; False: no
+        calm run was found within a window of it, and ``frames`` start half a
+        window after ``onset``.
     """
 
     frames: list[int]
     onset: int
     rise: float
     fastest: int
+    calm: bool
 
 
 def body_speed(points_3d: np.ndarray) -> np.ndarray:
@@ -79,8 +87,8 @@ def suggest_label_frames(flagged_per_frame: np.ndarray, speed: np.ndarray,
         ``(n_frames_total,)`` :func:`body_speed` of the run's 3D keypoints.
     labelled_frames : Sequence[int]
         Frames labelled already (the seed frames): an onset with one from
-        ``window`` frames before it to ``2 * window`` after it is labelled
-        already and not considered, and none is suggested again.
+        ``window`` frames before it to where its suggestion could end (``2 *
+        window + n_frames`` after it) is labelled already and not considered.
     n_frames : int
         How many consecutive frames to suggest.
     window : int
@@ -116,7 +124,7 @@ def suggest_label_frames(flagged_per_frame: np.ndarray, speed: np.ndarray,
         # Labelled frames from a window before an onset to two after it (where its
         # suggestion would fall) mean the place is labelled already.
         offset = labelled[None, :] - onsets[:, None]
-        near = ((offset >= -window) & (offset <= 2 * window)).any(axis=1)
+        near = ((offset >= -window) & (offset < 2 * window + n_frames)).any(axis=1)
         rise = np.where(near, -np.inf, rise)
     best = int(np.argmax(rise))  # the earliest of equal rises
     if not rise[best] >= min_rise:
@@ -125,20 +133,21 @@ def suggest_label_frames(flagged_per_frame: np.ndarray, speed: np.ndarray,
     around = np.arange(max(1, onset - window // 2), min(total, onset + window))
     known = np.isfinite(speed[around])
     fastest = int(around[known][np.argmax(speed[around][known])]) if known.any() else onset
-    return LabelSuggestion(frames=_calm_frames(speed, fastest, n_frames, window, calm_factor, onset),
-                           onset=onset, rise=float(rise[best]), fastest=fastest)
+    frames = _calm_frames(speed, fastest, n_frames, window, calm_factor)
+    if frames is None:
+        start = min(onset + window // 2, total - n_frames)
+        return LabelSuggestion(frames=list(range(start, start + n_frames)), onset=onset,
+                               rise=float(rise[best]), fastest=fastest, calm=False)
+    return LabelSuggestion(frames=frames, onset=onset, rise=float(rise[best]), fastest=fastest,
+                           calm=True)
 
 
 def _calm_frames(speed: np.ndarray, fastest: int, n_frames: int, window: int,
-                 calm_factor: float, onset: int) -> list[int]:
-    """The first ``n_frames`` consecutive calm frames after ``fastest`` (within ``window``).
-
-    Without such a run, the frames half a window after ``onset``.
-    """
+                 calm_factor: float) -> list[int] | None:
+    """The first ``n_frames`` consecutive calm frames after ``fastest`` (within ``window``), or None."""
     calm = speed <= calm_factor * np.nanmedian(speed)
     last_start = min(speed.size - n_frames, fastest + window)
     for start in range(fastest + 1, last_start + 1):
         if calm[start:start + n_frames].all():
             return list(range(start, start + n_frames))
-    start = min(onset + window // 2, speed.size - n_frames)
-    return list(range(start, start + n_frames))
+    return None

@@ -63,7 +63,10 @@ def run(args: argparse.Namespace) -> int:
         recording, out, overwrite = args.recording, args.out, args.overwrite
     summary = run_pose(recording, out, ctx, resume=args.resume, overwrite=overwrite, quiet=args.quiet)
     print("\n".join(summary_lines(summary)))
-    suggestion, _ = suggest_from_results(out)
+    try:
+        suggestion, _ = suggest_from_results(out)
+    except (InputError, ValueError):  # a hint only: the run itself has succeeded
+        suggestion = None
     if suggestion is not None:
         frames = " ".join(str(frame) for frame in suggestion.frames)
         print(f"flagged labels rise from frame {suggestion.onset}: labelling frames {frames} "

@@ -20,7 +20,7 @@ import pandas as pd
 
 from agent.atomic import write_text_atomic
 from agent.errors import InputError
-from agent.pose_results import read_csv_table, read_keypoints_3d, read_qc
+from agent.pose_results import parse_numbers, read_csv_table, read_keypoints_3d, read_qc
 from tools.label_suggestions import LabelSuggestion, body_speed, suggest_label_frames
 
 SEED_COLUMNS = ("frame", "camera", "keypoint", "x", "y")
@@ -47,14 +47,17 @@ def run(args: argparse.Namespace) -> int:
         print("no lasting rise in flagged labels: nothing to suggest")
         return 0
     frames = ", ".join(str(frame) for frame in suggestion.frames)
+    where = ("these are the first calm frames after it" if suggestion.calm
+             else "it does not calm down within a window, so these follow the rise")
     print(f"label frames {frames} next: flagged labels rise by {suggestion.rise:.1f} per frame "
           f"from frame {suggestion.onset}, the animal moves fastest at frame "
-          f"{suggestion.fastest}, and these are the first calm frames after it.")
+          f"{suggestion.fastest}, and {where}.")
     print("Add their labels to the recording's seeds.csv (frame,camera,keypoint,x,y) and run "
           "pose again with --overwrite.")
     if args.template is not None:
-        rows = labels[labels["frame"].astype(int).isin(suggestion.frames)]
-        lines = [",".join(SEED_COLUMNS)] + [",".join(row) for row in
+        rows = labels[labels["frame"].isin(suggestion.frames)
+                      & (labels["x"] != "") & (labels["y"] != "")]
+        lines = [",".join(SEED_COLUMNS)] + [",".join(map(str, row)) for row in
                                             rows[list(SEED_COLUMNS)].itertuples(index=False)]
         write_text_atomic(args.template, "\n".join(lines) + "\n")
         print(f"the tracker's labels of those frames ({len(rows)} rows, to correct): {args.template}")
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 def suggest_from_results(results: Path, n_frames: int = 3, window: int = 30
                          ) -> tuple[LabelSuggestion | None, pd.DataFrame]:
-    """The suggestion for the run in ``results`` and its ``keypoints_2d.csv`` rows (strings).
+    """The suggestion for the run in ``results`` and its ``keypoints_2d.csv`` rows (``frame`` as int, the rest strings).
 
     Raises
     ------
@@ -75,7 +78,9 @@ def suggest_from_results(results: Path, n_frames: int = 3, window: int = 30
     table_3d = read_keypoints_3d(results / "keypoints_3d.csv")
     qc = read_qc(results / "qc.csv", table_3d.keypoints, table_3d.frames)
     labels = read_csv_table(results / "keypoints_2d.csv", (*SEED_COLUMNS, "stage"))
-    seed_frames = sorted({int(frame) for frame in labels.loc[labels["stage"] == "seed", "frame"]})
+    labels = labels.assign(frame=parse_numbers(results / "keypoints_2d.csv", labels, "frame",
+                                               integer=True))
+    seed_frames = sorted(set(labels.loc[labels["stage"] == "seed", "frame"].tolist()))
     if not np.array_equal(table_3d.frames, np.arange(table_3d.frames.size)):
         raise InputError(results / "keypoints_3d.csv", "needs every frame from 0 on, as pose writes it")
     # Frames the run never reached are flagged "untracked": no sign of the tracker failing.

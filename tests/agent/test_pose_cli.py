@@ -92,7 +92,7 @@ def test_pose_names_frames_to_label_where_flags_rise(tiny, tmp_path, capsys, mon
 
     def suggest(results):
         seen.append(results)
-        return LabelSuggestion(frames=[7, 8, 9], onset=5, rise=2.0, fastest=6), None
+        return LabelSuggestion(frames=[7, 8, 9], onset=5, rise=2.0, fastest=6, calm=True), None
 
     monkeypatch.setattr(pose, "suggest_from_results", suggest)
     assert main(["pose", str(tiny), "--out", str(tmp_path / "out"), "--quiet"]) == 0

@@ -239,3 +239,25 @@ def test_cli_reports_a_bad_recording_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: {video}: ")
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize(("units", "factor"), [("m", 1000.0), ("cm", 10.0), ("mm", 1.0)])
+def test_lengths_are_held_in_millimetres(recording_dir: Path, units: str, factor: float) -> None:
+    # The recording in mm, relabelled: its numbers read as `units` are factor times as many mm.
+    plain = load_recording(recording_dir)
+    manifest = recording_dir / "recording.toml"
+    manifest.write_text(tomli_w.dumps({**tomllib.loads(manifest.read_text()), "units": units}))
+    scaled = load_recording(recording_dir)
+    assert scaled.units == units and scaled.mm_per_unit == factor
+    for before, after in zip(plain.group.cameras, scaled.group.cameras, strict=True):
+        np.testing.assert_allclose(after.tvec, factor * before.tvec)
+        np.testing.assert_array_equal(after.rvec, before.rvec)
+    np.testing.assert_allclose(scaled.ground_truth_3d, factor * plain.ground_truth_3d)
+
+
+def test_an_unknown_unit_is_refused(recording_dir: Path) -> None:
+    manifest = recording_dir / "recording.toml"
+    manifest.write_text(tomli_w.dumps({**tomllib.loads(manifest.read_text()), "units": "furlong"}))
+    with pytest.raises(InputError, match="furlong") as caught:
+        load_recording(recording_dir)
+    assert caught.value.path == str(recording_dir / "recording.toml")

@@ -77,6 +77,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["suggest", str(tmp_path / "out"), "--template", str(existing)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert existing.read_text() == "frame,camera,keypoint,x,y\n"
+    labels = tmp_path / "out" / "keypoints_2d.csv"
+    good = labels.read_text()
+    labels.write_text(good.replace("\n5,", "\nfive,", 1))
+    assert main(["suggest", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "keypoints_2d.csv" in err and "Traceback" not in err
+    labels.write_text(good)
     (tmp_path / "out" / "qc.csv").unlink()
     assert main(["suggest", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err

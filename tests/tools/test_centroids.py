@@ -139,6 +139,14 @@ def test_uint16_frame_matches_scaled_uint8_frame(rng, scale):
     np.testing.assert_allclose(as_uint16.intensity, as_uint8.intensity * scale, rtol=1e-5)
 
 
+def test_a_clean_uint16_frame_of_two_levels_keeps_its_spots():
+    # Background 0 and saturated spots: two grey levels say nothing about the bit depth.
+    frame = np.zeros((40, 40), np.uint16)
+    frame[9:12, 9:12] = 65535
+    frame[25:28, 30:33] = 65535
+    assert len(detect_centroids(frame)) == 2
+
+
 def test_given_background_removes_a_bright_gradient(rng):
     truth = spread_points(rng, 6)
     height, width = 240, 320

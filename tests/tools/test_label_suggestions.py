@@ -42,7 +42,15 @@ def test_the_first_calm_frames_after_the_fastest_motion_are_suggested():
     assert suggestion is not None
     assert suggestion.onset == 150 and suggestion.rise == pytest.approx(4.0)
     assert 150 <= suggestion.fastest < 160
-    assert suggestion.frames == [160, 161, 162]
+    assert suggestion.frames == [160, 161, 162] and suggestion.calm
+
+
+def test_without_calm_frames_the_suggestion_follows_the_rise_and_says_so():
+    flagged, speed = _event()
+    speed[150:190] = 20.0  # the animal calms down only after more than a window
+    suggestion = suggest_label_frames(flagged, speed, labelled_frames=[0, 1, 2])
+    assert suggestion is not None and not suggestion.calm
+    assert suggestion.frames == [165, 166, 167]  # half a window after the onset
 
 
 def test_labelled_frames_far_from_the_rise_change_nothing():
