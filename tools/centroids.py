@@ -207,18 +207,19 @@ def detect_centroids(
     return _weighted_centroids(residual, rows, cols, component, level, threshold, params)
 
 
-def _quantization_step(frame: np.ndarray, step: int, min_levels: int = 16) -> float:
+def _quantization_step(frame: np.ndarray, step: int) -> float:
     """Smallest gap between distinct grey levels of a pixel sample (1 for uint8; 257 or 16 for
     8- or 12-bit data stored as uint16).
 
-    1 unless the sample shows at least ``min_levels`` levels and their common gap is one a
-    lower bit depth gives (at most 257): a clean frame of a few levels (background and
-    saturated spots) says nothing about its quantization.
+    1 unless that common gap is one a lower bit depth gives (at most 257): a clean frame of
+    a few levels (background 0 and saturated spots) says nothing about its quantization.
+    Dark 8-bit data scaled to 16 bits may show only a handful of levels, so their number
+    is not required to be large.
     """
     if frame.dtype == np.uint8:
         return 1.0
     values = np.unique(frame[::step, ::step])
-    if values.size < min_levels:
+    if values.size < 2:
         return 1.0
     gap = int(np.gcd.reduce(np.diff(values).astype(np.int64)))
     return float(gap) if 1 < gap <= 257 else 1.0

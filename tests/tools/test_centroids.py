@@ -147,6 +147,17 @@ def test_a_clean_uint16_frame_of_two_levels_keeps_its_spots():
     assert len(detect_centroids(frame)) == 2
 
 
+def test_dark_8_bit_data_stored_as_uint16_keeps_its_threshold(rng):
+    # A dark frame shows only a few grey levels (noise 0-2); scaled by 257 they must stay noise.
+    frame = rng.integers(0, 3, (60, 60)).astype(np.uint8)
+    frame[10:13, 10:13] = 120
+    frame[40:43, 30:33] = 200
+    as_uint8 = detect_centroids(frame)
+    as_uint16 = detect_centroids(frame.astype(np.uint16) * 257)
+    assert len(as_uint8) == 2
+    np.testing.assert_allclose(as_uint16.xy, as_uint8.xy, atol=1e-6)
+
+
 def test_given_background_removes_a_bright_gradient(rng):
     truth = spread_points(rng, 6)
     height, width = 240, 320
