@@ -33,6 +33,7 @@ from agent.pose_context import PoseContext  # noqa: E402
 from agent.pose_pipeline import run_pose  # noqa: E402
 from agent.recording import load_recording  # noqa: E402
 from agent.synth_pose import SEED_FRAMES, SynthPoseOptions, synthesize_pose_recording  # noqa: E402
+from bench.report_file import write_report  # noqa: E402
 
 
 def bench_recording(work: Path, frames: int, cameras: int, seed: int, rounds: int) -> list[dict]:
@@ -102,8 +103,7 @@ def main() -> None:
     for cameras, seed in plan:
         rows += bench_recording(args.work, args.frames, cameras, seed, args.rounds)
     command = ".venv/bin/python bench/bench_suggest.py " + " ".join(sys.argv[1:])
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(report(rows, command.strip()), encoding="utf-8")
+    write_report(args.report, report(rows, command.strip()))  # the notes below it stay
     print(report(rows, command.strip()))
 
 
