@@ -14,11 +14,11 @@ points, three during it by 9.5 and 3.4, three just before it by -1.7 and 0.7
 way DeepLabCut's outlier-frame extraction does for its networks: the frame
 where the count of labels quality control flags rises most (a lasting rise,
 not a blip), then the fastest motion around it, then the first frames after
-it where the animal moves no faster than usual. It looks forward in time: a
-failure before the first seed frame (tracked backward) shows as a fall in
-flags, and one within the first ``window`` frames has no window before it;
-neither is found. Pure arrays; NaN marks a missing point. Shapes:
-``points_3d (n_frames, n_keypoints, 3)``.
+it where the animal moves no faster than usual. Frames before the first seed
+frame are tracked backward, so they are searched backward (their suggestion
+lies before the failure in time); a failure within ``window`` frames of where
+tracking starts has no window before it and is not found. Pure arrays; NaN
+marks a missing point. Shapes: ``points_3d (n_frames, n_keypoints, 3)``.
 """
 
 from __future__ import annotations
@@ -107,22 +107,44 @@ def suggest_label_frames(flagged_per_frame: np.ndarray, speed: np.ndarray,
     """
     flagged = np.asarray(flagged_per_frame, dtype=np.float64)
     speed = np.asarray(speed, dtype=np.float64)
-    total = flagged.size
     if flagged.ndim != 1 or speed.shape != flagged.shape:
         raise ValueError(f"flagged_per_frame and speed must have the same shape (n_frames,), "
                          f"got {flagged.shape} and {speed.shape}")
     if n_frames < 1 or window < 1:
         raise ValueError(f"n_frames and window must be positive, got {n_frames} and {window}")
+    labelled = np.asarray(sorted(set(labelled_frames)), dtype=np.int64)
+    first = int(labelled[0]) if labelled.size else 0
+    settings = (n_frames, window, min_rise, calm_factor)
+    # Tracking runs forward from the first seed frame and backward from it to frame 0:
+    # the frames before it are searched in the order they were tracked.
+    found = [_forward_suggestion(flagged, speed, labelled, first, *settings)]
+    if first > 0:
+        backward = _forward_suggestion(flagged[:first][::-1], speed[1:first + 1][::-1],
+                                       np.array([-1]), 0, *settings)
+        if backward is not None:
+            found.append(LabelSuggestion(
+                frames=sorted(first - 1 - frame for frame in backward.frames),
+                onset=first - 1 - backward.onset, rise=backward.rise,
+                fastest=first - 1 - backward.fastest, calm=backward.calm))
+    found = [suggestion for suggestion in found if suggestion is not None]
+    return max(found, key=lambda suggestion: suggestion.rise) if found else None
+
+
+def _forward_suggestion(flagged: np.ndarray, speed: np.ndarray, labelled: np.ndarray,
+                        start: int, n_frames: int, window: int, min_rise: float,
+                        calm_factor: float) -> LabelSuggestion | None:
+    """:func:`suggest_label_frames` over frames tracked forward, with onsets from ``start`` on."""
+    total = flagged.size
     if total < 2 * window + n_frames:
         return None
     cumulative = np.concatenate([[0.0], np.cumsum(flagged)])
     onsets = np.arange(window, total - window + 1)
     rise = ((cumulative[onsets + window] - cumulative[onsets])
             - (cumulative[onsets] - cumulative[onsets - window])) / window
-    labelled = np.asarray(sorted(set(labelled_frames)), dtype=np.int64)
+    rise = np.where(onsets >= start, rise, -np.inf)
     if labelled.size:
-        # Labelled frames from a window before an onset to two after it (where its
-        # suggestion would fall) mean the place is labelled already.
+        # Labelled frames from a window before an onset to where its suggestion could
+        # end mean the place is labelled already.
         offset = labelled[None, :] - onsets[:, None]
         near = ((offset >= -window) & (offset < 2 * window + n_frames)).any(axis=1)
         rise = np.where(near, -np.inf, rise)
@@ -135,8 +157,8 @@ def suggest_label_frames(flagged_per_frame: np.ndarray, speed: np.ndarray,
     fastest = int(around[known][np.argmax(speed[around][known])]) if known.any() else onset
     frames = _calm_frames(speed, fastest, n_frames, window, calm_factor)
     if frames is None:
-        start = min(onset + window // 2, total - n_frames)
-        return LabelSuggestion(frames=list(range(start, start + n_frames)), onset=onset,
+        first = min(onset + window // 2, total - n_frames)
+        return LabelSuggestion(frames=list(range(first, first + n_frames)), onset=onset,
                                rise=float(rise[best]), fastest=fastest, calm=False)
     return LabelSuggestion(frames=frames, onset=onset, rise=float(rise[best]), fastest=fastest,
                            calm=True)

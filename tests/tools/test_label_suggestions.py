@@ -53,6 +53,21 @@ def test_without_calm_frames_the_suggestion_follows_the_rise_and_says_so():
     assert suggestion.frames == [165, 166, 167]  # half a window after the onset
 
 
+def test_frames_tracked_backward_are_searched_backward():
+    # Seeds at 297-299: frames 296 down to 0 are tracked in that order; met in that order,
+    # they are _event's failure (tracking step r is frame 296 - r).
+    flagged, speed = _event()
+    backward_flagged = np.full(N_FRAMES, 2.0)
+    backward_flagged[:297] = flagged[:297][::-1]
+    backward_speed = np.full(N_FRAMES, 2.0)
+    backward_speed[0] = np.nan
+    backward_speed[1:298] = speed[:297][::-1]  # step r joins frames 297 - r and 296 - r
+    suggestion = suggest_label_frames(backward_flagged, backward_speed, [297, 298, 299])
+    assert suggestion is not None and suggestion.calm
+    assert suggestion.onset == 296 - 150 and suggestion.fastest == 296 - 150
+    assert suggestion.frames == [134, 135, 136]  # steps 160-162, before the failure in time
+
+
 def test_labelled_frames_far_from_the_rise_change_nothing():
     flagged, speed = _event()
     near_start = suggest_label_frames(flagged, speed, labelled_frames=[0, 1, 2])
