@@ -143,8 +143,9 @@ def main() -> None:
                 frames=args.frames, cameras=cameras, seed=seed, overwrite=True))
         rows += bench_recording(recording_dir, args.work, tuple(args.ablations))
     command = ".venv/bin/python bench/bench_pose.py " + " ".join(sys.argv[1:])
-    write_report(args.report, report(rows, command.strip()))  # the notes below it stay
-    print(report(rows, command.strip()))
+    table = report(rows, command.strip())
+    write_report(args.report, table)  # the notes below it stay
+    print(table)
 
 
 if __name__ == "__main__":

@@ -103,8 +103,9 @@ def main() -> None:
     for cameras, seed in plan:
         rows += bench_recording(args.work, args.frames, cameras, seed, args.rounds)
     command = ".venv/bin/python bench/bench_suggest.py " + " ".join(sys.argv[1:])
-    write_report(args.report, report(rows, command.strip()))  # the notes below it stay
-    print(report(rows, command.strip()))
+    table = report(rows, command.strip())
+    write_report(args.report, table)  # the notes below it stay
+    print(table)
 
 
 if __name__ == "__main__":

@@ -77,15 +77,15 @@ def _percent(share: float | None) -> str:
     return "n/a" if share is None or math.isnan(share) else f"{100 * share:.1f}%"
 
 
-def format_metrics(metrics: PoseMetrics, units: str) -> str:
-    """The metrics as a few human-readable lines."""
+def format_metrics(metrics: PoseMetrics) -> str:
+    """The metrics as a few human-readable lines (3D in millimetres, whatever the recording's units)."""
     m = metrics
     lines = [
         f"frames scored: {m.n_frames} ({m.n_keypoint_frames} keypoint-frames with truth, "
         f"{m.n_triangulated} triangulated)",
-        f"3D error ({units}): mean {m.mean_error_mm:.3f}, median {m.median_error_mm:.3f}",
-        f"within 5 {units}: {_percent(m.share_within_5mm)} ({m.n_within_5mm}/{m.n_keypoint_frames}), "
-        f"within 10 {units}: {_percent(m.share_within_10mm)} ({m.n_within_10mm}/{m.n_keypoint_frames})",
+        f"3D error (mm): mean {m.mean_error_mm:.3f}, median {m.median_error_mm:.3f}",
+        f"within 5 mm: {_percent(m.share_within_5mm)} ({m.n_within_5mm}/{m.n_keypoint_frames}), "
+        f"within 10 mm: {_percent(m.share_within_10mm)} ({m.n_within_10mm}/{m.n_keypoint_frames})",
     ]
     if m.n_visible is None:
         lines.append("2D assignment accuracy: n/a (needs keypoints_2d.csv and ground_truth_2d.csv)")
@@ -98,12 +98,12 @@ def format_metrics(metrics: PoseMetrics, units: str) -> str:
         )
         lines.append(
             f"triangulable (dot in >= 2 cameras): {_percent(m.share_triangulable)} "
-            f"({m.n_triangulable}/{m.n_keypoint_frames}; the most that can be within 5 {units}: "
-            f"the others stay empty), within 5 {units} of those: "
+            f"({m.n_triangulable}/{m.n_keypoint_frames}; the most that can be within 5 mm: "
+            f"the others stay empty), within 5 mm of those: "
             f"{_percent(m.share_within_5mm_of_triangulable)}"
         )
     lines.append(
-        f"really wrong keypoint-frames: {m.n_really_wrong} (3D missing or > {WRONG_3D_MM:g} {units} "
+        f"really wrong keypoint-frames: {m.n_really_wrong} (3D missing or > {WRONG_3D_MM:g} mm "
         f"off, or a 2D label > {LABEL_TOLERANCE_PX:g} px off or on an invisible keypoint)"
     )
     if m.n_flagged is None:
@@ -132,5 +132,5 @@ def run(args: argparse.Namespace) -> int:
         metrics = score_results(recording, args.results)
     finally:
         recording.close()
-    print(metrics_to_json(metrics) if args.json else format_metrics(metrics, "mm"))
+    print(metrics_to_json(metrics) if args.json else format_metrics(metrics))
     return 0

@@ -20,6 +20,7 @@ import pandas as pd
 
 from agent.atomic import write_text_atomic
 from agent.errors import InputError
+from agent.pose_frames import UNTRACKED
 from agent.pose_results import parse_numbers, read_csv_table, read_keypoints_3d, read_qc
 from tools.label_suggestions import LabelSuggestion, body_speed, suggest_label_frames
 
@@ -83,8 +84,8 @@ def suggest_from_results(results: Path, n_frames: int = 3, window: int = 30
     seed_frames = sorted(set(labels.loc[labels["stage"] == "seed", "frame"].tolist()))
     if not np.array_equal(table_3d.frames, np.arange(table_3d.frames.size)):
         raise InputError(results / "keypoints_3d.csv", "needs every frame from 0 on, as pose writes it")
-    # Frames the run never reached are flagged "untracked": no sign of the tracker failing.
-    flagged = qc.flagged & (qc.reason != "untracked")
+    # Frames the run never reached are flagged UNTRACKED: no sign of the tracker failing.
+    flagged = qc.flagged & (qc.reason != UNTRACKED)
     suggestion = suggest_label_frames(flagged.sum(axis=1), body_speed(table_3d.points_3d),
                                       seed_frames, n_frames, window)
     return suggestion, labels
