@@ -107,6 +107,10 @@ def seed_distance_model(seed_window: list[dict]) -> DistanceModel:
 
 
 EXCHANGE_FRAMES = 10  # a cross-region exchange must fit better over this many frames
+# Between the groups of a region with a mirror pair (forepaws vs hindpaws) the body's
+# distances differ by tens of millimetres, so a small gain already relabels
+# (bench/results/pose.md, session 7).
+MIRROR_MIN_GAIN = 0.1
 
 
 def recent_points(store: FrameStore, frame: int, n_frames: int = EXCHANGE_FRAMES - 1,
@@ -129,7 +133,8 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
                        predicted_3d: np.ndarray | None = None, search_radius_px: float = 60.0,
                        max_distance: float = 25.0, body: DistanceModel | None = None,
                        regions: list[list[int]] | None = None,
-                       history_3d: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                       history_3d: np.ndarray | None = None,
+                       mirror: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Stage 4 (``params`` given) or plain DLT (``params`` None) of one frame's labels.
 
     With Stage 4, keypoints it cannot triangulate are looked for again among
@@ -141,7 +146,11 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
     and with ``history_3d (n_frames, K, 3)``, the points of the frames just
     before (:func:`recent_points`), two keypoints of different regions that
     the body has contradicted over all those frames are exchanged
-    (:func:`tools.body_distances.pair_exchange`).
+    (:func:`tools.body_distances.pair_exchange`). With ``mirror``
+    (:func:`tools.keypoint_names.mirror_groups`), a point is also moved
+    between the groups of a region holding a left/right pair (a forepaw's
+    label on a hindpaw's dot) on a small gain; ``side_guessed`` marks the
+    keypoints that took a point that way (their side is a guess).
 
     Parameters
     ----------
@@ -157,10 +166,11 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
     dict
         ``points_3d (K, 3)``, ``ncams (K,)``, ``mean_error_px (K,)``, ``error_px (C, K)``
         (NaN unlabelled, inf labelled but untriangulated), ``assignment`` and
-        ``stage`` ``(C, K)`` after Stage 4's corrections.
+        ``stage`` ``(C, K)`` after Stage 4's corrections, ``side_guessed (K,)``.
     """
     # object dtype: a fixed-width string array would cut "refine" to the widest stage present.
     assignment, stage = assignment.copy(), np.array(stage, dtype=object)
+    side_guessed = np.zeros(assignment.shape[1], dtype=bool)
     if params is not None:
         result = refine_cross_view(group, centroids, assignment, params)
         for change in result.changes:
@@ -173,10 +183,15 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
         assignment, points_3d = result.assignment, result.points_3d
         ncams, mean_error, error = result.ncams, result.mean_error_px, result.reprojection_error_px
         if body is not None and regions is not None:
-            source = region_relabeling(points_3d, regions, body)
-            if not np.array_equal(source, np.arange(source.size)):
-                assignment, points_3d, ncams, mean_error, error, stage = _relabel(
-                    source, assignment, points_3d, ncams, mean_error, error, stage)
+            checks = [{}] if mirror is None else [{}, {"min_gain": MIRROR_MIN_GAIN,
+                                                         "groups": mirror}]
+            for check in checks:
+                source = region_relabeling(points_3d, regions, body, **check)
+                if not np.array_equal(source, np.arange(source.size)):
+                    assignment, points_3d, ncams, mean_error, error, stage = _relabel(
+                        source, assignment, points_3d, ncams, mean_error, error, stage)
+                    if "groups" in check:
+                        side_guessed = source != np.arange(source.size)
             if history_3d is not None:
                 source = pair_exchange(np.concatenate([history_3d, points_3d[None]]), regions, body)
                 if not np.array_equal(source, np.arange(source.size)):
@@ -192,7 +207,8 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
     error = np.where(labelled, np.where(np.isfinite(error), error, np.inf), np.nan)
     return {"points_3d": points_3d, "ncams": np.asarray(ncams, dtype=np.int64),
             "mean_error_px": mean_error, "error_px": error, "assignment": assignment,
-            "stage": np.where(labelled, stage, "")}
+            "stage": np.where(labelled, stage, ""),
+            "side_guessed": side_guessed & np.all(np.isfinite(points_3d), axis=1)}
 
 
 def _relabel(source: np.ndarray, assignment: np.ndarray, points_3d: np.ndarray, ncams: np.ndarray,
@@ -324,6 +340,32 @@ def found_again(lost_frames: list[int], reacquired: list[bool], points_3d: np.nd
     return seen & (np.asarray(reacquired, dtype=bool) | was_lost)
 
 
+def side_still_unsure(side_unsure: list[bool] | None, side_guessed: list[bool],
+                      lost_frames: list[int], points_3d: np.ndarray, mirror: np.ndarray
+                      ) -> np.ndarray:
+    """``(K,)`` bool: triangulated keypoints of a left/right pair whose sides are a guess.
+
+    Distances cannot tell the two sides of a pair apart, so a pair's sides
+    become a guess when Stage 4 moved a point into the pair from another
+    group (``side_guessed``), or when one of the pair is found again while
+    its twin is or was just lost (both were free to take either dot). They
+    stay a guess while one of the pair is still triangulated and was
+    unsure in the frame before (``side_unsure``). ``lost_frames`` as in
+    :func:`update_lost` (before this frame); ``mirror`` from
+    :func:`tools.keypoint_names.mirror_groups`.
+    """
+    seen = np.all(np.isfinite(points_3d), axis=1)
+    lost = np.asarray(lost_frames) > 0
+    gone = (lost | ~seen).astype(np.int64)
+    twin_gone = np.bincount(mirror, weights=gone, minlength=seen.size)[mirror] - gone > 0
+    came_back = seen & lost & twin_gone
+    before = np.zeros(seen.size, bool) if side_unsure is None else np.asarray(side_unsure, bool)
+    unsure = before | np.asarray(side_guessed, dtype=bool) | came_back
+    pair_unsure = np.zeros(seen.size, bool)
+    np.logical_or.at(pair_unsure, mirror, unsure)
+    return seen & pair_unsure[mirror]
+
+
 def update_lost(lost_frames: list[int], points_3d: np.ndarray) -> list[int]:
     """Lost-frame counts after an accepted frame: reset where triangulated, one more elsewhere."""
     seen = np.all(np.isfinite(points_3d), axis=1)
@@ -368,7 +410,8 @@ def pass_start(store: FrameStore, frames: list[int], n_keypoints: int, window_fr
     for entry in store.window(frames):
         last_seen = update_last_seen(last_seen, entry["points_3d"])
     return {"window": frames[-window_frames:], "last_seen_3d": last_seen,
-            "lost_frames": [0] * n_keypoints, "reacquired": [False] * n_keypoints}
+            "lost_frames": [0] * n_keypoints, "reacquired": [False] * n_keypoints,
+            "side_unsure": [False] * n_keypoints}
 
 
 def backward_start(store: FrameStore, seed_frames: frozenset[int], n_keypoints: int,

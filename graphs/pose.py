@@ -197,7 +197,7 @@ def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[s
     centroids = run.store.load_centroids(state["centroids_path"])
     refined = steps.triangulate_labels(run.recording.group, centroids, assignment, stage, params,
                                         prior if full else None, body=run.seed_distances,
-                                        regions=run.region_index,
+                                        regions=run.region_index, mirror=run.mirror_index,
                                         history_3d=steps.recent_points(
                                             run.store, state["frame"],
                                             direction=state.get("direction", 1)))
@@ -220,6 +220,8 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
     points_3d = np.array(refined["points_3d"], dtype=np.float64)
     reacquired = steps.found_again(state["lost_frames"], state["reacquired"], points_3d,
                                    settings.reacquired_lost_frames)
+    side_unsure = steps.side_still_unsure(state.get("side_unsure"), refined["side_guessed"],
+                                          state["lost_frames"], points_3d, run.mirror_index)
     body_deviation = body_known = reacquired_to_review = None
     if run.seed_distances is not None:  # the full pipeline checks labels against the body
         body_deviation, body_known = steps.body_check(points_3d, run.region_index,
@@ -237,7 +239,7 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
                       max_jump_mm=settings.max_jump_mm,
                       max_body_deviation=settings.max_body_deviation,
                       confirm_body_deviation=settings.confirm_body_deviation),
-        body_deviation, body_known, reacquired_to_review,
+        body_deviation, body_known, reacquired_to_review, side_unsure,
     )
     attempt = state.get("attempt", 0)
     # A retry that changed no label would change nothing more: accept the frame.
@@ -253,7 +255,7 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
                                         quality.reason.tolist(), state.get("model_flags") or {})
     return Command(goto="accept_frame", update={
         "quality": {"flagged": flagged, "reason": reason, "score": quality.score.tolist()},
-        "reacquired": reacquired.tolist()})
+        "reacquired": reacquired.tolist(), "side_unsure": side_unsure.tolist()})
 
 
 def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]

@@ -21,6 +21,7 @@ from agent.pose_frames import FrameMemo, FrameStore
 from agent.pose_steps import region_indices
 from agent.recording import Recording
 from tools.body_distances import DistanceModel
+from tools.keypoint_names import mirror_groups
 
 FanOut = Literal["per_view", "per_stage"]
 
@@ -49,6 +50,7 @@ class PoseState(TypedDict, total=False):
     last_seen_3d: list[list[float]]  # (n_keypoints, 3) last triangulated point, NaN if never
     lost_frames: list[int]  # per keypoint, accepted frames in a row without a 3D point
     reacquired: list[bool]  # per keypoint, triangulated in every frame since it was found again
+    side_unsure: list[bool]  # per keypoint, triangulated in every frame since Stage 4 guessed its side
     centroids_path: str  # this frame's centroids (FrameStore.save_centroids)
     attempt: int  # retries of stages 1-3 done for this frame
     redo: dict[str, list[str]]  # camera -> keypoints stages 1-3 (re)assign in this attempt
@@ -169,3 +171,8 @@ class PoseRuntime:
     def region_index(self) -> list[list[int]]:
         """Keypoint indices of each of the recording's regions (the body checks'), computed once."""
         return region_indices(self.recording.keypoints, self.recording.regions)
+
+    @cached_property
+    def mirror_index(self) -> np.ndarray:
+        """Left/right twins among the keypoints (:func:`tools.keypoint_names.mirror_groups`), computed once."""
+        return mirror_groups(self.recording.keypoints)

@@ -34,6 +34,7 @@ from scipy.optimize import linear_sum_assignment
 # rigid pairs plus a share of the distance (a paw 40 mm from the back swings more).
 SPREAD_FLOOR_MM = 3.0
 SPREAD_SHARE = 0.3
+_TIE_BREAK = 1e-9  # in spreads: far below any gain that relabels
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def distance_model(points_3d: np.ndarray) -> DistanceModel:
 
 def region_relabeling(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
                       model: DistanceModel, min_gain: float = 1.5,
-                      min_anchors: int = 3) -> np.ndarray:
+                      min_anchors: int = 3, groups: np.ndarray | None = None) -> np.ndarray:
     """A relabelling ``source (n_keypoints,)``: keypoint ``k`` should take what keypoint ``source[k]`` has.
 
     Per region, the region's triangulated points are matched to the region's
@@ -80,6 +81,14 @@ def region_relabeling(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
     anchors. ``source`` is a permutation within each region, ``arange``
     when nothing changes.
 
+    With ``groups``, a point's mismatch as a keypoint is its best mismatch
+    over the keypoint's group (:func:`tools.keypoint_names.mirror_groups`:
+    a left/right pair), so only moves between groups can gain and a point
+    keeps its side within its group: the body's distances cannot tell a
+    left paw from the right one, but they tell a forepaw from a hindpaw,
+    even when the seeds triangulated only one of the pair. Only regions
+    that hold a pair and another group (the paws) are checked then.
+
     Parameters
     ----------
     points_3d : np.ndarray
@@ -88,14 +97,22 @@ def region_relabeling(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
         Keypoint indices of each region (every keypoint in at most one region).
     model : DistanceModel
         From :func:`distance_model`.
+    groups : np.ndarray or None
+        ``(n_keypoints,)`` group of each keypoint; None: each its own.
     """
     points_3d = _frame_points(points_3d, model)
     n_keypoints = points_3d.shape[0]
     source = np.arange(n_keypoints)
     known = np.all(np.isfinite(points_3d), axis=1)
     distances = _pairwise(points_3d[None])[0]
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (n_keypoints,):
+            raise ValueError(f"groups must have shape ({n_keypoints},), got {groups.shape}")
     for members in regions:
         members = np.asarray(members, dtype=np.int64)
+        if groups is not None and not _pair_and_more(groups[members]):
+            continue
         anchors = np.flatnonzero(known & ~np.isin(np.arange(n_keypoints), members))
         present_columns = np.flatnonzero(known[members])
         present = members[present_columns]
@@ -103,8 +120,15 @@ def region_relabeling(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
             continue
         mismatch = _mismatch(distances[present][:, anchors], model.median_mm[members][:, anchors],
                              model.spread_mm[members][:, anchors])
+        if groups is not None:
+            same_group = groups[members][:, None] == groups[members][None, :]
+            mismatch = np.where(same_group[None], mismatch[:, None, :], np.inf).min(axis=2)
         current = mismatch[np.arange(present.size), present_columns]
-        rows, cols = linear_sum_assignment(np.where(np.isfinite(mismatch), mismatch, 1e6))
+        # Among equal fits (twins of one group) a point keeps its label.
+        keep_label = np.zeros_like(mismatch)
+        keep_label[np.arange(present.size), present_columns] = -_TIE_BREAK
+        rows, cols = linear_sum_assignment(np.where(np.isfinite(mismatch), mismatch, 1e6)
+                                           + keep_label)
         moved = members[cols] != present[rows]
         if (not moved.any() or not np.all(np.isfinite(mismatch[rows, cols]))
                 or not np.all(np.isfinite(current))):
@@ -173,6 +197,12 @@ def pair_exchange(points_3d: np.ndarray, regions: Sequence[Sequence[int]], model
         i, j = best_pair
         source[i], source[j] = j, i
     return source
+
+
+def _pair_and_more(member_groups: np.ndarray) -> bool:
+    """Whether a region's keypoint groups include a pair and at least one other group."""
+    _, counts = np.unique(member_groups, return_counts=True)
+    return counts.size >= 2 and bool((counts >= 2).any())
 
 
 def _frame_points(points_3d: np.ndarray, model: DistanceModel) -> np.ndarray:

@@ -34,7 +34,12 @@ every geometric check; the body is what still sees it):
 ``reacquired``
     the keypoint was lost for a while and found again, maybe on another
     keypoint's dot: its labels ask for review until the body vouches for
-    one (the caller says which keypoints were found again).
+    one (the caller says which keypoints were found again);
+``side``
+    the body moved the point to this keypoint from another group (a
+    forepaw's label onto a hindpaw), and which of the left/right pair took
+    it is a guess that the body cannot check (mirror twins sit at the same
+    distances): its labels ask for review for as long as it stays tracked.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import numpy as np
 
 # Reasons whose views may be retried, in order of precedence; then the review-only ones.
 RETRY_REASONS = ("unassigned", "few_cameras", "reprojection", "low_margin", "jump")
-REASONS = (*RETRY_REASONS, "body", "unchecked", "reacquired")
+REASONS = (*RETRY_REASONS, "body", "unchecked", "reacquired", "side")
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,8 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
                  error_px: np.ndarray, margin_px: np.ndarray, predicted_3d: np.ndarray,
                  params: QualityParams = QualityParams(), body_deviation: np.ndarray | None = None,
                  body_known: np.ndarray | None = None,
-                 reacquired: np.ndarray | None = None) -> FrameQuality:
+                 reacquired: np.ndarray | None = None,
+                 side_unsure: np.ndarray | None = None) -> FrameQuality:
     """Flag, score and choose views to retry for one frame.
 
     Parameters
@@ -144,6 +150,8 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
         confirmation by the body.
     reacquired : np.ndarray or None
         ``(n_keypoints,)`` bool, found again after being lost (None: none).
+    side_unsure : np.ndarray or None
+        ``(n_keypoints,)`` bool, its side of a left/right pair guessed (None: none).
     """
     n_keypoints = np.shape(points_3d)[0]
     _check("points_3d", points_3d, (n_keypoints, 3))
@@ -159,6 +167,8 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
     _check("body_known", known, (n_keypoints,))
     found_again = np.zeros(n_keypoints, bool) if reacquired is None else np.asarray(reacquired, bool)
     _check("reacquired", found_again, (n_keypoints,))
+    side_guessed = np.zeros(n_keypoints, bool) if side_unsure is None else np.asarray(side_unsure, bool)
+    _check("side_unsure", side_guessed, (n_keypoints,))
     labelled = ~np.isnan(error_px)
     triangulated = np.all(np.isfinite(points_3d), axis=1)
     view_error = np.where(labelled, error_px, 0.0)
@@ -181,8 +191,9 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
         [np.nan_to_num(deviation) > params.max_body_deviation,
          (np.asarray(ncams) < params.review_min_cameras) & ~vouched,
          triangulated & ~known,
-         triangulated & found_again & ~vouched],
-        ["body", "few_cameras", "unchecked", "reacquired"], default="")
+         triangulated & found_again & ~vouched,
+         triangulated & side_guessed],
+        ["body", "few_cameras", "unchecked", "reacquired", "side"], default="")
     reason = np.where(reason == "", review, reason)
     flagged = reason != ""
     score = np.where(triangulated, np.exp(-np.nan_to_num(mean_error) / params.error_scale_px), 0.0)

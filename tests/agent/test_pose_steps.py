@@ -9,6 +9,7 @@ from agent import pose_steps as steps
 from agent.pose_frames import FrameStore
 from tools import qd_render
 from tools.geometry import project
+from tools.keypoint_names import mirror_groups
 from tools.motion import QD_KEYPOINTS, walk_procedural
 from tools.refine import RefineParams
 
@@ -115,3 +116,53 @@ def test_found_again_holds_from_the_frame_a_lost_keypoint_returns_until_it_is_lo
         reacquired = found.tolist()
         lost_frames = steps.update_lost(lost_frames, points)
     assert flags == [False, False, False, False, True, True, False, False]
+
+
+def test_a_forepaw_on_a_hindpaw_dot_moves_to_the_hind_pair_and_its_side_is_reported_a_guess(scene):
+    group, points = scene
+    seeds = points[:3].copy()
+    fore, hind = INDEX["forepaw_L"], INDEX["hindpaw_L"]
+    seeds[:, hind] = np.nan  # the seeds never triangulated hindpaw_L
+    body = steps.seed_distance_model([{"points_3d": p} for p in seeds])
+    mirror = mirror_groups(list(QD_KEYPOINTS))
+    centroids, assignment, stage = _frame(group, points[60])
+    assignment[:, fore] = assignment[:, hind]
+    assignment[:, hind] = -1
+
+    plain = steps.triangulate_labels(group, centroids, assignment, stage, RefineParams(),
+                                     body=body, regions=REGIONS)
+    assert np.allclose(plain["points_3d"][fore], points[60, hind], atol=1e-6)
+    assert not plain["side_guessed"].any()
+
+    paired = steps.triangulate_labels(group, centroids, assignment, stage, RefineParams(),
+                                      body=body, regions=REGIONS, mirror=mirror)
+    assert np.allclose(paired["points_3d"][hind], points[60, hind], atol=1e-6)
+    assert np.isnan(paired["points_3d"][fore]).all()
+    assert np.flatnonzero(paired["side_guessed"]).tolist() == [hind]
+
+
+def test_a_pairs_sides_stay_a_guess_while_one_twin_stays_tracked():
+    mirror = mirror_groups(["paw_L", "paw_R", "back"])
+    seen, lost = np.zeros(3), np.full(3, np.nan)
+    unsure, lost_frames, flags = None, [0, 0, 0], []
+    # paw_L's side guessed at frame 1; paw_R lost at 2, back at 3; paw_L lost at 4; both back at 5
+    guessed = [[0, 0, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]]
+    visible = [(1, 1), (1, 1), (1, 0), (1, 1), (0, 1), (1, 1)]
+    for guess, (left, right) in zip(guessed, visible, strict=True):
+        points = np.stack([seen if left else lost, seen if right else lost, seen])
+        unsure = steps.side_still_unsure(unsure, guess, lost_frames, points, mirror).tolist()
+        flags.append(unsure[:2])
+        assert not unsure[2]  # the back has no twin
+        lost_frames = steps.update_lost(lost_frames, points)
+    assert flags == [[False, False], [True, True], [True, False], [True, True], [False, True],
+                     [True, True]]
+
+
+def test_a_twin_found_again_while_the_other_was_lost_makes_the_sides_a_guess():
+    mirror = mirror_groups(["ear_L", "ear_R", "back"])
+    points = np.zeros((3, 3))
+    # ear_R comes back while ear_L stayed tracked: it cannot be on ear_L's dot.
+    assert not steps.side_still_unsure(None, [False] * 3, [0, 4, 0], points, mirror).any()
+    # Both were lost: either may have taken the other's dot.
+    assert steps.side_still_unsure(None, [False] * 3, [1, 4, 0], points, mirror).tolist() == [
+        True, True, False]

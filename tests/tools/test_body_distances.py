@@ -15,6 +15,7 @@ from tools.body_distances import (
     region_relabeling,
 )
 from tools.confidence import QualityParams
+from tools.keypoint_names import mirror_groups
 from tools.motion import QD_KEYPOINTS, walk_procedural
 
 INDEX = {name: i for i, name in enumerate(QD_KEYPOINTS)}
@@ -25,6 +26,7 @@ REGIONS = [
     [INDEX["tail_base"], INDEX["tail_middle"], INDEX["tail_tip"]],
 ]
 IDENTITY = np.arange(len(QD_KEYPOINTS))
+MIRROR = mirror_groups(list(QD_KEYPOINTS))
 
 
 SHIPPED_MOTION = Path(__file__).resolve().parents[2] / "tools" / "data" / "maushaus_qd12.npz"
@@ -78,6 +80,45 @@ def test_mirror_pairs_are_not_decided_by_distances(real_motion):
     assert np.array_equal(region_relabeling(points, REGIONS, model), IDENTITY)
 
 
+def test_with_mirror_groups_a_forepaw_on_a_hindpaw_dot_joins_the_hind_pair_the_seeds_half_saw(walk):
+    seeds = walk[:3].copy()
+    fore, hind, hind_twin = INDEX["forepaw_L"], INDEX["hindpaw_L"], INDEX["hindpaw_R"]
+    seeds[:, hind] = np.nan  # no seed frame triangulated hindpaw_L
+    model = distance_model(seeds)
+    points = walk[60].copy()
+    points[fore] = points[hind]  # the forepaw took hindpaw_L's dot, and hindpaw_L is lost
+    points[hind] = np.nan
+    # Without a reference for hindpaw_L the plain check cannot give the point to it...
+    assert region_relabeling(points, REGIONS, model, min_gain=0.1)[hind] == hind
+    # ...its twin's distances say the point is a hindpaw; hindpaw_R keeps its own point.
+    source = region_relabeling(points, REGIONS, model, min_gain=0.1, groups=MIRROR)
+    assert source[hind] == fore and source[fore] == hind and source[hind_twin] == hind_twin
+    assert np.array_equal(np.delete(source, [fore, hind]), np.delete(IDENTITY, [fore, hind]))
+
+
+def test_with_mirror_groups_twins_keep_their_sides_and_correct_labels_stay(real_motion):
+    model = distance_model(real_motion[300:303])
+    for frame in (305, 320):
+        assert np.array_equal(region_relabeling(real_motion[frame], REGIONS, model,
+                                                min_gain=0.1, groups=MIRROR), IDENTITY)
+        swapped = real_motion[frame].copy()
+        for left, right in (("ear_L", "ear_R"), ("forepaw_L", "forepaw_R"),
+                            ("hindpaw_L", "hindpaw_R")):
+            swapped[[INDEX[left], INDEX[right]]] = swapped[[INDEX[right], INDEX[left]]]
+        assert np.array_equal(region_relabeling(swapped, REGIONS, model, min_gain=0.1,
+                                                groups=MIRROR), IDENTITY)
+
+
+def test_with_mirror_groups_regions_without_a_pair_are_left_to_the_plain_check(real_motion):
+    model = distance_model(real_motion[300:303])
+    points = real_motion[305].copy()
+    top, bottom = INDEX["back_top"], INDEX["back_bottom"]
+    points[[top, bottom]] = points[[bottom, top]]
+    assert not np.array_equal(region_relabeling(points, REGIONS, model, min_gain=0.1), IDENTITY)
+    assert np.array_equal(region_relabeling(points, REGIONS, model, min_gain=0.1, groups=MIRROR),
+                          IDENTITY)
+
+
 def test_too_few_anchors_change_nothing(real_motion):
     model = distance_model(real_motion[600:603])
     points = np.full((len(QD_KEYPOINTS), 3), np.nan)
@@ -95,6 +136,8 @@ def test_shapes_are_checked(walk):
         region_relabeling(walk[:2], REGIONS, model)
     with pytest.raises(ValueError, match="n_frames, n_keypoints, 3"):
         distance_model(walk[0])
+    with pytest.raises(ValueError, match="groups must have shape"):
+        region_relabeling(walk[0], REGIONS, model, groups=MIRROR[:5])
 
 
 def test_body_deviation_is_small_for_the_true_body_and_large_for_a_taken_dot(real_motion):

@@ -112,3 +112,18 @@ def test_a_keypoint_found_again_is_reviewed_until_the_body_vouches_for_it():
     plain = assess_frame(points_3d, ncams, mean_error, error, margin, predicted, QualityParams(),
                          np.array([0.9, 0.2, np.nan]), np.ones(3, bool))
     assert plain.reason.tolist() == ["", "", "unassigned"]
+
+
+def test_a_guessed_side_is_reviewed_even_where_the_body_vouches_for_the_point():
+    points_3d, ncams, mean_error, error, margin, predicted = _frame(n_keypoints=3)
+    points_3d[2] = np.nan  # a lost keypoint has no label to review
+    ncams[2] = 0
+    error[:, 2] = np.nan
+    margin[:, 2] = np.nan
+    vouched = np.array([0.1, 0.1, np.nan])
+    unsure = np.array([True, False, True])
+    quality = assess_frame(points_3d, ncams, mean_error, error, margin, predicted, QualityParams(),
+                           vouched, np.ones(3, bool), None, unsure)
+    assert quality.reason.tolist() == ["side", "", "unassigned"]
+    assert not quality.retry[:, 0].any()
+    assert quality.score[0] < quality.score[1]

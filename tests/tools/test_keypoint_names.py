@@ -1,0 +1,50 @@
+"""Tests for tools/keypoint_names.py: left/right twins found by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tools.keypoint_names import mirror_groups
+from tools.motion import QD_KEYPOINTS
+
+
+def _pairs(names: list[str]) -> set[frozenset[str]]:
+    groups = mirror_groups(names)
+    return {frozenset(names[i] for i in np.flatnonzero(groups == g))
+            for g in np.unique(groups) if np.sum(groups == g) == 2}
+
+
+def test_the_quantum_dot_rig_has_three_pairs_and_six_midline_keypoints():
+    groups = mirror_groups(list(QD_KEYPOINTS))
+    assert _pairs(list(QD_KEYPOINTS)) == {frozenset({"ear_L", "ear_R"}),
+                                          frozenset({"forepaw_L", "forepaw_R"}),
+                                          frozenset({"hindpaw_L", "hindpaw_R"})}
+    assert np.unique(groups).size == 9
+    # A group is named by its first keypoint, so the groups are valid indices.
+    assert np.all(groups <= np.arange(len(QD_KEYPOINTS)))
+
+
+@pytest.mark.parametrize("left, right", [
+    ("left ear", "right ear"), ("LeftForepaw", "RightForepaw"), ("l_hip", "R-Hip"),
+    ("paw.left", "paw.right"), ("Ear_L", "ear_r"), ("hind paw L", "hindpaw R"),
+])
+def test_common_naming_conventions_pair(left, right):
+    names = ["nose", right, "tail_base", left]
+    assert _pairs(names) == {frozenset({left, right})}
+
+
+@pytest.mark.parametrize("names", [
+    ["tail", "trail", "ear", "real"],  # a trailing l or r without a separator is no side
+    ["ear_L", "leftear", "ear_R"],  # the left side named twice: no pair is certain
+    ["forepaw_L", "hindpaw_R"],  # sides of different body parts
+    ["left", "right"],  # a side with no body part
+])
+def test_names_that_are_not_pairs_stay_alone(names):
+    assert np.array_equal(mirror_groups(names), np.arange(len(names)))
+
+
+def test_order_does_not_change_which_names_pair():
+    names = list(QD_KEYPOINTS)
+    order = np.random.default_rng(0).permutation(len(names))
+    assert _pairs([names[i] for i in order]) == _pairs(names)

@@ -1,0 +1,62 @@
+"""What keypoint names say about the body: left and right twins.
+
+A recording's keypoints are data (FORMATS.md), so the left and right
+members of a pair (``forepaw_L``/``forepaw_R``, ``left ear``/``right ear``,
+``L_hip``/``R_hip``) are found by the naming conventions of DeepLabCut and
+Anipose projects, not by a fixed list. Pure functions on strings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+_SEPARATOR = r"[\s_\-.]"
+# (pattern, group of the side, group of the rest); tried in order on the lower-cased name.
+# A single-letter side needs a separator, so that "tail" or "ear" never reads as a side.
+_SIDE_PATTERNS = (
+    (re.compile(rf"^(left|right){_SEPARATOR}*(.+)$"), 1, 2),
+    (re.compile(rf"^(.+?){_SEPARATOR}*(left|right)$"), 2, 1),
+    (re.compile(rf"^(l|r){_SEPARATOR}+(.+)$"), 1, 2),
+    (re.compile(rf"^(.+?){_SEPARATOR}+(l|r)$"), 2, 1),
+)
+
+
+def _side_and_body_part(name: str) -> tuple[str, str] | None:
+    """``("l" | "r", body part)`` for a sided name, None for a midline one."""
+    lowered = name.strip().lower()
+    for pattern, side_group, rest_group in _SIDE_PATTERNS:
+        match = pattern.match(lowered)
+        if match:
+            body_part = re.sub(rf"{_SEPARATOR}+", "", match.group(rest_group))
+            return match.group(side_group)[0], body_part
+    return None
+
+
+def mirror_groups(keypoints: Sequence[str]) -> np.ndarray:
+    """``(n_keypoints,)`` group of each keypoint: a left/right pair shares one, every other keypoint has its own.
+
+    The group is the index of the pair's first keypoint in ``keypoints``
+    (a keypoint's own index when it has no twin). A name pairs with the one
+    name of the other side and the same body part; a side named twice pairs
+    with nothing.
+
+    Examples
+    --------
+    >>> mirror_groups(["ear_L", "ear_R", "back", "Left Paw", "right_paw"]).tolist()
+    [0, 0, 2, 3, 3]
+    """
+    groups = np.arange(len(keypoints))
+    sided: dict[tuple[str, str], list[int]] = {}
+    for index, name in enumerate(keypoints):
+        parsed = _side_and_body_part(name)
+        if parsed is not None:
+            sided.setdefault(parsed, []).append(index)
+    for (side, body_part), indices in sided.items():
+        twins = sided.get(("r", body_part), []) if side == "l" else []
+        if len(indices) == 1 and len(twins) == 1:
+            first = min(indices[0], twins[0])
+            groups[indices[0]] = groups[twins[0]] = first
+    return groups
