@@ -111,6 +111,9 @@ EXCHANGE_FRAMES = 10  # a cross-region exchange must fit better over this many f
 # distances differ by tens of millimetres, so a small gain already relabels
 # (bench/results/pose.md, session 7).
 MIRROR_MIN_GAIN = 0.1
+# A twin that comes back this much nearer its own last seen place than the other
+# twin's kept its side (a walking mouse's paws are 20-30 mm apart).
+SIDE_MARGIN_MM = 10.0
 
 
 def recent_points(store: FrameStore, frame: int, n_frames: int = EXCHANGE_FRAMES - 1,
@@ -341,29 +344,35 @@ def found_again(lost_frames: list[int], reacquired: list[bool], points_3d: np.nd
 
 
 def side_still_unsure(side_unsure: list[bool] | None, side_guessed: list[bool],
-                      lost_frames: list[int], points_3d: np.ndarray, mirror: np.ndarray
+                      lost_frames: list[int], points_3d: np.ndarray, twin: np.ndarray,
+                      last_seen_3d: list | None, margin_mm: float = SIDE_MARGIN_MM
                       ) -> np.ndarray:
     """``(K,)`` bool: triangulated keypoints of a left/right pair whose sides are a guess.
 
     Distances cannot tell the two sides of a pair apart, so a pair's sides
     become a guess when Stage 4 moved a point into the pair from another
     group (``side_guessed``), or when one of the pair is found again while
-    its twin is or was just lost (both were free to take either dot). They
-    stay a guess while one of the pair is still triangulated and was
-    unsure in the frame before (``side_unsure``). ``lost_frames`` as in
-    :func:`update_lost` (before this frame); ``mirror`` from
-    :func:`tools.keypoint_names.mirror_groups`.
+    its twin is or was just lost (either could have taken the other's
+    dot), unless the point is nearer the keypoint's last seen place than
+    its twin's by ``margin_mm``. They stay a guess while one of the pair is
+    still triangulated and was unsure in the frame before (``side_unsure``).
+    ``lost_frames`` as in :func:`update_lost` (before this frame);
+    ``twin (K,)`` from :func:`tools.keypoint_names.twin_indices`;
+    ``last_seen_3d (K, 3)`` as in :func:`update_last_seen`.
     """
     seen = np.all(np.isfinite(points_3d), axis=1)
+    has_twin = twin != np.arange(seen.size)
     lost = np.asarray(lost_frames) > 0
-    gone = (lost | ~seen).astype(np.int64)
-    twin_gone = np.bincount(mirror, weights=gone, minlength=seen.size)[mirror] - gone > 0
-    came_back = seen & lost & twin_gone
+    came_back = lost & (lost | ~seen)[twin]
+    placed = seen & has_twin & (np.asarray(side_guessed, dtype=bool) | came_back)
+    if last_seen_3d is not None:
+        last_seen = np.asarray(last_seen_3d, dtype=np.float64)
+        to_own = np.linalg.norm(points_3d - last_seen, axis=1)
+        to_twin = np.linalg.norm(points_3d - last_seen[twin], axis=1)
+        placed &= ~(to_own + margin_mm < to_twin)  # NaN (never seen): still a guess
     before = np.zeros(seen.size, bool) if side_unsure is None else np.asarray(side_unsure, bool)
-    unsure = before | np.asarray(side_guessed, dtype=bool) | came_back
-    pair_unsure = np.zeros(seen.size, bool)
-    np.logical_or.at(pair_unsure, mirror, unsure)
-    return seen & pair_unsure[mirror]
+    unsure = before | placed
+    return seen & has_twin & (unsure | unsure[twin])
 
 
 def update_lost(lost_frames: list[int], points_3d: np.ndarray) -> list[int]:

@@ -221,7 +221,8 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
     reacquired = steps.found_again(state["lost_frames"], state["reacquired"], points_3d,
                                    settings.reacquired_lost_frames)
     side_unsure = steps.side_still_unsure(state.get("side_unsure"), refined["side_guessed"],
-                                          state["lost_frames"], points_3d, run.mirror_index)
+                                          state["lost_frames"], points_3d, run.twin_index,
+                                          state.get("last_seen_3d"))
     body_deviation = body_known = reacquired_to_review = None
     if run.seed_distances is not None:  # the full pipeline checks labels against the body
         body_deviation, body_known = steps.body_check(points_3d, run.region_index,

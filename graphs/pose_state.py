@@ -21,7 +21,7 @@ from agent.pose_frames import FrameMemo, FrameStore
 from agent.pose_steps import region_indices
 from agent.recording import Recording
 from tools.body_distances import DistanceModel
-from tools.keypoint_names import mirror_groups
+from tools.keypoint_names import mirror_groups, twin_indices
 
 FanOut = Literal["per_view", "per_stage"]
 
@@ -174,5 +174,10 @@ class PoseRuntime:
 
     @cached_property
     def mirror_index(self) -> np.ndarray:
-        """Left/right twins among the keypoints (:func:`tools.keypoint_names.mirror_groups`), computed once."""
+        """Left/right pairs among the keypoints (:func:`tools.keypoint_names.mirror_groups`), computed once."""
         return mirror_groups(self.recording.keypoints)
+
+    @cached_property
+    def twin_index(self) -> np.ndarray:
+        """Each keypoint's left/right twin, itself where none (:func:`tools.keypoint_names.twin_indices`)."""
+        return twin_indices(self.mirror_index)

@@ -60,3 +60,20 @@ def mirror_groups(keypoints: Sequence[str]) -> np.ndarray:
             first = min(indices[0], twins[0])
             groups[indices[0]] = groups[twins[0]] = first
     return groups
+
+
+def twin_indices(groups: np.ndarray) -> np.ndarray:
+    """``(n_keypoints,)`` index of each keypoint's twin in :func:`mirror_groups`' ``groups``; its own index where it has none.
+
+    Examples
+    --------
+    >>> twin_indices(np.array([0, 0, 2, 3, 3])).tolist()
+    [1, 0, 2, 4, 3]
+    """
+    groups = np.asarray(groups)
+    twin = np.arange(groups.size)
+    for group in np.unique(groups):
+        members = np.flatnonzero(groups == group)
+        if members.size == 2:
+            twin[members] = members[::-1]
+    return twin

@@ -9,7 +9,7 @@ from agent import pose_steps as steps
 from agent.pose_frames import FrameStore
 from tools import qd_render
 from tools.geometry import project
-from tools.keypoint_names import mirror_groups
+from tools.keypoint_names import mirror_groups, twin_indices
 from tools.motion import QD_KEYPOINTS, walk_procedural
 from tools.refine import RefineParams
 
@@ -142,7 +142,7 @@ def test_a_forepaw_on_a_hindpaw_dot_moves_to_the_hind_pair_and_its_side_is_repor
 
 
 def test_a_pairs_sides_stay_a_guess_while_one_twin_stays_tracked():
-    mirror = mirror_groups(["paw_L", "paw_R", "back"])
+    twin = twin_indices(mirror_groups(["paw_L", "paw_R", "back"]))
     seen, lost = np.zeros(3), np.full(3, np.nan)
     unsure, lost_frames, flags = None, [0, 0, 0], []
     # paw_L's side guessed at frame 1; paw_R lost at 2, back at 3; paw_L lost at 4; both back at 5
@@ -150,7 +150,7 @@ def test_a_pairs_sides_stay_a_guess_while_one_twin_stays_tracked():
     visible = [(1, 1), (1, 1), (1, 0), (1, 1), (0, 1), (1, 1)]
     for guess, (left, right) in zip(guessed, visible, strict=True):
         points = np.stack([seen if left else lost, seen if right else lost, seen])
-        unsure = steps.side_still_unsure(unsure, guess, lost_frames, points, mirror).tolist()
+        unsure = steps.side_still_unsure(unsure, guess, lost_frames, points, twin, None).tolist()
         flags.append(unsure[:2])
         assert not unsure[2]  # the back has no twin
         lost_frames = steps.update_lost(lost_frames, points)
@@ -159,10 +159,31 @@ def test_a_pairs_sides_stay_a_guess_while_one_twin_stays_tracked():
 
 
 def test_a_twin_found_again_while_the_other_was_lost_makes_the_sides_a_guess():
-    mirror = mirror_groups(["ear_L", "ear_R", "back"])
+    twin = twin_indices(mirror_groups(["ear_L", "ear_R", "back"]))
     points = np.zeros((3, 3))
     # ear_R comes back while ear_L stayed tracked: it cannot be on ear_L's dot.
-    assert not steps.side_still_unsure(None, [False] * 3, [0, 4, 0], points, mirror).any()
+    assert not steps.side_still_unsure(None, [False] * 3, [0, 4, 0], points, twin, None).any()
     # Both were lost: either may have taken the other's dot.
-    assert steps.side_still_unsure(None, [False] * 3, [1, 4, 0], points, mirror).tolist() == [
+    assert steps.side_still_unsure(None, [False] * 3, [1, 4, 0], points, twin, None).tolist() == [
         True, True, False]
+
+
+def test_a_twin_back_clearly_nearer_its_own_last_place_keeps_its_side():
+    twin = twin_indices(mirror_groups(["paw_L", "paw_R", "back"]))
+    last_seen = [[0.0, 0.0, 0.0], [25.0, 0.0, 0.0], [10.0, 50.0, 0.0]]
+    both_lost = [1, 3, 0]
+    near_own = np.array([[2.0, 0.0, 0.0], [24.0, 1.0, 0.0], [10.0, 50.0, 0.0]])
+    assert not steps.side_still_unsure(None, [False] * 3, both_lost, near_own, twin,
+                                       last_seen).any()
+    # Back between the two places, or on the twin's: either paw may hold either dot.
+    between = near_own.copy()
+    between[0] = [10.0, 0.0, 0.0]
+    assert steps.side_still_unsure(None, [False] * 3, both_lost, between, twin,
+                                   last_seen).tolist() == [True, True, False]
+    swapped = near_own[[1, 0, 2]]
+    assert steps.side_still_unsure(None, [False] * 3, both_lost, swapped, twin,
+                                   last_seen).tolist() == [True, True, False]
+    # A point the keypoint was never seen near is a guess too.
+    never = [[np.nan] * 3, *last_seen[1:]]
+    assert steps.side_still_unsure(None, [False] * 3, both_lost, near_own, twin,
+                                   never).tolist() == [True, True, False]

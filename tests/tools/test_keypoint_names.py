@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.keypoint_names import mirror_groups
+from tools.keypoint_names import mirror_groups, twin_indices
 from tools.motion import QD_KEYPOINTS
 
 
@@ -48,3 +48,12 @@ def test_order_does_not_change_which_names_pair():
     names = list(QD_KEYPOINTS)
     order = np.random.default_rng(0).permutation(len(names))
     assert _pairs([names[i] for i in order]) == _pairs(names)
+
+
+def test_twins_point_at_each_other_and_midline_keypoints_at_themselves():
+    names = list(QD_KEYPOINTS)
+    twin = twin_indices(mirror_groups(names))
+    assert np.array_equal(twin[twin], np.arange(len(names)))
+    assert {names[k]: names[twin[k]] for k in range(len(names)) if twin[k] != k} == {
+        "ear_L": "ear_R", "ear_R": "ear_L", "forepaw_L": "forepaw_R", "forepaw_R": "forepaw_L",
+        "hindpaw_L": "hindpaw_R", "hindpaw_R": "hindpaw_L"}
