@@ -352,9 +352,10 @@ def side_still_unsure(side_unsure: list[bool] | None, side_guessed: list[bool],
     Distances cannot tell the two sides of a pair apart, so a pair's sides
     become a guess when Stage 4 moved a point into the pair from another
     group (``side_guessed``), or when one of the pair is found again while
-    its twin is or was just lost (either could have taken the other's
-    dot), unless the point is nearer the keypoint's last seen place than
-    its twin's by ``margin_mm``. They stay a guess while one of the pair is
+    its twin is or was just lost, or moved more than ``margin_mm`` from its
+    last seen place (either could have taken the other's dot), unless the
+    point is nearer the keypoint's last seen place than its twin's by
+    ``margin_mm``. They stay a guess while one of the pair is
     still triangulated and was unsure in the frame before (``side_unsure``).
     ``lost_frames`` as in :func:`update_lost` (before this frame);
     ``twin (K,)`` from :func:`tools.keypoint_names.twin_indices`;
@@ -363,13 +364,15 @@ def side_still_unsure(side_unsure: list[bool] | None, side_guessed: list[bool],
     seen = np.all(np.isfinite(points_3d), axis=1)
     has_twin = twin != np.arange(seen.size)
     lost = np.asarray(lost_frames) > 0
-    came_back = lost & (lost | ~seen)[twin]
-    placed = seen & has_twin & (np.asarray(side_guessed, dtype=bool) | came_back)
+    moved_far = kept_side = np.zeros(seen.size, bool)
     if last_seen_3d is not None:
         last_seen = np.asarray(last_seen_3d, dtype=np.float64)
         to_own = np.linalg.norm(points_3d - last_seen, axis=1)
-        to_twin = np.linalg.norm(points_3d - last_seen[twin], axis=1)
-        placed &= ~(to_own + margin_mm < to_twin)  # NaN (never seen): still a guess
+        moved_far = to_own > margin_mm
+        # NaN (never seen): no evidence, the side stays a guess.
+        kept_side = to_own + margin_mm < np.linalg.norm(points_3d - last_seen[twin], axis=1)
+    came_back = lost & (lost | ~seen | moved_far)[twin]
+    placed = seen & has_twin & (np.asarray(side_guessed, dtype=bool) | came_back) & ~kept_side
     before = np.zeros(seen.size, bool) if side_unsure is None else np.asarray(side_unsure, bool)
     unsure = before | placed
     return seen & has_twin & (unsure | unsure[twin])

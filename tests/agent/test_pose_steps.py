@@ -187,3 +187,16 @@ def test_a_twin_back_clearly_nearer_its_own_last_place_keeps_its_side():
     never = [[np.nan] * 3, *last_seen[1:]]
     assert steps.side_still_unsure(None, [False] * 3, both_lost, near_own, twin,
                                    never).tolist() == [True, True, False]
+
+
+def test_a_twin_back_where_the_other_twin_just_left_is_a_guess():
+    twin = twin_indices(mirror_groups(["paw_L", "paw_R", "back"]))
+    last_seen = [[0.0, 0.0, 0.0], [25.0, 0.0, 0.0], [10.0, 50.0, 0.0]]
+    # paw_R, lost for 5 frames, comes back on paw_L's last place as paw_L jumps onto paw_R's.
+    points = np.array([[24.0, 0.0, 0.0], [1.0, 0.0, 0.0], [10.0, 50.0, 0.0]])
+    assert steps.side_still_unsure(None, [False] * 3, [0, 5, 0], points, twin,
+                                   last_seen).tolist() == [True, True, False]
+    # paw_L steady: paw_R back at its own place keeps its side.
+    steady = np.array([[1.0, 0.0, 0.0], [24.0, 0.0, 0.0], [10.0, 50.0, 0.0]])
+    assert not steps.side_still_unsure(None, [False] * 3, [0, 5, 0], steady, twin,
+                                       last_seen).any()
