@@ -35,11 +35,13 @@ from agent.pose_results import write_keypoints_2d, write_keypoints_3d, write_qc
 from agent.recording import Recording
 from agent.streams import FrameStream, open_stream
 from tools.centroids import detect_centroids
-from tools.confidence import REASONS
 
 STAGES = ("", "seed", "within_region", "reconcile", "refine")
 MODEL_REASON = "model"  # qc.csv reason of a label whose model answer stayed invalid after retries
-REASON_CODES = ("", *dict.fromkeys((*REASONS, MODEL_REASON)))
+# The frame log stores reasons by index in this table: new reasons go at the end, so
+# that a run resumed by a newer version still reads the frames it logged.
+REASON_CODES = ("", "unassigned", "few_cameras", "reprojection", "low_margin", "jump", "body",
+                "unchecked", "reacquired", MODEL_REASON, "side")
 
 
 @dataclass(frozen=True)
