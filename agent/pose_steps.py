@@ -200,6 +200,7 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
                 if not np.array_equal(source, np.arange(source.size)):
                     assignment, points_3d, ncams, mean_error, error, stage = _relabel(
                         source, assignment, points_3d, ncams, mean_error, error, stage)
+                    side_guessed = side_guessed[source]
     else:
         points_2d = label_positions(centroids, assignment)
         points_3d = triangulate(group, points_2d)

@@ -220,7 +220,9 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
     points_3d = np.array(refined["points_3d"], dtype=np.float64)
     reacquired = steps.found_again(state["lost_frames"], state["reacquired"], points_3d,
                                    settings.reacquired_lost_frames)
-    side_unsure = steps.side_still_unsure(state.get("side_unsure"), refined["side_guessed"],
+    # A checkpoint of an earlier version has no side_guessed in its refined labels.
+    side_guessed = refined.get("side_guessed") or [False] * len(points_3d)
+    side_unsure = steps.side_still_unsure(state.get("side_unsure"), side_guessed,
                                           state["lost_frames"], points_3d, run.twin_index,
                                           state.get("last_seen_3d"))
     body_deviation = body_known = reacquired_to_review = None

@@ -18,9 +18,12 @@ frames of the shipped real motion, with seeds taken anywhere in it, correct
 labels were never relabelled; a looser check (exchanges across regions, a
 smaller gain) undid more swaps in that test but tracked worse in the
 pipeline, where many keypoints are missing at once (bench/results/pose.md).
-The exception is the choice between the pairs of one region (forepaws or
-hindpaws), which the body tells apart by tens of millimetres: with
-``groups`` the check decides only that, on a small gain.
+With ``groups`` (left/right pairs) the check is run on the regions that
+hold a pair, where it tells forepaws from hindpaws by tens of millimetres,
+on a small gain; that gain is not safe for correct labels everywhere: on
+the shipped real motion it swaps a correct forepaw_R and hindpaw_R in
+about 2% of frames (a crouch around frames 216-234), a cost the pipeline
+accepts for what it gains on real errors (bench/results/pose.md, session 7).
 
 Shapes: ``points_3d (n_keypoints, 3)`` of one frame, NaN where missing.
 """

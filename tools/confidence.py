@@ -36,10 +36,12 @@ every geometric check; the body is what still sees it):
     keypoint's dot: its labels ask for review until the body vouches for
     one (the caller says which keypoints were found again);
 ``side``
-    the body moved the point to this keypoint from another group (a
-    forepaw's label onto a hindpaw), and which of the left/right pair took
-    it is a guess that the body cannot check (mirror twins sit at the same
-    distances): its labels ask for review for as long as it stays tracked.
+    one of a left/right pair whose sides are a guess the body cannot check
+    (mirror twins sit at the same distances): the body moved a point into
+    the pair from another group (a forepaw's label onto a hindpaw), or a
+    twin came back while the other was lost or had just moved away (the
+    caller says which keypoints); both ask for review while the pair stays
+    tracked.
 """
 
 from __future__ import annotations

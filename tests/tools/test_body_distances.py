@@ -96,7 +96,7 @@ def test_with_mirror_groups_a_forepaw_on_a_hindpaw_dot_joins_the_hind_pair_the_s
     assert np.array_equal(np.delete(source, [fore, hind]), np.delete(IDENTITY, [fore, hind]))
 
 
-def test_with_mirror_groups_twins_keep_their_sides_and_correct_labels_stay(real_motion):
+def test_with_mirror_groups_twins_keep_their_sides_in_a_calm_posture(real_motion):
     model = distance_model(real_motion[300:303])
     for frame in (305, 320):
         assert np.array_equal(region_relabeling(real_motion[frame], REGIONS, model,
@@ -107,6 +107,17 @@ def test_with_mirror_groups_twins_keep_their_sides_and_correct_labels_stay(real_
             swapped[[INDEX[left], INDEX[right]]] = swapped[[INDEX[right], INDEX[left]]]
         assert np.array_equal(region_relabeling(swapped, REGIONS, model, min_gain=0.1,
                                                 groups=MIRROR), IDENTITY)
+
+
+def test_with_mirror_groups_correct_labels_are_rarely_moved_whatever_the_seeds(real_motion):
+    # The small gain the pipeline uses costs a few crouching frames (documented in the module).
+    moved = []
+    for start in SEED_STARTS:
+        model = distance_model(real_motion[start:start + 3])
+        moved += [not np.array_equal(region_relabeling(real_motion[frame], REGIONS, model,
+                                                       min_gain=0.1, groups=MIRROR), IDENTITY)
+                  for frame in range(0, 1000, 10)]
+    assert np.mean(moved) < 0.05
 
 
 def test_with_mirror_groups_regions_without_a_pair_are_left_to_the_plain_check(real_motion):
