@@ -186,21 +186,20 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
         assignment, points_3d = result.assignment, result.points_3d
         ncams, mean_error, error = result.ncams, result.mean_error_px, result.reprojection_error_px
         if body is not None and regions is not None:
-            checks = [{}] if mirror is None else [{}, {"min_gain": MIRROR_MIN_GAIN,
-                                                         "groups": mirror}]
-            for check in checks:
-                source = region_relabeling(points_3d, regions, body, **check)
-                if not np.array_equal(source, np.arange(source.size)):
-                    assignment, points_3d, ncams, mean_error, error, stage = _relabel(
-                        source, assignment, points_3d, ncams, mean_error, error, stage)
-                    if "groups" in check:
-                        side_guessed = source != np.arange(source.size)
+            source = region_relabeling(points_3d, regions, body)
+            assignment, points_3d, ncams, mean_error, error, stage = _relabel(
+                source, assignment, points_3d, ncams, mean_error, error, stage)
+            if mirror is not None:
+                source = region_relabeling(points_3d, regions, body, min_gain=MIRROR_MIN_GAIN,
+                                           groups=mirror)
+                side_guessed = source != np.arange(source.size)
+                assignment, points_3d, ncams, mean_error, error, stage = _relabel(
+                    source, assignment, points_3d, ncams, mean_error, error, stage)
             if history_3d is not None:
                 source = pair_exchange(np.concatenate([history_3d, points_3d[None]]), regions, body)
-                if not np.array_equal(source, np.arange(source.size)):
-                    assignment, points_3d, ncams, mean_error, error, stage = _relabel(
-                        source, assignment, points_3d, ncams, mean_error, error, stage)
-                    side_guessed = side_guessed[source]
+                side_guessed = side_guessed[source]
+                assignment, points_3d, ncams, mean_error, error, stage = _relabel(
+                    source, assignment, points_3d, ncams, mean_error, error, stage)
     else:
         points_2d = label_positions(centroids, assignment)
         points_3d = triangulate(group, points_2d)
@@ -217,8 +216,10 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
 
 def _relabel(source: np.ndarray, assignment: np.ndarray, points_3d: np.ndarray, ncams: np.ndarray,
              mean_error: np.ndarray, error: np.ndarray, stage: np.ndarray) -> tuple:
-    """Keypoint ``k`` takes the labels and point of keypoint ``source[k]`` (a permutation)."""
+    """Keypoint ``k`` takes the labels and point of keypoint ``source[k]`` (a permutation; ``arange``: as they are)."""
     moved = source != np.arange(source.size)
+    if not moved.any():
+        return assignment, points_3d, ncams, mean_error, error, stage
     new_stage = stage[:, source].copy()
     new_stage[:, moved] = np.where(assignment[:, source[moved]] >= 0, "refine", "")
     return (assignment[:, source], points_3d[source], np.asarray(ncams)[source],

@@ -169,8 +169,8 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
     _check("body_known", known, (n_keypoints,))
     found_again = np.zeros(n_keypoints, bool) if reacquired is None else np.asarray(reacquired, bool)
     _check("reacquired", found_again, (n_keypoints,))
-    side_guessed = np.zeros(n_keypoints, bool) if side_unsure is None else np.asarray(side_unsure, bool)
-    _check("side_unsure", side_guessed, (n_keypoints,))
+    unsure_side = np.zeros(n_keypoints, bool) if side_unsure is None else np.asarray(side_unsure, bool)
+    _check("side_unsure", unsure_side, (n_keypoints,))
     labelled = ~np.isnan(error_px)
     triangulated = np.all(np.isfinite(points_3d), axis=1)
     view_error = np.where(labelled, error_px, 0.0)
@@ -194,7 +194,7 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
          (np.asarray(ncams) < params.review_min_cameras) & ~vouched,
          triangulated & ~known,
          triangulated & found_again & ~vouched,
-         triangulated & side_guessed],
+         triangulated & unsure_side],
         ["body", "few_cameras", "unchecked", "reacquired", "side"], default="")
     reason = np.where(reason == "", review, reason)
     flagged = reason != ""
