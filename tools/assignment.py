@@ -122,6 +122,9 @@ def assign_points(predicted: np.ndarray, candidates: np.ndarray, gate_px: float)
     n_points, n_candidates = predicted.shape[0], candidates.shape[0]
     distance = np.linalg.norm(predicted[:, None, :] - candidates[None, :, :], axis=2)
     allowed = np.isfinite(distance) & (distance <= gate_px)
+    if not allowed.any():  # a quarter of the tracker's calls: nothing within the gate
+        unassigned = np.full(n_points, np.nan)
+        return Assignment(index=np.full(n_points, -1), cost=unassigned, margin=unassigned.copy())
     cost = np.where(allowed, distance, _FORBIDDEN)
     # One private "stay unassigned" column per point, priced at the gate.
     stay = np.full((n_points, n_points), _FORBIDDEN)
@@ -137,7 +140,7 @@ def assign_points(predicted: np.ndarray, candidates: np.ndarray, gate_px: float)
     others = np.where(allowed, distance, np.inf)
     others[assigned, index[assigned]] = np.inf
     second = np.minimum(others.min(axis=1, initial=np.inf), gate_px)
-    margin = np.where(assigned, second - np.nan_to_num(chosen_cost), np.nan)
+    margin = np.where(assigned, second - chosen_cost, np.nan)
     return Assignment(index=index, cost=chosen_cost, margin=margin)
 
 
@@ -193,7 +196,10 @@ def recover_lost(group: CameraGroup, centroids: Sequence[np.ndarray], assignment
         candidates = np.full((n_cameras, 1, max_candidates, 2), np.nan)
         index = np.full((n_cameras, max_candidates), -1)
         for camera, xy in enumerate(centroids):
-            free = np.setdiff1d(np.arange(len(xy)), assignment[camera])
+            held = assignment[camera]
+            is_free = np.ones(len(xy), dtype=bool)
+            is_free[held[held >= 0]] = False
+            free = np.flatnonzero(is_free)
             distance = np.linalg.norm(xy[free] - predicted_2d[camera, keypoint], axis=1)
             order = np.argsort(distance, kind="stable")
             near = free[order][distance[order] <= search_radius_px][:max_candidates]

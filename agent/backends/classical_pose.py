@@ -141,13 +141,38 @@ def predict_view(view: CameraView) -> np.ndarray:
     """Predicted ``(n_keypoints, 2)`` positions for ``view.keypoints``: the prior, else 2D motion.
 
     NaN where neither the 3D track nor the camera's exemplars know the keypoint.
+    A keypoint's prediction depends only on its own prior and exemplar points,
+    and every stage asks about the same keypoints of a camera again (Stage 1
+    for all of them, Stage 2 per region, Stage 3 for the unsettled ones), so
+    each is computed once and remembered (:data:`_PREDICTIONS`).
     """
-    prior = np.array([p if p is not None else (np.nan, np.nan) for p in view.prior],
-                     dtype=np.float64).reshape(-1, 2)
+    exemplar_frames = tuple(e.frame for e in view.exemplars)
+    keys = [(view.frame, exemplar_frames, prior, tuple(e.points[i] for e in view.exemplars))
+            for i, prior in enumerate(view.prior)]
+    missing = [i for i, key in enumerate(keys) if key not in _PREDICTIONS]
+    if missing:
+        if len(_PREDICTIONS) + len(missing) > _PREDICTIONS_KEPT:
+            _PREDICTIONS.clear()
+        for i, point in zip(missing, _predict_rows(view, missing).tolist(), strict=True):
+            _PREDICTIONS[keys[i]] = point
+    return np.array([_PREDICTIONS[key] for key in keys], dtype=np.float64).reshape(-1, 2)
+
+
+# Content of a keypoint's prediction (target frame, exemplar frames, prior, exemplar points)
+# -> the prediction; a few frames' worth, cleared when full. Entries never go stale: the key
+# is everything the prediction depends on.
+_PREDICTIONS: dict[tuple, list[float]] = {}
+_PREDICTIONS_KEPT = 4096
+
+
+def _predict_rows(view: CameraView, rows: list[int]) -> np.ndarray:
+    """The predictions of ``view.keypoints[rows]``, ``(len(rows), 2)``."""
+    prior = np.array([view.prior[i] if view.prior[i] is not None else (np.nan, np.nan)
+                      for i in rows], dtype=np.float64).reshape(-1, 2)
     if not view.exemplars:
         return prior
     frames = np.array([e.frame for e in view.exemplars])
-    history = np.array([[p if p is not None else (np.nan, np.nan) for p in e.points]
+    history = np.array([[e.points[i] if e.points[i] is not None else (np.nan, np.nan) for i in rows]
                         for e in view.exemplars], dtype=np.float64).reshape(len(frames), -1, 2)
     motion = predict_constant_velocity(frames, history, view.frame)
     return np.where(np.isfinite(prior), prior, motion)

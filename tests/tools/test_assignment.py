@@ -101,3 +101,11 @@ def test_a_lost_keypoint_keeps_away_from_far_or_foreign_points():
     crowded[1] = points_3d[1] + [4.0, 0.0, 0.0]
     assert np.array_equal(recover_lost(group, centroids, assignment, crowded, lost, 500.0, 2.0,
                                        10.0), assignment)
+
+
+def test_nothing_within_the_gate_leaves_every_point_unassigned():
+    predicted = np.array([[0.0, 0.0], [np.nan, np.nan], [10.0, 10.0]])
+    for candidates in (np.zeros((0, 2)), np.array([[100.0, 100.0]])):
+        result = assign_points(predicted, candidates, gate_px=5.0)
+        np.testing.assert_array_equal(result.index, [-1, -1, -1])
+        assert np.isnan(result.cost).all() and np.isnan(result.margin).all()
