@@ -17,7 +17,7 @@ import uuid
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -27,7 +27,6 @@ from agent.atomic import write_json_atomic
 from agent.backends.classical_pose import ClassicalPoseBackend
 from agent.backends.pose_base import PoseBackend
 from agent.backends.pose_tools import LatestLabels
-from agent.checkpoint_prune import CheckpointPruner
 from agent.config import context_to_dict
 from agent.errors import InputError
 from agent.pose_context import PoseContext
@@ -45,11 +44,11 @@ if TYPE_CHECKING:  # the factory is imported when a model backend is asked for
 
 # From this many frames on, centroids are detected in a child process (its start costs ~1 s).
 PROCESS_PREFETCH_FRAMES = 150
-RECURSION_LIMIT = 10**9  # the loop is bounded by the frame count, never by this
-# Each checkpoint is written before the next step runs. "async" (LangGraph's default) lets
-# the writer fall frames behind the frame log, and a killed run then redoes those frames;
-# measured, it saves no time here (bench/results/pose-speed.md).
-DURABILITY = "sync"
+RECURSION_LIMIT = 10**6  # an invocation is one frame, bounded by the retries, never by this
+# One checkpoint per frame, when its invocation ends: writing one per superstep (a dozen per
+# frame, "sync") cost ~13% of the main process's time for checkpoints a resume never needs
+# (bench/results/pose-speed.md).
+DURABILITY = "exit"
 
 
 @dataclass(frozen=True)
@@ -152,28 +151,56 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
     # resume redoes and traces again).
     trace = TraceRecorder(run.path / "trace.jsonl", flush_after=("accept_frame", "write_results"))
     with closing(_connect(run)) as connection, closing(prefetch), closing(trace):
-        saver = SqliteSaver(connection)
-        graph = build_pose_graph().compile(checkpointer=saver)
-        # A finished frame keeps the two checkpoints a fork needs; the rest would cost ~150 KB.
-        pruner = CheckpointPruner(saver.cursor, thread_id)
+        graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
         snapshot = graph.get_state(config)
-        inputs = None if snapshot.values else _initial_state(recording, runtime, end_frame)
+        if not snapshot.values:
+            # The state before the first tracked frame, checkpointed as accept_frame leaves
+            # every frame's: where a fork from that frame starts (agent.replay).
+            graph.update_state(config, _initial_state(recording, runtime, end_frame),
+                               as_node="accept_frame")
+            snapshot = graph.get_state(config)
+        if snapshot.next:  # a frame in flight: a checkpoint of an earlier version
+            inputs: PoseState | None = None
+        else:
+            inputs = None if snapshot.values.get("finished") else _next_frame(snapshot.values["frame"])
         progress = _Progress(end_frame, quiet)
-        # Task events alone feed both the trace and the progress line (an "updates" stream
-        # would repeat every task's writes).
-        # subgraphs=True: a model backend's per-camera stages 1-3 run in a subgraph
-        # (graphs.pose.build_camera_stages_graph) whose tasks are traced too.
-        for _namespace, event in graph.stream(inputs, config, context=runtime, stream_mode="tasks",
-                                              durability=DURABILITY, subgraphs=True):
-            trace.on_task_event(event)
-            accepted = event.get("result") if event.get("name") == "accept_frame" else None
-            if accepted:
-                progress.show(accepted["n_done"], accepted["n_flagged"])
-                pruner.prune()
-        pruner.prune()
+        more = inputs is not None or bool(snapshot.next)
+        while more:
+            following = _invoke_once(graph, inputs, config, runtime, trace, progress)
+            more = following is not None
+            inputs = None if following is None else _next_frame(following)
         progress.close()
     recording.close()
     return _finish(run, recording, ctx, backend, store.read_all(), time.perf_counter() - started)
+
+
+def _invoke_once(graph: Any, inputs: PoseState | None, config: dict[str, Any],
+                 runtime: PoseRuntime, trace: TraceRecorder, progress: _Progress) -> int | None:
+    """Run one invocation (one frame, or the results); the frame to track next, None when done.
+
+    The invocation is checkpointed when it ends, so a killed run redoes at most
+    the frame in flight. Task events alone feed both the trace and the progress
+    line (an "updates" stream would repeat every task's writes); subgraphs=True
+    traces a model backend's per-camera subgraph tasks too.
+    """
+    ended: list[int | None] = []  # the next frame, or None once the results are written
+    for _namespace, event in graph.stream(inputs, config, context=runtime, stream_mode="tasks",
+                                          durability=DURABILITY, subgraphs=True):
+        trace.on_task_event(event)
+        result = event.get("result")
+        if event.get("name") == "accept_frame" and result:
+            progress.show(result["n_done"], result["n_flagged"])
+            ended.append(result["frame"])
+        elif event.get("name") == "write_results" and result is not None:
+            ended.append(None)
+    if len(ended) != 1:
+        raise RuntimeError(f"a pose graph invocation ended {len(ended)} frames or results, not one")
+    return ended[0]
+
+
+def _next_frame(frame: int) -> PoseState:
+    """The input of the invocation that tracks ``frame`` (or writes the results past the last)."""
+    return {"frame": frame}
 
 
 def _check_model_settings(ctx: PoseContext) -> None:

@@ -10,8 +10,8 @@ byte for byte those of the original run.
 A fork starts from a checkpoint of the original run instead (``--from NODE``
 for behavior, ``--from FRAME`` for pose), optionally with other prompts or
 another backend. The checkpoint database and the cache are copied into the
-new directory, the snapshot before NODE (or before FRAME is tracked) is
-picked from the thread's history, the paths its state holds are moved to the
+new directory, the snapshot before NODE (or before FRAME is tracked: a
+pose run's checkpoint per frame) is picked from the thread's history, the paths its state holds are moved to the
 new directory with ``graph.update_state`` (which starts the fork's branch),
 and the runner continues the thread from there. Requests the original run
 made are answered from its log; new ones go to the configured backend.
@@ -50,7 +50,7 @@ MODEL_BACKENDS = ("openai", "hybrid")
 SETTINGS = ("backend", "base_url", "vlm_model", "llm_model", "prompts_dir")  # what a replay may change
 BEHAVIOR_NODES = ("extract_features", "cluster_dec", "cut_clips", "caption_clips", "merge_segments",
                   "write_results")
-POSE_NEXT = ("detect_centroids",)  # a pose fork starts where a frame's tracking starts
+POSE_BRANCH_NODE = "accept_frame"  # a pose fork's state is written as the node that names the next frame
 AnswerSource = Callable[[str], AIMessage | ReplayedError | None]
 
 
@@ -393,15 +393,32 @@ def _replay_pose(source: RecordedRun, out: Path, config: dict[str, Any], fork: d
 
 
 def _fork_pose(source: RecordedRun, target: RunDir, fork: dict[str, Any]) -> str:
+    """Start the fork's branch where ``fork["frame"]`` is about to be tracked; the checkpoint's id.
+
+    A pose run checkpoints once per frame, when the frame's invocation ends
+    (:mod:`agent.pose_pipeline`), and once before the first: the checkpoint
+    whose state names the frame to track next. The branch is that state with
+    its paths moved to the fork's directory, written as ``accept_frame``
+    wrote it; the runner then invokes the graph for the frame.
+    """
     from graphs.pose import build_pose_graph
 
     config = {"configurable": {"thread_id": source.thread_id}}
     frame = fork["frame"]
     with closing(sqlite3.connect(target.checkpoint_db, check_same_thread=False)) as connection:
         graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
-        snapshot, parent = pick_fork_point(
-            lineage(graph, config), fork,
-            lambda snap: snap.values.get("frame") == frame and tuple(snap.next) == POSE_NEXT,
-            f"where frame {frame} is tracked (seed frames and frames past the end are not)", source.run_dir.path)
-        changes = moved_paths(snapshot.values, str(source.run_dir.path), str(target.path))
-        return start_branch(graph, snapshot, parent, changes)
+        history = lineage(graph, config)
+        by_id = {snap.config["configurable"]["checkpoint_id"]: snap for snap in history}
+        if "checkpoint_id" in fork:
+            chosen = by_id.get(fork["checkpoint_id"])
+        else:  # the run's own checkpoints: the loop's, and the first (not an earlier fork's)
+            chosen = next((snap for snap in history if not snap.next
+                           and snap.values.get("frame") == frame and not snap.values.get("finished")
+                           and (snap.metadata.get("source") == "loop" or snap.parent_config is None)),
+                          None)
+        if chosen is None:
+            raise InputError(source.run_dir.path, f"has no checkpoint where frame {frame} is tracked "
+                                                  "(seed frames and frames past the end are not)")
+        changes = moved_paths(chosen.values, str(source.run_dir.path), str(target.path))
+        graph.update_state(chosen.config, changes, as_node=POSE_BRANCH_NODE)
+        return chosen.config["configurable"]["checkpoint_id"]

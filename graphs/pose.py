@@ -1,12 +1,16 @@
 """Pose graph: the four stages of the method, one frame at a time, with a QC retry loop.
 
-Per frame: ``detect_centroids`` -> ``locate_regions`` (Stage 1) ->
-``assign_within_region`` (Stage 2) -> ``reconcile_regions`` (Stage 3) ->
-``refine_cross_view`` (Stage 4) -> ``quality_control``, which either sends
-the low-confidence views back through stages 1-3 with the next strategy (at
-most ``max_retries`` times, a counter in state) or hands the frame to
-``accept_frame``. The accepted frame joins the rolling window; then the next
-frame, or ``write_results``.
+One invocation tracks one frame: ``detect_centroids`` -> ``locate_regions``
+(Stage 1) -> ``assign_within_region`` (Stage 2) -> ``reconcile_regions``
+(Stage 3) -> ``refine_cross_view`` (Stage 4) -> ``quality_control``, which
+either sends the low-confidence views back through stages 1-3 with the next
+strategy (at most ``max_retries`` times, a counter in state) or hands the
+frame to ``accept_frame``. The accepted frame joins the rolling window and
+the invocation ends. The runner (:mod:`agent.pose_pipeline`) invokes the
+graph again on the same thread for the next frame; once every frame is
+tracked, the invocation goes to ``write_results`` instead. A checkpoint per
+frame (LangGraph durability ``"exit"``) is what a resume continues from and
+a fork (``replay --from FRAME``) starts at.
 
 How stages 1-3 fan out follows the backend (``PoseRuntime.fan_out``):
 
@@ -59,7 +63,7 @@ CAMERA_STAGES = "camera_stages"
 
 
 def start_or_finish(state: PoseState) -> Literal["detect_centroids", "write_results"]:
-    """Track from ``frame`` on, or only write results when every frame is a seed frame."""
+    """Track ``frame``, or write the results when no frame is left to track."""
     return "detect_centroids" if 0 <= state["frame"] < state["end_frame"] else "write_results"
 
 
@@ -261,9 +265,8 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
         "reacquired": reacquired.tolist(), "side_unsure": side_unsure.tolist()})
 
 
-def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]
-                 ) -> Command[Literal["detect_centroids", "write_results"]]:
-    """Stage 6: accept the frame: log it, roll the window of the last 3 accepted frames, go on.
+def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
+    """Stage 6: accept the frame: log it, roll the window of the last 3 accepted frames, name the next.
 
     Forward to the end, then backward from the first seed frame to frame 0.
     """
@@ -285,8 +288,7 @@ def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]
         # Forward tracking is done: the frames before the first seed frame are tracked backward.
         update.update(steps.backward_start(run.store, run.seed_frames,
                                            len(run.recording.keypoints)))
-    goto = "detect_centroids" if 0 <= update["frame"] < state["end_frame"] else "write_results"
-    return Command(goto=goto, update=update)
+    return update
 
 
 def write_results(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
@@ -294,7 +296,7 @@ def write_results(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, 
     run = runtime.context
     write_results_files(run.out_dir, run.recording.cameras, run.recording.keypoints,
                                run.store.read_all(), run.recording.mm_per_unit)
-    return {}
+    return {"finished": True}
 
 
 def build_camera_stages_graph() -> StateGraph:
@@ -331,5 +333,6 @@ def build_pose_graph() -> StateGraph:
     builder.add_edge("reconcile_regions", "refine_cross_view")
     builder.add_edge(CAMERA_STAGES, "refine_cross_view")
     builder.add_edge("refine_cross_view", "quality_control")
+    builder.add_edge("accept_frame", END)
     builder.add_edge("write_results", END)
     return builder

@@ -65,6 +65,7 @@ class PoseState(TypedDict, total=False):
     quality: dict[str, list[Any]]  # quality_control's flagged, reason, score per keypoint
     n_done: int  # frames accepted so far (seed frames included)
     n_flagged: int  # flagged keypoint-frames so far
+    finished: bool  # the results are written
 
 
 class ViewReferences(TypedDict, total=False):

@@ -165,14 +165,15 @@ def _tracked_frames_after_fork(run_dir: Path) -> list[int]:
 
 
 def _fork_branch_in_lineage(run_dir: Path, frame: int) -> bool:
-    """Whether the fork's history runs from its end back through the fork's update to ``frame``'s start."""
+    """Whether the fork's history runs from its end back through the fork's update to the
+    checkpoint naming ``frame`` as the next to track."""
     meta = json.loads((run_dir / ".bvlm" / "meta.json").read_text())
     with closing(sqlite3.connect(run_dir / ".bvlm" / "checkpoints.sqlite", check_same_thread=False)) as db:
         graph = build_pose_graph().compile(checkpointer=SqliteSaver(db))
         history = lineage(graph, {"configurable": {"thread_id": meta["thread_id"]}})
     update = next(i for i, snap in enumerate(history) if snap.metadata.get("source") == "update")
     start = history[update + 1]
-    return start.values["frame"] == frame and tuple(start.next) == ("detect_centroids",)
+    return start.values["frame"] == frame and not start.next and start.metadata["source"] == "loop"
 
 
 def test_fork_of_a_pose_run_tracks_again_from_the_frame(recording, tmp_path):
