@@ -199,12 +199,15 @@ def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[s
         _predict_track(state, run, state["window"], with_last_seen=True),
         run.recording.keypoints, run.recording.regions)
     centroids = run.store.load_centroids(state["centroids_path"])
-    refined = steps.triangulate_labels(run.recording.group, centroids, assignment, stage, params,
-                                        prior if full else None, body=run.seed_distances,
-                                        regions=run.region_index, mirror=run.mirror_index,
-                                        history_3d=steps.recent_points(
-                                            run.store, state["frame"],
-                                            direction=state.get("direction", 1)))
+    # A retry that changed no camera's labels asks Stage 4 the same question (one call in
+    # five): within a frame the labels decide the answer.
+    refined = run.memo.get(
+        state["frame"], ("triangulate_labels", assignment.tobytes(), tuple(stage.ravel())),
+        lambda: steps.triangulate_labels(
+            run.recording.group, centroids, assignment, stage, params, prior if full else None,
+            body=run.seed_distances, regions=run.region_index, mirror=run.mirror_index,
+            history_3d=steps.recent_points(run.store, state["frame"],
+                                           direction=state.get("direction", 1))))
     if run.publish_labels is not None:
         run.publish_labels(state["frame"], steps.label_positions(centroids, refined["assignment"]))
     labels = {camera: steps.refined_labels(state["labels"][camera], refined["assignment"][i],

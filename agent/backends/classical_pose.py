@@ -147,8 +147,11 @@ def predict_view(view: CameraView) -> np.ndarray:
     each is computed once and remembered (:data:`_PREDICTIONS`).
     """
     exemplar_frames = tuple(e.frame for e in view.exemplars)
-    keys = [(view.frame, exemplar_frames, prior, tuple(e.points[i] for e in view.exemplars))
-            for i, prior in enumerate(view.prior)]
+    # Per keypoint, its points in the exemplars (zip transposes exemplars x keypoints).
+    histories = (zip(*(e.points for e in view.exemplars), strict=True) if view.exemplars
+                 else [()] * len(view.prior))
+    keys = [(view.frame, exemplar_frames, prior, history)
+            for prior, history in zip(view.prior, histories, strict=True)]
     missing = [i for i, key in enumerate(keys) if key not in _PREDICTIONS]
     if missing:
         if len(_PREDICTIONS) + len(missing) > _PREDICTIONS_KEPT:
