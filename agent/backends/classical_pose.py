@@ -152,13 +152,14 @@ def predict_view(view: CameraView) -> np.ndarray:
                  else [()] * len(view.prior))
     keys = [(view.frame, exemplar_frames, prior, history)
             for prior, history in zip(view.prior, histories, strict=True)]
-    missing = [i for i, key in enumerate(keys) if key not in _PREDICTIONS]
+    points = [_PREDICTIONS.get(key) for key in keys]
+    missing = [i for i, point in enumerate(points) if point is None]
     if missing:
         if len(_PREDICTIONS) + len(missing) > _PREDICTIONS_KEPT:
             _PREDICTIONS.clear()
         for i, point in zip(missing, _predict_rows(view, missing).tolist(), strict=True):
-            _PREDICTIONS[keys[i]] = point
-    return np.array([_PREDICTIONS[key] for key in keys], dtype=np.float64).reshape(-1, 2)
+            points[i] = _PREDICTIONS[keys[i]] = point
+    return np.array(points, dtype=np.float64).reshape(-1, 2)
 
 
 # Content of a keypoint's prediction (target frame, exemplar frames, prior, exemplar points)

@@ -36,6 +36,12 @@ def test_a_remembered_prediction_never_answers_a_view_with_other_content():
 
 def test_the_memory_stays_bounded(monkeypatch):
     monkeypatch.setattr(classical_pose, "_PREDICTIONS_KEPT", 3)
+    classical_pose._PREDICTIONS.clear()
     for frame in range(10, 20):
         predict_view(_view({8: [(0.0, 0.0), (1.0, 1.0)]}, prior=[None, None], frame=frame))
         assert len(classical_pose._PREDICTIONS) <= 3
+    # One keypoint remembered, two new: the memory is cleared on the way, the answer complete.
+    predict_view(_view({8: [(0.0, 0.0)]}, prior=[None], frame=30))
+    both = predict_view(_view({8: [(0.0, 0.0), (2.0, 2.0), (4.0, 4.0)]}, prior=[None] * 3, frame=30))
+    np.testing.assert_array_equal(both, [[0.0, 0.0], [2.0, 2.0], [4.0, 4.0]])
+    assert len(classical_pose._PREDICTIONS) <= 3
