@@ -180,12 +180,16 @@ def _invoke_once(graph: Any, inputs: PoseState | None, config: dict[str, Any],
 
     The invocation is checkpointed when it ends, so a killed run redoes at most
     the frame in flight. Task events alone feed both the trace and the progress
-    line (an "updates" stream would repeat every task's writes); subgraphs=True
-    traces a model backend's per-camera subgraph tasks too.
+    line (an "updates" stream would repeat every task's writes). A model
+    backend's per-camera stages run in subgraphs, whose tasks are streamed
+    (and traced) too; the classical backend has none, and without subgraph
+    streaming LangGraph runs a superstep's lone task in the calling thread.
     """
     ended: list[int | None] = []  # the next frame, or None once the results are written
-    for _namespace, event in graph.stream(inputs, config, context=runtime, stream_mode="tasks",
-                                          durability=DURABILITY, subgraphs=True):
+    subgraphs = runtime.fan_out == "per_view"
+    for chunk in graph.stream(inputs, config, context=runtime, stream_mode="tasks",
+                              durability=DURABILITY, subgraphs=subgraphs):
+        event = chunk[1] if subgraphs else chunk  # subgraphs: (namespace, event)
         trace.on_task_event(event)
         result = event.get("result")
         if event.get("name") == "accept_frame" and result:
