@@ -159,12 +159,16 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
             graph.update_state(config, _initial_state(recording, runtime, end_frame),
                                as_node="accept_frame")
             snapshot = graph.get_state(config)
-        if snapshot.next:  # a frame in flight: a checkpoint of an earlier version
+        # A step in flight (a node raised, or the run stopped with a step's writes saved;
+        # an earlier version's checkpoint mid-frame) is continued, not replaced: new input
+        # would drop its writes. `tasks`, not `next`: `next` leaves out finished tasks.
+        in_flight = bool(snapshot.tasks)
+        if in_flight:
             inputs: PoseState | None = None
         else:
             inputs = None if snapshot.values.get("finished") else _next_frame(snapshot.values["frame"])
         progress = _Progress(end_frame, quiet)
-        more = inputs is not None or bool(snapshot.next)
+        more = inputs is not None or in_flight
         while more:
             following = _invoke_once(graph, inputs, config, runtime, trace, progress)
             more = following is not None
@@ -197,9 +201,11 @@ def _invoke_once(graph: Any, inputs: PoseState | None, config: dict[str, Any],
             ended.append(result["frame"])
         elif event.get("name") == "write_results" and result is not None:
             ended.append(None)
-    if len(ended) != 1:
-        raise RuntimeError(f"a pose graph invocation ended {len(ended)} frames or results, not one")
-    return ended[0]
+    if len(ended) == 1:
+        return ended[0]
+    # Continuing a step whose writes were saved sends no event: read where it left off.
+    values = graph.get_state(config).values
+    return None if values.get("finished") else values["frame"]
 
 
 def _next_frame(frame: int) -> PoseState:

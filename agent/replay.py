@@ -34,7 +34,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage
 from langgraph.checkpoint.sqlite import SqliteSaver
-from langgraph.types import Command, StateSnapshot
+from langgraph.types import StateSnapshot
 
 from agent.atomic import write_json_atomic
 from agent.config import context_to_dict
@@ -51,6 +51,9 @@ SETTINGS = ("backend", "base_url", "vlm_model", "llm_model", "prompts_dir")  # w
 BEHAVIOR_NODES = ("extract_features", "cluster_dec", "cut_clips", "caption_clips", "merge_segments",
                   "write_results")
 POSE_BRANCH_NODE = "accept_frame"  # a pose fork's state is written as the node that names the next frame
+# A pose checkpoint where a frame's tracking starts: a frame's end (this version), or the
+# start of its invocation in runs recorded with a checkpoint per step (before session 8).
+POSE_FRAME_STARTS = ((), ("detect_centroids",))
 AnswerSource = Callable[[str], AIMessage | ReplayedError | None]
 
 
@@ -279,21 +282,21 @@ def lineage(graph: Any, config: dict[str, Any]) -> list[StateSnapshot]:
 def pick_fork_point(
     history: list[StateSnapshot], fork: dict[str, Any], matches: Callable[[StateSnapshot], bool], what: str,
     source: Path,
-) -> tuple[StateSnapshot, StateSnapshot]:
-    """The snapshot to fork from and its parent: by recorded checkpoint id, else the newest match.
-
-    Only snapshots the graph's own loop wrote qualify (not earlier forks' updates).
-    """
-    by_id = {snap.config["configurable"]["checkpoint_id"]: snap for snap in history}
+) -> StateSnapshot:
+    """The snapshot to fork from: by recorded checkpoint id, else the newest that ``matches``."""
     if "checkpoint_id" in fork:
-        chosen = by_id.get(fork["checkpoint_id"])
+        chosen = next((snap for snap in history
+                       if snap.config["configurable"]["checkpoint_id"] == fork["checkpoint_id"]), None)
     else:
-        chosen = next((snap for snap in history if snap.metadata.get("source") == "loop" and matches(snap)), None)
-    parent = None if chosen is None or chosen.parent_config is None else \
-        by_id.get(chosen.parent_config["configurable"]["checkpoint_id"])
-    if chosen is None or parent is None:
+        chosen = next((snap for snap in history if matches(snap)), None)
+    if chosen is None:
         raise InputError(source, f"has no checkpoint {what}")
-    return chosen, parent
+    return chosen
+
+
+def written_by_run(snap: StateSnapshot) -> bool:
+    """Whether the graph's own loop wrote ``snap`` (not an earlier fork's update)."""
+    return snap.metadata.get("source") == "loop"
 
 
 def moved_paths(values: dict[str, Any], old_dir: str, new_dir: str) -> dict[str, Any]:
@@ -313,24 +316,23 @@ def moved_paths(values: dict[str, Any], old_dir: str, new_dir: str) -> dict[str,
     return {key: value for key, value in moved.items() if value != values[key]}
 
 
-def start_branch(graph: Any, snapshot: StateSnapshot, parent: StateSnapshot, changes: dict[str, Any]) -> str:
+def start_branch(graph: Any, history: list[StateSnapshot], snapshot: StateSnapshot,
+                 changes: dict[str, Any], source: Path) -> str:
     """Start a branch at ``snapshot``: ``changes`` written as the node that ran before it.
 
     The new checkpoint becomes the thread's latest, with the same next tasks
     as ``snapshot`` and none of its finished writes, so continuing the thread
     re-runs them. Returns the id of the checkpoint forked from.
     """
+    parent_id = None if snapshot.parent_config is None else \
+        snapshot.parent_config["configurable"]["checkpoint_id"]
+    parent = next((snap for snap in history
+                   if snap.config["configurable"]["checkpoint_id"] == parent_id), None)
+    if parent is None:
+        raise InputError(source, "has no checkpoint before the fork point")
     (as_node,) = set(parent.next)  # the step that produced snapshot ran one node (maybe fanned out)
-    goto = list(dict.fromkeys(snapshot.next))
-    values = changes if _has_static_route(graph, as_node) else Command(update=changes, goto=goto)
-    graph.update_state(snapshot.config, values, as_node=as_node)
+    graph.update_state(snapshot.config, changes, as_node=as_node)
     return snapshot.config["configurable"]["checkpoint_id"]
-
-
-def _has_static_route(graph: Any, node: str) -> bool:
-    """Whether ``node`` routes by edges (replayed by its writers); else it routes by ``Command``."""
-    builder = graph.builder
-    return any(start == node for start, _end in builder.edges) or node in builder.branches
 
 
 def context_fields(cls: type, config: dict[str, Any]) -> dict[str, Any]:
@@ -368,10 +370,12 @@ def _fork_behavior(source: RecordedRun, target: RunDir, fork: dict[str, Any]) ->
     config = {"configurable": {"thread_id": source.thread_id}}
     with SqliteSaver.from_conn_string(str(target.checkpoint_db)) as saver:
         graph = build_behavior_graph().compile(checkpointer=saver)
-        snapshot, parent = pick_fork_point(lineage(graph, config), fork, lambda snap: fork["node"] in snap.next,
-                                           f"before node {fork['node']}", source.run_dir.path)
+        history = lineage(graph, config)
+        snapshot = pick_fork_point(history, fork,
+                                   lambda snap: written_by_run(snap) and fork["node"] in snap.next,
+                                   f"before node {fork['node']}", source.run_dir.path)
         changes = moved_paths(snapshot.values, snapshot.values["run_dir"], str(target.path))
-        return start_branch(graph, snapshot, parent, changes)
+        return start_branch(graph, history, snapshot, changes, source.run_dir.path)
 
 
 def _replay_pose(source: RecordedRun, out: Path, config: dict[str, Any], fork: dict[str, Any] | None,
@@ -407,18 +411,14 @@ def _fork_pose(source: RecordedRun, target: RunDir, fork: dict[str, Any]) -> str
     frame = fork["frame"]
     with closing(sqlite3.connect(target.checkpoint_db, check_same_thread=False)) as connection:
         graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
-        history = lineage(graph, config)
-        by_id = {snap.config["configurable"]["checkpoint_id"]: snap for snap in history}
-        if "checkpoint_id" in fork:
-            chosen = by_id.get(fork["checkpoint_id"])
-        else:  # the run's own checkpoints: the loop's, and the first (not an earlier fork's)
-            chosen = next((snap for snap in history if not snap.next
-                           and snap.values.get("frame") == frame and not snap.values.get("finished")
-                           and (snap.metadata.get("source") == "loop" or snap.parent_config is None)),
-                          None)
-        if chosen is None:
-            raise InputError(source.run_dir.path, f"has no checkpoint where frame {frame} is tracked "
-                                                  "(seed frames and frames past the end are not)")
+        chosen = pick_fork_point(
+            lineage(graph, config), fork,
+            # The run's own checkpoints: the loop's, and the first (run_pose writes it).
+            lambda snap: (tuple(snap.next) in POSE_FRAME_STARTS and snap.values.get("frame") == frame
+                          and not snap.values.get("finished")
+                          and (written_by_run(snap) or snap.parent_config is None)),
+            f"where frame {frame} is tracked (seed frames and frames past the end are not)",
+            source.run_dir.path)
         changes = moved_paths(chosen.values, str(source.run_dir.path), str(target.path))
         graph.update_state(chosen.config, changes, as_node=POSE_BRANCH_NODE)
         return chosen.config["configurable"]["checkpoint_id"]

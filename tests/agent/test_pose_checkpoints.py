@@ -69,3 +69,35 @@ def test_resuming_a_finished_run_tracks_nothing_again(recording, tmp_path):
     assert {name: (out / name).read_bytes() for name in RESULTS} == written
     assert len((out / "trace.jsonl").read_text().splitlines()) == trace_lines
     assert _checkpoints(out)[0] == N_FRAMES - 3 + 2
+
+
+def test_a_resume_finishes_a_step_whose_writes_were_saved(recording, tmp_path, monkeypatch):
+    """A run stopped after accept_frame ran but before the next checkpoint keeps its writes."""
+    whole = tmp_path / "whole"
+    pipeline.run_pose(recording, whole, PoseContext(), quiet=True)
+    stopped = tmp_path / "stopped"
+    # A checkpoint per step (as before session 8), then cut back to the one that holds
+    # accept_frame's saved writes for frame 6: LangGraph's `next` is then empty.
+    monkeypatch.setattr(pipeline, "DURABILITY", "sync")
+    pipeline.run_pose(recording, stopped, PoseContext(), quiet=True)
+    with closing(sqlite3.connect(stopped / ".bvlm" / "checkpoints.sqlite")) as db:
+        # accept_frame is the only node that writes `frame` (an invocation's input does too).
+        accepts = [checkpoint_id for checkpoint_id, metadata in db.execute(
+            "SELECT DISTINCT w.checkpoint_id, c.metadata FROM writes w JOIN checkpoints c "
+            "ON c.checkpoint_id = w.checkpoint_id AND c.checkpoint_ns = w.checkpoint_ns "
+            "WHERE w.checkpoint_ns = '' AND w.channel = 'frame' ORDER BY w.checkpoint_id")
+            if json.loads(metadata)["source"] == "loop"]
+        cut = accepts[6 - 3]  # the accept step of frame 6 (frames 3.. are tracked)
+        db.execute("DELETE FROM checkpoints WHERE checkpoint_id > ?", (cut,))
+        db.execute("DELETE FROM writes WHERE checkpoint_id > ?", (cut,))
+        db.commit()
+    for name in RESULTS:
+        (stopped / name).unlink()
+    monkeypatch.setattr(pipeline, "DURABILITY", "exit")
+    pipeline.run_pose(recording, stopped, PoseContext(), quiet=True, resume=True)
+    for name in RESULTS:
+        assert (stopped / name).read_bytes() == (whole / name).read_bytes(), name
+    # Frame 7 started from the window frame 6's accept_frame left (not the one before it).
+    trace = [json.loads(line) for line in (stopped / "trace.jsonl").read_text().splitlines()]
+    starts = [r["input"] for r in trace if r["node"] == "detect_centroids" and r["frame"] == 7]
+    assert "window=[4, 5, 6]" in starts[-1]

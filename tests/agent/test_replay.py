@@ -184,6 +184,17 @@ def test_fork_of_a_pose_run_tracks_again_from_the_frame(recording, tmp_path):
     assert _same_results(tmp_path / "run", tmp_path / "fork", POSE_RESULTS)
 
 
+def test_a_fork_from_the_first_tracked_frame_and_a_fork_of_the_fork(recording, tmp_path):
+    assert main(["pose", str(recording), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert main(["replay", str(tmp_path / "run"), "--out", str(tmp_path / "fork"), "--from", "3"]) == 0
+    assert _tracked_frames_after_fork(tmp_path / "fork") == list(range(3, 10))
+    assert _same_results(tmp_path / "run", tmp_path / "fork", POSE_RESULTS)
+    # From the fork, at a frame before its own fork point: the original run's checkpoint.
+    assert main(["replay", str(tmp_path / "fork"), "--out", str(tmp_path / "again"), "--from", "5"]) == 0
+    assert _tracked_frames_after_fork(tmp_path / "again") == [5, 6, 7, 8, 9]
+    assert _same_results(tmp_path / "run", tmp_path / "again", POSE_RESULTS)
+
+
 def _no_meta(run):
     shutil.rmtree(run / ".bvlm")
     return "meta.json"
