@@ -164,7 +164,8 @@ def predict_view(view: CameraView) -> np.ndarray:
 
 # Content of a keypoint's prediction (target frame, exemplar frames, prior, exemplar points)
 # -> the prediction; a few frames' worth, cleared when full. Entries never go stale: the key
-# is everything the prediction depends on.
+# is everything the prediction depends on. Parallel per-camera tasks share it safely: each
+# call assembles its own result, so another thread's clear costs at most a recomputation.
 _PREDICTIONS: dict[tuple, list[float]] = {}
 _PREDICTIONS_KEPT = 4096
 
