@@ -163,16 +163,13 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
         # an earlier version's checkpoint mid-frame) is continued, not replaced: new input
         # would drop its writes. `tasks`, not `next`: `next` leaves out finished tasks.
         in_flight = bool(snapshot.tasks)
-        if in_flight:
-            inputs: PoseState | None = None
-        else:
-            inputs = None if snapshot.values.get("finished") else _next_frame(snapshot.values["frame"])
+        inputs: PoseState | None = None if in_flight else _next_frame(snapshot.values["frame"])
+        done = not in_flight and bool(snapshot.values.get("finished"))
         progress = _Progress(end_frame, quiet)
-        more = inputs is not None or in_flight
-        while more:
+        while not done:
             following = _invoke_once(graph, inputs, config, runtime, trace, progress)
-            more = following is not None
-            inputs = None if following is None else _next_frame(following)
+            done = following is None
+            inputs = None if done else _next_frame(following)
         progress.close()
     recording.close()
     return _finish(run, recording, ctx, backend, store.read_all(), time.perf_counter() - started)

@@ -11,8 +11,9 @@ A fork starts from a checkpoint of the original run instead (``--from NODE``
 for behavior, ``--from FRAME`` for pose), optionally with other prompts or
 another backend. The checkpoint database and the cache are copied into the
 new directory, the snapshot before NODE (or before FRAME is tracked: a
-pose run's checkpoint per frame) is picked from the thread's history, the paths its state holds are moved to the
-new directory with ``graph.update_state`` (which starts the fork's branch),
+pose run's checkpoint per frame) is picked from the thread's history, the
+paths its state holds are moved to the new directory with
+``graph.update_state`` (which starts the fork's branch),
 and the runner continues the thread from there. Requests the original run
 made are answered from its log; new ones go to the configured backend.
 
@@ -285,13 +286,18 @@ def pick_fork_point(
 ) -> StateSnapshot:
     """The snapshot to fork from: by recorded checkpoint id, else the newest that ``matches``."""
     if "checkpoint_id" in fork:
-        chosen = next((snap for snap in history
-                       if snap.config["configurable"]["checkpoint_id"] == fork["checkpoint_id"]), None)
+        chosen = _snapshot(history, fork["checkpoint_id"])
     else:
         chosen = next((snap for snap in history if matches(snap)), None)
     if chosen is None:
         raise InputError(source, f"has no checkpoint {what}")
     return chosen
+
+
+def _snapshot(history: list[StateSnapshot], checkpoint_id: str | None) -> StateSnapshot | None:
+    """The snapshot of ``history`` with ``checkpoint_id``, if any."""
+    return next((snap for snap in history
+                 if snap.config["configurable"]["checkpoint_id"] == checkpoint_id), None)
 
 
 def written_by_run(snap: StateSnapshot) -> bool:
@@ -324,10 +330,8 @@ def start_branch(graph: Any, history: list[StateSnapshot], snapshot: StateSnapsh
     as ``snapshot`` and none of its finished writes, so continuing the thread
     re-runs them. Returns the id of the checkpoint forked from.
     """
-    parent_id = None if snapshot.parent_config is None else \
-        snapshot.parent_config["configurable"]["checkpoint_id"]
-    parent = next((snap for snap in history
-                   if snap.config["configurable"]["checkpoint_id"] == parent_id), None)
+    parent = None if snapshot.parent_config is None else \
+        _snapshot(history, snapshot.parent_config["configurable"]["checkpoint_id"])
     if parent is None:
         raise InputError(source, "has no checkpoint before the fork point")
     (as_node,) = set(parent.next)  # the step that produced snapshot ran one node (maybe fanned out)
