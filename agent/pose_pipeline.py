@@ -135,14 +135,18 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
            prefetch: CentroidPrefetch, quiet: bool, started: float) -> PoseRunSummary:
     """Run the graph to the end (or on from its checkpoint) and write run.json."""
     seed_frames = _log_seed_frames(recording, store)
-    # Stage 4's identity check (full pipeline only) compares with the seed frames' body.
-    seed_distances = (steps.seed_distance_model(store.window(sorted(seed_frames)))
-                      if ctx.ablation == "full" else None)
+    # Stage 4's identity and side checks (full pipeline only) compare with the seed frames' body.
+    seed_window = store.window(sorted(seed_frames))
+    full = ctx.ablation == "full"
+    seed_distances = steps.seed_distance_model(seed_window) if full else None
+    seed_sides = (steps.seed_side_model(seed_window, recording.group, list(recording.keypoints),
+                                        steps.region_indices(recording.keypoints, recording.regions))
+                  if full else None)
     runtime = PoseRuntime(
         settings=ctx, recording=recording, backend=backend, store=store,
         out_dir=str(run.path), regions=_regions(recording, ctx), seed_frames=seed_frames,
         detect=prefetch.get, publish_labels=board.publish, fan_out=stage_fan_out(backend),
-        seed_distances=seed_distances,
+        seed_distances=seed_distances, seed_sides=seed_sides,
     )
     end_frame = min(recording.n_frames, ctx.max_frames or recording.n_frames)
     config = {"max_concurrency": ctx.max_concurrency, "recursion_limit": RECURSION_LIMIT,

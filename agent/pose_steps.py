@@ -19,7 +19,10 @@ from tools.body_distances import (
     pair_exchange,
     region_relabeling,
 )
+from tools.body_side import SideModel, order_by_side, rig_up, side_model
+from tools.camera import camera_centres
 from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_error, triangulate
+from tools.keypoint_names import left_twins, mirror_groups, twin_indices
 from tools.reacquire import fit_template
 from tools.refine import RefineParams, RefineResult, refine_cross_view
 
@@ -106,6 +109,24 @@ def seed_distance_model(seed_window: list[dict]) -> DistanceModel:
     return distance_model(np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64))
 
 
+def seed_side_model(seed_window: list[dict], group: CameraGroup, keypoints: list[str],
+                    regions: list[list[int]]) -> SideModel | None:
+    """Left/right order across the body from the seed frames' :meth:`FrameStore.window` entries.
+
+    Pairs and sides come from the keypoint names (:mod:`tools.keypoint_names`),
+    up from the rig (:func:`tools.body_side.rig_up`, towards the cameras from
+    the seed frames' mean point); None when the seeds cannot settle the
+    rig's handedness (:func:`tools.body_side.side_model`).
+    """
+    points_3d = np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64)
+    known = np.all(np.isfinite(points_3d), axis=2)
+    if not known.any():
+        return None
+    groups = mirror_groups(keypoints)
+    up = rig_up(camera_centres(group), points_3d[known].mean(axis=0))
+    return side_model(points_3d, twin_indices(groups), left_twins(keypoints, groups), regions, up)
+
+
 EXCHANGE_FRAMES = 10  # a cross-region exchange must fit better over this many frames
 # Between the groups of a region with a mirror pair (forepaws vs hindpaws) the body's
 # distances differ by tens of millimetres, so a small gain already relabels
@@ -114,6 +135,10 @@ MIRROR_MIN_GAIN = 0.1
 # A twin that comes back this much nearer its own last seen place than the other
 # twin's kept its side (a walking mouse's paws are 20-30 mm apart).
 SIDE_MARGIN_MM = 10.0
+# A pair reversed across the body by more than this is put back on its sides; true pairs
+# reverse by more in 8-14% of frames (tools/body_side.py), a mouse's hind paws are
+# 25-30 mm apart (bench/results/pose.md, session 9).
+SIDE_ORDER_MARGIN_MM = 6.0
 
 
 def recent_points(store: FrameStore, frame: int, n_frames: int = EXCHANGE_FRAMES - 1,
@@ -137,7 +162,8 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
                        max_distance: float = 25.0, body: DistanceModel | None = None,
                        regions: list[list[int]] | None = None,
                        history_3d: np.ndarray | None = None,
-                       mirror: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                       mirror: np.ndarray | None = None,
+                       sides: SideModel | None = None) -> dict[str, np.ndarray]:
     """Stage 4 (``params`` given) or plain DLT (``params`` None) of one frame's labels.
 
     With Stage 4, keypoints it cannot triangulate are looked for again among
@@ -153,7 +179,9 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
     (:func:`tools.keypoint_names.mirror_groups`), a point is also moved
     between the groups of a region holding a left/right pair (a forepaw's
     label on a hindpaw's dot) on a small gain; ``side_guessed`` marks the
-    keypoints that took a point that way (their side is a guess).
+    keypoints that took a point that way (their side is a guess). Last, with
+    ``sides`` (:func:`seed_side_model`), a pair reversed across the body by
+    more than ``SIDE_ORDER_MARGIN_MM`` is exchanged (:func:`tools.body_side.order_by_side`).
 
     Parameters
     ----------
@@ -200,6 +228,11 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
                 side_guessed = side_guessed[source]
                 assignment, points_3d, ncams, mean_error, error, stage = _relabel(
                     source, assignment, points_3d, ncams, mean_error, error, stage)
+        if sides is not None:
+            source = order_by_side(points_3d, sides, SIDE_ORDER_MARGIN_MM)
+            side_guessed = side_guessed[source]
+            assignment, points_3d, ncams, mean_error, error, stage = _relabel(
+                source, assignment, points_3d, ncams, mean_error, error, stage)
     else:
         points_2d = label_positions(centroids, assignment)
         points_3d = triangulate(group, points_2d)

@@ -207,7 +207,8 @@ def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[s
             run.recording.group, centroids, assignment, stage, params, prior if full else None,
             body=run.seed_distances, regions=run.region_index, mirror=run.mirror_index,
             history_3d=steps.recent_points(run.store, state["frame"],
-                                           direction=state.get("direction", 1))))
+                                           direction=state.get("direction", 1)),
+            sides=run.seed_sides))
     if run.publish_labels is not None:
         run.publish_labels(state["frame"], steps.label_positions(centroids, refined["assignment"]))
     labels = {camera: steps.refined_labels(state["labels"][camera], refined["assignment"][i],

@@ -21,6 +21,7 @@ from agent.pose_frames import FrameMemo, FrameStore
 from agent.pose_steps import region_indices
 from agent.recording import Recording
 from tools.body_distances import DistanceModel
+from tools.body_side import SideModel
 from tools.keypoint_names import mirror_groups, twin_indices
 
 FanOut = Literal["per_view", "per_stage"]
@@ -151,6 +152,10 @@ class PoseRuntime:
         Distances between keypoints in the seed frames, for Stage 4's identity
         check (:func:`tools.body_distances.region_relabeling`); None outside the
         full pipeline.
+    seed_sides : SideModel, optional
+        Which twin of each left/right pair the seed frames show on which side of
+        the body, for Stage 4's side check (:func:`tools.body_side.order_by_side`);
+        None outside the full pipeline or where the seeds order no pair.
     memo : FrameMemo
         The current frame's motion prediction and Stage 1 views, computed once per frame.
     """
@@ -166,6 +171,7 @@ class PoseRuntime:
     publish_labels: Callable[[int, np.ndarray], None] | None = None
     fan_out: FanOut = "per_view"
     seed_distances: DistanceModel | None = None
+    seed_sides: SideModel | None = None
     memo: FrameMemo = field(default_factory=FrameMemo)
 
     @cached_property

@@ -176,6 +176,12 @@ def _dlt_basis(extrinsics: np.ndarray) -> np.ndarray:
                      p0[:, rows] * p0[:, columns] + p1[:, rows] * p1[:, columns]], axis=1)
 
 
+def camera_centres(group: CameraGroup) -> np.ndarray:
+    """Camera centres in world coordinates ``(n_cameras, 3)``: ``-R^T t`` of each camera."""
+    rig = group.arrays
+    return -np.einsum("cji,cj->ci", rig.rotations, rig.translations)
+
+
 def world_to_camera(camera: Camera, points_3d: np.ndarray) -> np.ndarray:
     """World points ``(n_points, 3)`` -> the camera's frame ``(n_points, 3)``."""
     points_3d = check_shape("points_3d", points_3d, (None, 3))

@@ -77,3 +77,17 @@ def twin_indices(groups: np.ndarray) -> np.ndarray:
         if members.size == 2:
             twin[members] = members[::-1]
     return twin
+
+
+def left_twins(keypoints: Sequence[str], groups: np.ndarray) -> np.ndarray:
+    """``(n_keypoints,)`` bool: the left keypoint of each pair of :func:`mirror_groups`' ``groups``.
+
+    Examples
+    --------
+    >>> names = ["ear_L", "ear_R", "back", "Left Paw", "right_paw"]
+    >>> left_twins(names, mirror_groups(names)).tolist()
+    [True, False, False, True, False]
+    """
+    paired = twin_indices(groups) != np.arange(len(keypoints))
+    return np.array([bool(is_paired) and _side_and_body_part(name)[0] == "l"
+                     for name, is_paired in zip(keypoints, paired, strict=True)], dtype=bool)

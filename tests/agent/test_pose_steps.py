@@ -66,6 +66,40 @@ def test_correct_labels_pass_the_body_check_unchanged(scene):
         assert np.allclose(plain["points_3d"], checked["points_3d"], equal_nan=True)
 
 
+def test_twins_swapped_in_every_camera_are_put_back_on_their_sides(scene):
+    group, points = scene
+    seeds = [{"points_3d": p} for p in points[:3]]
+    body = steps.seed_distance_model(seeds)
+    sides = steps.seed_side_model(seeds, group, list(QD_KEYPOINTS), REGIONS)
+    left, right = INDEX["hindpaw_L"], INDEX["hindpaw_R"]
+    for frame in (30, 60):
+        centroids, assignment, stage = _frame(group, points[frame])
+        assignment[:, [left, right]] = assignment[:, [right, left]]  # identities swapped everywhere
+
+        unsided = steps.triangulate_labels(group, centroids, assignment, stage, RefineParams(),
+                                           body=body, regions=REGIONS)
+        assert np.allclose(unsided["points_3d"][left], points[frame, right], atol=1e-6)
+
+        sided = steps.triangulate_labels(group, centroids, assignment, stage, RefineParams(),
+                                         body=body, regions=REGIONS, sides=sides)
+        assert np.allclose(sided["points_3d"][[left, right]], points[frame, [left, right]],
+                           atol=1e-6)
+        assert np.array_equal(sided["assignment"][:, left], np.full(len(group), left))
+        assert set(sided["stage"][:, [left, right]].ravel()) == {"refine"}
+
+
+def test_correct_labels_pass_the_side_check_unchanged(scene):
+    group, points = scene
+    seeds = [{"points_3d": p} for p in points[:3]]
+    sides = steps.seed_side_model(seeds, group, list(QD_KEYPOINTS), REGIONS)
+    assert sides is not None and len(sides.pairs) == 2  # the paws; the ears are not sided
+    for frame in range(3, 90, 3):
+        centroids, assignment, stage = _frame(group, points[frame])
+        sided = steps.triangulate_labels(group, centroids, assignment, stage, RefineParams(),
+                                         sides=sides)
+        assert np.array_equal(sided["assignment"], assignment)
+
+
 def test_seed_keypoints_the_labels_cannot_triangulate_are_flagged(scene):
     group, points = scene
     centroids, _, _ = _frame(group, points[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.keypoint_names import mirror_groups, twin_indices
+from tools.keypoint_names import left_twins, mirror_groups, twin_indices
 from tools.motion import QD_KEYPOINTS
 
 
@@ -57,3 +57,11 @@ def test_twins_point_at_each_other_and_midline_keypoints_at_themselves():
     assert {names[k]: names[twin[k]] for k in range(len(names)) if twin[k] != k} == {
         "ear_L": "ear_R", "ear_R": "ear_L", "forepaw_L": "forepaw_R", "forepaw_R": "forepaw_L",
         "hindpaw_L": "hindpaw_R", "hindpaw_R": "hindpaw_L"}
+
+
+@pytest.mark.parametrize(("names", "left"), [
+    (["ear_L", "ear_R", "back", "Left Paw", "right_paw"], [True, False, False, True, False]),
+    (["R_hip", "L_hip", "paw_L"], [False, True, False]),  # paw_L has no twin
+])
+def test_left_twins_marks_the_left_keypoint_of_each_pair_only(names, left):
+    assert left_twins(names, mirror_groups(names)).tolist() == left

@@ -1,0 +1,104 @@
+"""Tests for tools/body_side.py: left and right by the order of a pair across the body."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tools.body_side import order_by_side, rig_up, side_model
+from tools.keypoint_names import left_twins, mirror_groups, twin_indices
+
+NAMES = ["ear_L", "ear_R", "back_top", "back_bottom", "forepaw_L", "forepaw_R", "hindpaw_L",
+         "hindpaw_R", "tail_base", "tail_tip"]
+REGIONS = [[0, 1], [2, 3], [4, 5, 6, 7], [8, 9]]
+GROUPS = mirror_groups(NAMES)
+TWIN, LEFT = twin_indices(GROUPS), left_twins(NAMES, GROUPS)
+UP = np.array([0.0, 0.0, 1.0])
+
+
+def _mouse(heading_deg: float = 0.0, mirrored: bool = False) -> np.ndarray:
+    """``(10, 3)`` points of a mouse on the floor heading along ``heading_deg``; left is +y when heading +x."""
+    body = np.array([
+        [15.0, 8.0, 35.0], [15.0, -8.0, 35.0],  # ears
+        [0.0, 0.0, 30.0], [-40.0, 0.0, 28.0],  # back
+        [-5.0, 7.0, 2.0], [-5.0, -7.0, 2.0],  # forepaws
+        [-35.0, 14.0, 2.0], [-35.0, -14.0, 2.0],  # hind paws
+        [-55.0, 0.0, 20.0], [-120.0, 10.0, 2.0],  # tail
+    ])
+    if mirrored:  # the same animal in a left-handed world frame
+        body[:, 1] *= -1
+    angle = np.deg2rad(heading_deg)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0],
+                         [0.0, 0.0, 1.0]])
+    return body @ rotation.T
+
+
+def _model(seeds: np.ndarray):
+    return side_model(seeds, TWIN, LEFT, REGIONS, UP)
+
+
+def test_the_seeds_give_the_back_as_axis_and_the_rigs_handedness():
+    model = _model(np.stack([_mouse(0), _mouse(10), _mouse(20)]))
+    assert (NAMES[model.axis_from], NAMES[model.axis_to]) == ("back_top", "back_bottom")
+    # Heading +x with z up, up x (back_bottom - back_top) points to -y: the right side.
+    # The ears, alone in their region, are not sided.
+    assert [(NAMES[p.positive], NAMES[p.negative]) for p in model.pairs] == [
+        ("forepaw_R", "forepaw_L"), ("hindpaw_R", "hindpaw_L")]
+    mirrored = _model(np.stack([_mouse(0, mirrored=True), _mouse(10, mirrored=True)]))
+    assert [(NAMES[p.positive], NAMES[p.negative]) for p in mirrored.pairs] == [
+        ("forepaw_L", "forepaw_R"), ("hindpaw_L", "hindpaw_R")]
+
+
+def test_a_pair_the_seeds_never_show_is_sided_by_the_others():
+    seeds = np.stack([_mouse(0), _mouse(15)])
+    seeds[:, NAMES.index("forepaw_R")] = np.nan
+    model = _model(seeds)
+    assert [(NAMES[p.positive], NAMES[p.negative]) for p in model.pairs] == [
+        ("forepaw_R", "forepaw_L"), ("hindpaw_R", "hindpaw_L")]
+
+
+def test_seeds_that_disagree_on_the_handedness_give_no_model():
+    seeds = np.stack([_mouse(0), _mouse(10)])
+    seeds[:, [4, 5]] = seeds[:, [5, 4]]  # forepaws labelled the other way round in the seeds
+    assert _model(seeds) is None
+    assert side_model(seeds, TWIN, LEFT, REGIONS, None) is None
+
+
+@pytest.mark.parametrize("heading", [0.0, 75.0, 200.0])
+def test_a_reversed_pair_is_put_back_and_an_ordered_one_left_alone(heading):
+    model = _model(np.stack([_mouse(0), _mouse(10)]))
+    frame = _mouse(heading)
+    assert order_by_side(frame, model, margin=6.0).tolist() == list(range(10))
+    swapped = frame.copy()
+    swapped[[6, 7]] = swapped[[7, 6]]
+    source = order_by_side(swapped, model, margin=6.0)
+    assert source.tolist() == [0, 1, 2, 3, 4, 5, 7, 6, 8, 9]
+    assert np.allclose(swapped[source], frame)
+
+
+def test_a_pair_within_the_margin_an_upright_spine_or_a_missing_twin_is_left_alone():
+    model = _model(np.stack([_mouse(0), _mouse(10)]))
+    close = _mouse(0)
+    close[[6, 7], 1] = [-2.0, 2.0]  # reversed by 4 mm only
+    assert order_by_side(close, model, margin=6.0).tolist() == list(range(10))
+
+    rearing = _mouse(0)
+    rearing[NAMES.index("back_top")] = rearing[NAMES.index("back_bottom")] + [5.0, 0.0, 60.0]
+    rearing[[6, 7]] = rearing[[7, 6]]
+    assert order_by_side(rearing, model, margin=6.0).tolist() == list(range(10))
+
+    missing = _mouse(0)
+    missing[[6, 7]] = missing[[7, 6]]
+    missing[6] = np.nan
+    assert order_by_side(missing, model, margin=6.0).tolist() == list(range(10))
+
+
+def test_rig_up_points_from_the_animal_to_a_ring_of_cameras():
+    angles = np.deg2rad(np.arange(0, 360, 60) + 7)
+    ring = np.column_stack([500 * np.cos(angles), 500 * np.sin(angles), np.full(6, 600.0)])
+    assert np.allclose(rig_up(ring, np.array([-150.0, 120.0, 40.0])), UP)
+    below = ring * [1, 1, -1]
+    assert np.allclose(rig_up(below, np.zeros(3)), -UP)
+    pair = np.array([[300.0, 0.0, 400.0], [-300.0, 0.0, 400.0]])
+    assert np.allclose(rig_up(pair, np.zeros(3)), UP)
+    assert rig_up(np.array([[100.0, 0, 0], [-100.0, 0, 0]]), np.zeros(3)) is None

@@ -1,0 +1,196 @@
+"""Left or right by the body: which twin of a left/right pair lies on which side of the spine.
+
+Distances cannot tell a left paw from a right one (:mod:`tools.body_distances`:
+both twins sit at the same distances from the rest of the body), but their
+order across the body can: the left hind paw lies left of the right one
+while the spine is not upright. :func:`side_model` learns from the seed
+frames a body axis (two midline keypoints), the rig's up direction and
+which side is left; :func:`order_by_side` then puts a frame's pair back in
+that order when its points reverse it by a clear margin. On the shipped true motion (500 frames, back_top -> back_bottom axis,
+z up) a true pair is reversed by more than 6 mm in 3 to 14% of frames
+(ears 36, forepaws 42, hind paws 70 frames: sharp turns and the rearing),
+so a reversal is only evidence; the caller decides what it costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SidedPair:
+    """A left/right pair whose order across the body the seed frames agree on.
+
+    Attributes
+    ----------
+    positive, negative : int
+        Keypoint indices: the seed frames show ``positive`` on the positive
+        side of :func:`lateral_direction`, ``negative`` on the other.
+    """
+
+    positive: int
+    negative: int
+
+
+@dataclass(frozen=True)
+class SideModel:
+    """What :func:`order_by_side` compares a frame with.
+
+    Attributes
+    ----------
+    up : np.ndarray
+        ``(3,)`` unit vector, the rig's up direction (:func:`rig_up`).
+    axis_from, axis_to : int
+        Midline keypoints whose difference ``axis_to - axis_from`` is the body axis.
+    pairs : tuple of SidedPair
+        The pairs the seed frames order.
+    """
+
+    up: np.ndarray
+    axis_from: int
+    axis_to: int
+    pairs: tuple[SidedPair, ...]
+
+
+def rig_up(camera_centres: np.ndarray, subject: np.ndarray) -> np.ndarray | None:
+    """``(3,)`` unit vector from ``subject (3,)`` towards the cameras: the rig's up direction.
+
+    With three or more cameras not on one line it is the normal of the plane
+    that fits the camera centres ``(n_cameras, 3)`` (a ring of cameras at one
+    height gives the vertical even when the animal is off the ring's centre),
+    turned towards the cameras; otherwise the mean direction to the cameras.
+    None when the cameras surround the subject so evenly that no direction
+    points towards them.
+    """
+    centres = np.asarray(camera_centres, dtype=np.float64)
+    towards = centres - np.asarray(subject, dtype=np.float64)
+    mean_direction = (towards / np.linalg.norm(towards, axis=1, keepdims=True)).mean(axis=0)
+    if centres.shape[0] >= 3:
+        _, singular, vt = np.linalg.svd(centres - centres.mean(axis=0))
+        if singular[1] > 1e-6 * max(singular[0], 1e-12):
+            normal = vt[2]
+            side = float(np.dot(normal, mean_direction))
+            if abs(side) > 1e-9:
+                return normal * np.sign(side)
+    norm = float(np.linalg.norm(mean_direction))
+    return mean_direction / norm if norm > 0.1 else None
+
+
+def lateral_direction(points_3d: np.ndarray, model: SideModel, max_tilt: float) -> np.ndarray | None:
+    """``(3,)`` unit vector across the body in one frame's ``points_3d (K, 3)``; None if unknown.
+
+    The cross product of the rig's up direction with the body axis. Unknown
+    when an axis keypoint is missing or the axis is within ``acos(max_tilt)``
+    of vertical (a rearing or climbing animal: across the body is then
+    undefined by up).
+    """
+    axis = points_3d[model.axis_to] - points_3d[model.axis_from]
+    length = float(np.linalg.norm(axis))
+    if not np.isfinite(length) or length == 0.0 or abs(float(axis @ model.up)) >= max_tilt * length:
+        return None
+    lateral = np.cross(model.up, axis)
+    return lateral / np.linalg.norm(lateral)
+
+
+def side_model(seed_points_3d: np.ndarray, twin: np.ndarray, left: np.ndarray,
+               regions: Sequence[Sequence[int]], up: np.ndarray | None,
+               min_seed_offset: float = 2.0, max_tilt: float = 0.8) -> SideModel | None:
+    """Learn the body axis and the rig's handedness from ``seed_points_3d (n_seeds, K, 3)``.
+
+    ``twin (K,)`` is each keypoint's twin (itself on the midline) and
+    ``left (K,)`` marks the left twins (:mod:`tools.keypoint_names`);
+    ``regions`` lists the keypoint indices of each region. The axis spans the
+    region holding most of the midline keypoints nearest each pair the seeds
+    show (for a mouse: back_top -> back_bottom). Which side of
+    :func:`lateral_direction` is left depends on the rig's coordinates: every
+    pair the seed frames show apart, on average by at least
+    ``min_seed_offset``, and in the same order in each frame must agree on
+    it. Then every pair that shares its region with other keypoints is
+    sided, those the seeds never show too (a forepaw hidden in the seed
+    frames). None when there is no up direction, no axis, or the seeds show
+    no such pair apart or disagree.
+    """
+    if up is None:
+        return None
+    seeds = np.asarray(seed_points_3d, dtype=np.float64)
+    known_in = np.all(np.isfinite(seeds), axis=2)  # (n_seeds, K)
+    counts = known_in.sum(axis=0)
+    sums = np.where(known_in[..., None], seeds, 0.0).sum(axis=0)
+    mean_points = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], np.nan)
+    twin = np.asarray(twin)
+    # Only pairs that share their region with other keypoints (the paws): a pair alone in
+    # its region (the ears) keeps the tracker's sides (bench/results/pose.md, session 9).
+    shared = {k for members in regions if len(members) > 2 for k in members}
+    pairs = [(k, int(twin[k])) for k in range(twin.size) if twin[k] > k and k in shared]
+    axis = _axis_keypoints(mean_points, twin, pairs, regions)
+    if axis is None:
+        return None
+    model = SideModel(up=np.asarray(up, dtype=np.float64), axis_from=axis[0], axis_to=axis[1],
+                      pairs=())
+    votes = set()
+    for first, second in pairs:
+        lefts_offset = np.array([_offset(frame_points, model, first, second, max_tilt)
+                                 for frame_points in seeds])
+        if not left[first]:
+            lefts_offset = -lefts_offset
+        lefts_offset = lefts_offset[np.isfinite(lefts_offset)]
+        if lefts_offset.size and (np.all(lefts_offset > 0) or np.all(lefts_offset < 0)) \
+                and abs(float(lefts_offset.mean())) >= min_seed_offset:
+            votes.add(bool(lefts_offset.mean() > 0))
+    if len(votes) != 1:
+        return None
+    left_positive = votes.pop()
+    sided = tuple(SidedPair(first, second) if left[first] == left_positive
+                  else SidedPair(second, first) for first, second in pairs)
+    return SideModel(up=model.up, axis_from=model.axis_from, axis_to=model.axis_to, pairs=sided)
+
+
+def _axis_keypoints(mean_points: np.ndarray, twin: np.ndarray, pairs: list[tuple[int, int]],
+                    regions: Sequence[Sequence[int]]) -> tuple[int, int] | None:
+    """The two most distant midline keypoints of the region nearest the pairs the seeds show."""
+    known = np.all(np.isfinite(mean_points), axis=1)
+    midline = np.flatnonzero((twin == np.arange(twin.size)) & known)
+    region_of = {k: r for r, members in enumerate(regions) for k in members}
+    anchored: list[int] = []
+    for first, second in pairs:
+        if known[first] and known[second] and midline.size:
+            centre = (mean_points[first] + mean_points[second]) / 2
+            nearest = midline[np.argmin(np.linalg.norm(mean_points[midline] - centre, axis=1))]
+            anchored.append(region_of.get(int(nearest), -1))
+    if not anchored:
+        return None
+    region = max(sorted(set(anchored)), key=anchored.count)
+    members = [k for k in midline.tolist() if region_of.get(k) == region]
+    spans = [(float(np.linalg.norm(mean_points[a] - mean_points[b])), a, b)
+             for i, a in enumerate(members) for b in members[i + 1:]]
+    if not spans:
+        return None
+    _, first, second = max(spans)
+    return first, second
+
+
+def _offset(points_3d: np.ndarray, model: SideModel, first: int, second: int,
+            max_tilt: float) -> float:
+    """How far ``first`` lies on the positive side of ``second`` across the body (NaN unknown)."""
+    lateral = lateral_direction(points_3d, model, max_tilt)
+    if lateral is None or not np.all(np.isfinite(points_3d[[first, second]])):
+        return float("nan")
+    return float((points_3d[first] - points_3d[second]) @ lateral)
+
+
+def order_by_side(points_3d: np.ndarray, model: SideModel, margin: float,
+                  max_tilt: float = 0.8) -> np.ndarray:
+    """``(K,)`` permutation that puts each pair of ``points_3d (K, 3)`` on its seed frames' sides.
+
+    Keypoint ``k`` takes the point of ``source[k]``: a pair whose points are
+    reversed across the body by more than ``margin`` is exchanged; pairs
+    closer to the midline, with a twin missing or an upright axis stay.
+    """
+    source = np.arange(points_3d.shape[0])
+    for pair in model.pairs:
+        if _offset(points_3d, model, pair.positive, pair.negative, max_tilt) < -margin:
+            source[[pair.positive, pair.negative]] = pair.negative, pair.positive
+    return source
