@@ -110,8 +110,8 @@ def side_model(seed_points_3d: np.ndarray, twin: np.ndarray, left: np.ndarray,
     ``min_seed_offset``, and in the same order in each frame must agree on
     it. Then every pair that shares its region with other keypoints is
     sided, those the seeds never show too (a forepaw hidden in the seed
-    frames). None when there is no up direction, no axis, or the seeds show
-    no such pair apart or disagree.
+    frames). None when there is no up direction, no axis, no such pair, or
+    the seeds show no pair apart or disagree.
     """
     if up is None:
         return None
@@ -121,10 +121,7 @@ def side_model(seed_points_3d: np.ndarray, twin: np.ndarray, left: np.ndarray,
     sums = np.where(known_in[..., None], seeds, 0.0).sum(axis=0)
     mean_points = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], np.nan)
     twin = np.asarray(twin)
-    # Only pairs that share their region with other keypoints (the paws): a pair alone in
-    # its region (the ears) keeps the tracker's sides (bench/results/pose.md, session 9).
-    shared = {k for members in regions if len(members) > 2 for k in members}
-    pairs = [(k, int(twin[k])) for k in range(twin.size) if twin[k] > k and k in shared]
+    pairs = [(k, int(twin[k])) for k in range(twin.size) if twin[k] > k]
     axis = _axis_keypoints(mean_points, twin, pairs, regions)
     if axis is None:
         return None
@@ -143,8 +140,14 @@ def side_model(seed_points_3d: np.ndarray, twin: np.ndarray, left: np.ndarray,
     if len(votes) != 1:
         return None
     left_positive = votes.pop()
+    # Only pairs that share their region with other keypoints (the paws) are sided: a pair
+    # alone in its region (the ears) keeps the tracker's sides (bench/results/pose.md,
+    # session 9); the ears still vote on which side is left.
+    shared = {k for members in regions if len(members) > 2 for k in members}
     sided = tuple(SidedPair(first, second) if left[first] == left_positive
-                  else SidedPair(second, first) for first, second in pairs)
+                  else SidedPair(second, first) for first, second in pairs if first in shared)
+    if not sided:
+        return None
     return SideModel(up=model.up, axis_from=model.axis_from, axis_to=model.axis_to, pairs=sided)
 
 

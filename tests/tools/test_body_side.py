@@ -57,6 +57,19 @@ def test_a_pair_the_seeds_never_show_is_sided_by_the_others():
         ("forepaw_R", "forepaw_L"), ("hindpaw_R", "hindpaw_L")]
 
 
+def test_the_ears_tell_which_side_is_left_when_the_seeds_show_no_paw_pair():
+    seeds = np.stack([_mouse(0), _mouse(15)])
+    seeds[:, [NAMES.index("forepaw_R"), NAMES.index("hindpaw_L")]] = np.nan
+    model = _model(seeds)
+    assert [(NAMES[p.positive], NAMES[p.negative]) for p in model.pairs] == [
+        ("forepaw_R", "forepaw_L"), ("hindpaw_R", "hindpaw_L")]
+    # With the ears alone (no pair shares a region with other keypoints) there is nothing to side.
+    names = NAMES[:4]
+    groups = mirror_groups(names)
+    assert side_model(seeds[:, :4], twin_indices(groups), left_twins(names, groups),
+                      [[0, 1], [2, 3]], UP) is None
+
+
 def test_seeds_that_disagree_on_the_handedness_give_no_model():
     seeds = np.stack([_mouse(0), _mouse(10)])
     seeds[:, [4, 5]] = seeds[:, [5, 4]]  # forepaws labelled the other way round in the seeds
