@@ -26,6 +26,7 @@ from agent.atomic import write_json_atomic, write_text_atomic
 from agent.calibration import dump_calibration
 from agent.errors import InputError
 from tools import qd_render
+from tools.camera import camera_centres
 from tools.geometry import CameraGroup, project
 from tools.motion import QD_KEYPOINTS, QD_REGIONS, pingpong_indices, walk_procedural
 
@@ -192,7 +193,7 @@ def _build_scene(options: SynthPoseOptions, seeds: list[np.random.SeedSequence])
     normals = qd_render.qd_normals(points, axes)
     starts, ends = qd_render.body_capsules(points, axes, normals)
     unoccluded = qd_render.visible_dots(
-        points, normals, starts, ends, qd_render.camera_centers(group)
+        points, normals, starts, ends, camera_centres(group)
     )
     points_2d = project(group, points.reshape(-1, 3)).reshape(len(group), n_frames, 12, 2)
     in_image = np.all(

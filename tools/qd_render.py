@@ -148,16 +148,6 @@ def _segment_distance(p1: np.ndarray, q1: np.ndarray, p2: np.ndarray, q2: np.nda
     return np.linalg.norm(closest, axis=-1)
 
 
-def camera_centers(group: CameraGroup) -> np.ndarray:
-    """Camera centres in world coordinates ``(n_cameras, 3)``."""
-    return np.stack(
-        [
-            -cv2.Rodrigues(np.asarray(cam.rvec, dtype=np.float64))[0].T @ cam.tvec
-            for cam in group.cameras
-        ]
-    )
-
-
 def visible_dots(
     points: np.ndarray,
     normals: np.ndarray,

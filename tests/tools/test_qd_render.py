@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tools import qd_render
+from tools.camera import camera_centres
 from tools.geometry import project
 from tools.motion import QD_KEYPOINTS, walk_procedural
 from tools.qd_render import _segment_distance
@@ -103,7 +104,7 @@ def test_spots_add_up_saturate_and_ignore_the_outside():
 def test_rig_cameras_surround_the_animal_and_see_it(rng):
     points = walk_procedural(100, seed=1)
     group = qd_render.make_rig(6, (640, 480), points.reshape(-1, 3), rng)
-    centers = qd_render.camera_centers(group)
+    centers = camera_centres(group)
     assert np.all(centers[:, 2] > points[..., 2].max())
     azimuths = np.sort(np.arctan2(centers[:, 1], centers[:, 0]))
     assert np.diff(azimuths).max() < np.radians(90.0)  # a ring, no big blind side
