@@ -9,6 +9,7 @@ import pytest
 from tests.tools.test_geometry import make_rig, random_points, to_aniposelib
 from tools.camera import (
     CameraGroup,
+    camera_centres,
     distort_normalized,
     project,
     project_camera,
@@ -33,6 +34,13 @@ def test_world_to_camera_is_rotation_then_translation(rig, rng):
     camera = rig.cameras[1]
     expected = points @ cv2.Rodrigues(camera.rvec)[0].T + camera.tvec
     np.testing.assert_allclose(world_to_camera(camera, points), expected, rtol=1e-12)
+
+
+def test_each_camera_centre_maps_to_its_cameras_origin(rig):
+    centres = camera_centres(rig)
+    assert centres.shape == (len(rig), 3)
+    for camera, centre in zip(rig.cameras, centres, strict=True):
+        np.testing.assert_allclose(world_to_camera(camera, centre[None]), 0.0, atol=1e-9)
 
 
 def test_project_matches_opencv_and_aniposelib(rig, rng):
