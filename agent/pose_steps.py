@@ -115,8 +115,9 @@ def seed_side_model(seed_window: list[dict], group: CameraGroup, keypoints: list
 
     Pairs and sides come from the keypoint names (:mod:`tools.keypoint_names`),
     up from the rig (:func:`tools.body_side.rig_up`, towards the cameras from
-    the seed frames' mean point); None when the seeds cannot settle the
-    rig's handedness (:func:`tools.body_side.side_model`).
+    the seed frames' mean point); None when the seeds triangulate nothing, or
+    :func:`tools.body_side.side_model` finds no up direction, axis, pair to
+    side or agreed handedness.
     """
     points_3d = np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64)
     known = np.all(np.isfinite(points_3d), axis=2)

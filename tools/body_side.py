@@ -6,16 +6,17 @@ order across the body can: the left hind paw lies left of the right one
 while the spine is not upright. :func:`side_model` learns from the seed
 frames a body axis (two midline keypoints), the rig's up direction and
 which side is left; :func:`order_by_side` then puts a frame's pair back in
-that order when its points reverse it by a clear margin. On the shipped true motion (500 frames, back_top -> back_bottom axis,
-z up) a true pair is reversed by more than 6 mm in 3 to 14% of frames
-(ears 36, forepaws 42, hind paws 70 frames: sharp turns and the rearing),
-so a reversal is only evidence; the caller decides what it costs.
+that order when its points reverse it by a clear margin. On the shipped
+true motion (500 frames, back_top -> back_bottom axis, z up) a true pair is
+reversed by more than 6 mm in 7 to 14% of frames (ears 36, forepaws 42,
+hind paws 70 frames: sharp turns and the rearing), so a reversal is only
+evidence; the caller decides what it costs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -61,8 +62,10 @@ def rig_up(camera_centres: np.ndarray, subject: np.ndarray) -> np.ndarray | None
     With three or more cameras not on one line it is the normal of the plane
     that fits the camera centres ``(n_cameras, 3)`` (a ring of cameras at one
     height gives the vertical even when the animal is off the ring's centre),
-    turned towards the cameras; otherwise the mean direction to the cameras.
-    None when the cameras surround the subject so evenly that no direction
+    turned towards the cameras (either way when the plane holds the subject:
+    :func:`side_model` learns which side is left relative to it); otherwise
+    the mean direction to the cameras. None when fewer than three cameras, or
+    cameras on one line, surround the subject so evenly that no direction
     points towards them.
     """
     centres = np.asarray(camera_centres, dtype=np.float64)
@@ -72,9 +75,7 @@ def rig_up(camera_centres: np.ndarray, subject: np.ndarray) -> np.ndarray | None
         _, singular, vt = np.linalg.svd(centres - centres.mean(axis=0))
         if singular[1] > 1e-6 * max(singular[0], 1e-12):
             normal = vt[2]
-            side = float(np.dot(normal, mean_direction))
-            if abs(side) > 1e-9:
-                return normal * np.sign(side)
+            return -normal if float(np.dot(normal, mean_direction)) < 0 else normal
     norm = float(np.linalg.norm(mean_direction))
     return mean_direction / norm if norm > 0.1 else None
 
@@ -140,20 +141,31 @@ def side_model(seed_points_3d: np.ndarray, twin: np.ndarray, left: np.ndarray,
     if len(votes) != 1:
         return None
     left_positive = votes.pop()
-    # Only pairs that share their region with other keypoints (the paws) are sided: a pair
+    # Only pairs that share their regions with other keypoints (the paws) are sided: a pair
     # alone in its region (the ears) keeps the tracker's sides (bench/results/pose.md,
     # session 9); the ears still vote on which side is left.
-    shared = {k for members in regions if len(members) > 2 for k in members}
     sided = tuple(SidedPair(first, second) if left[first] == left_positive
-                  else SidedPair(second, first) for first, second in pairs if first in shared)
+                  else SidedPair(second, first) for first, second in pairs
+                  if _shares_regions(first, second, regions))
     if not sided:
         return None
-    return SideModel(up=model.up, axis_from=model.axis_from, axis_to=model.axis_to, pairs=sided)
+    return replace(model, pairs=sided)
+
+
+def _shares_regions(first: int, second: int, regions: Sequence[Sequence[int]]) -> bool:
+    """Whether the region of each twin holds a keypoint other than the two twins."""
+    return all(any(twin in members and set(members) - {first, second} for members in regions)
+               for twin in (first, second))
 
 
 def _axis_keypoints(mean_points: np.ndarray, twin: np.ndarray, pairs: list[tuple[int, int]],
                     regions: Sequence[Sequence[int]]) -> tuple[int, int] | None:
-    """The two most distant midline keypoints of the region nearest the pairs the seeds show."""
+    """The two most distant midline keypoints of the region nearest the pairs the seeds show.
+
+    Where that region holds fewer than two midline keypoints: of all midline
+    keypoints. The regions are the recording's: with a head region holding
+    the nose and the neck, the axis would be the head's.
+    """
     known = np.all(np.isfinite(mean_points), axis=1)
     midline = np.flatnonzero((twin == np.arange(twin.size)) & known)
     region_of = {k: r for r, members in enumerate(regions) for k in members}
@@ -167,6 +179,8 @@ def _axis_keypoints(mean_points: np.ndarray, twin: np.ndarray, pairs: list[tuple
         return None
     region = max(sorted(set(anchored)), key=anchored.count)
     members = [k for k in midline.tolist() if region_of.get(k) == region]
+    if len(members) < 2:
+        members = midline.tolist()
     spans = [(float(np.linalg.norm(mean_points[a] - mean_points[b])), a, b)
              for i, a in enumerate(members) for b in members[i + 1:]]
     if not spans:

@@ -115,3 +115,26 @@ def test_rig_up_points_from_the_animal_to_a_ring_of_cameras():
     pair = np.array([[300.0, 0.0, 400.0], [-300.0, 0.0, 400.0]])
     assert np.allclose(rig_up(pair, np.zeros(3)), UP)
     assert rig_up(np.array([[100.0, 0, 0], [-100.0, 0, 0]]), np.zeros(3)) is None
+
+
+@pytest.mark.parametrize("regions", [
+    [[0, 1], [2, 3], [4, 6, 8], [5, 7, 9]],  # each pair split over two regions
+    [[5, 7, 9], [4, 6, 8], [2, 3], [0, 1]],  # the same in another order
+])
+def test_a_pair_split_over_regions_is_sided_whatever_the_order(regions):
+    model = side_model(np.stack([_mouse(0), _mouse(10)]), TWIN, LEFT, regions, UP)
+    assert [(NAMES[p.positive], NAMES[p.negative]) for p in model.pairs] == [
+        ("forepaw_R", "forepaw_L"), ("hindpaw_R", "hindpaw_L")]
+
+
+def test_a_region_with_one_midline_keypoint_takes_the_axis_from_all_of_them():
+    regions = [[0, 1, 2], [4, 5, 6, 7, 3], [8, 9]]  # back_top with the ears, back_bottom with the paws
+    model = side_model(np.stack([_mouse(0), _mouse(10)]), TWIN, LEFT, regions, UP)
+    assert (NAMES[model.axis_from], NAMES[model.axis_to]) == ("back_top", "tail_tip")
+    assert len(model.pairs) == 3  # the ears share their region with back_top here
+
+
+def test_rig_up_of_a_ring_level_with_the_animal_is_its_axis():
+    angles = np.deg2rad(np.arange(0, 360, 90))
+    ring = np.column_stack([500 * np.cos(angles), 500 * np.sin(angles), np.zeros(4)])
+    assert np.allclose(np.abs(rig_up(ring, np.zeros(3))), UP)
