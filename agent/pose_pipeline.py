@@ -176,7 +176,8 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
             inputs = None if done else _next_frame(following)
         progress.close()
     recording.close()
-    return _finish(run, recording, ctx, backend, store.read_all(), time.perf_counter() - started)
+    return _finish(run, recording, ctx, backend, store.read_all(), time.perf_counter() - started,
+                   steps.describe_side_model(seed_sides, list(recording.keypoints)))
 
 
 def _invoke_once(graph: Any, inputs: PoseState | None, config: dict[str, Any],
@@ -268,7 +269,7 @@ def _initial_state(recording: Recording, runtime: PoseRuntime, end_frame: int) -
 
 
 def _finish(run: RunDir, recording: Recording, ctx: PoseContext, backend: PoseBackend,
-            records: list[FrameRecord], wall_s: float) -> PoseRunSummary:
+            records: list[FrameRecord], wall_s: float, side_check: dict | None) -> PoseRunSummary:
     flagged = np.stack([r.flagged for r in records])
     reasons = np.concatenate([r.reason for r in records])
     by_reason = {str(name): int(np.sum(reasons == name)) for name in sorted(set(reasons)) if name}
@@ -291,7 +292,7 @@ def _finish(run: RunDir, recording: Recording, ctx: PoseContext, backend: PoseBa
                    "keypoints": len(recording.keypoints), "flagged": summary.n_flagged,
                    "flagged_by_reason": by_reason},
         "timings": {"wall_s": summary.wall_s, "ms_per_frame": summary.ms_per_frame},
-        "summary": asdict(summary),
+        "summary": asdict(summary), "side_check": side_check,
         **_model_provenance(ctx, backend),
     })
     return summary

@@ -128,6 +128,16 @@ def seed_side_model(seed_window: list[dict], group: CameraGroup, keypoints: list
     return side_model(points_3d, twin_indices(groups), left_twins(keypoints, groups), regions, up)
 
 
+def describe_side_model(model: SideModel | None, keypoints: list[str]) -> dict | None:
+    """run.json's ``side_check``: the body axis and the pairs Stage 4 puts on their sides; None if off."""
+    if model is None:
+        return None
+    return {"axis": [keypoints[model.axis_from], keypoints[model.axis_to]],
+            "up": [round(float(value), 6) for value in model.up],
+            "pairs": [sorted([keypoints[pair.positive], keypoints[pair.negative]])
+                      for pair in model.pairs]}
+
+
 EXCHANGE_FRAMES = 10  # a cross-region exchange must fit better over this many frames
 # Between the groups of a region with a mirror pair (forepaws vs hindpaws) the body's
 # distances differ by tens of millimetres, so a small gain already relabels

@@ -93,6 +93,10 @@ def test_correct_labels_pass_the_side_check_unchanged(scene):
     seeds = [{"points_3d": p} for p in points[:3]]
     sides = steps.seed_side_model(seeds, group, list(QD_KEYPOINTS), REGIONS)
     assert sides is not None and len(sides.pairs) == 2  # the paws; the ears are not sided
+    assert steps.describe_side_model(sides, list(QD_KEYPOINTS)) == {
+        "axis": ["back_top", "back_bottom"], "up": [round(float(v), 6) for v in sides.up],
+        "pairs": [["forepaw_L", "forepaw_R"], ["hindpaw_L", "hindpaw_R"]]}
+    assert steps.describe_side_model(None, list(QD_KEYPOINTS)) is None
     for frame in range(3, 90, 3):
         centroids, assignment, stage = _frame(group, points[frame])
         sided = steps.triangulate_labels(group, centroids, assignment, stage, RefineParams(),
