@@ -20,16 +20,19 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from tools.camera import check_shape
+
 
 @dataclass(frozen=True)
 class SidedPair:
-    """A left/right pair whose order across the body the seed frames agree on.
+    """A left/right pair and the side of the body each twin belongs on.
 
     Attributes
     ----------
     positive, negative : int
-        Keypoint indices: the seed frames show ``positive`` on the positive
-        side of :func:`lateral_direction`, ``negative`` on the other.
+        Keypoint indices: ``positive`` belongs on the positive side of
+        :func:`lateral_direction` (its name's side, in the rig's handedness
+        that the seed frames settled), ``negative`` on the other.
     """
 
     positive: int
@@ -47,7 +50,7 @@ class SideModel:
     axis_from, axis_to : int
         Midline keypoints whose difference ``axis_to - axis_from`` is the body axis.
     pairs : tuple of SidedPair
-        The pairs the seed frames order.
+        The pairs :func:`order_by_side` puts on their sides.
     """
 
     up: np.ndarray
@@ -114,14 +117,15 @@ def side_model(seed_points_3d: np.ndarray, twin: np.ndarray, left: np.ndarray,
     frames). None when there is no up direction, no axis, no such pair, or
     the seeds show no pair apart or disagree.
     """
+    twin, left = np.asarray(twin), np.asarray(left, dtype=bool)
+    seeds = check_shape("seed_points_3d", seed_points_3d, (None, twin.size, 3))
+    check_shape("left", left, (twin.size,))
     if up is None:
         return None
-    seeds = np.asarray(seed_points_3d, dtype=np.float64)
     known_in = np.all(np.isfinite(seeds), axis=2)  # (n_seeds, K)
     counts = known_in.sum(axis=0)
     sums = np.where(known_in[..., None], seeds, 0.0).sum(axis=0)
     mean_points = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], np.nan)
-    twin = np.asarray(twin)
     pairs = [(k, int(twin[k])) for k in range(twin.size) if twin[k] > k]
     axis = _axis_keypoints(mean_points, twin, pairs, regions)
     if axis is None:
@@ -206,6 +210,7 @@ def order_by_side(points_3d: np.ndarray, model: SideModel, margin: float,
     reversed across the body by more than ``margin`` is exchanged; pairs
     closer to the midline, with a twin missing or an upright axis stay.
     """
+    points_3d = check_shape("points_3d", points_3d, (None, 3))
     source = np.arange(points_3d.shape[0])
     for pair in model.pairs:
         if _offset(points_3d, model, pair.positive, pair.negative, max_tilt) < -margin:

@@ -138,3 +138,11 @@ def test_rig_up_of_a_ring_level_with_the_animal_is_its_axis():
     angles = np.deg2rad(np.arange(0, 360, 90))
     ring = np.column_stack([500 * np.cos(angles), 500 * np.sin(angles), np.zeros(4)])
     assert np.allclose(np.abs(rig_up(ring, np.zeros(3))), UP)
+
+
+def test_shape_errors_name_expected_and_actual_shapes():
+    with pytest.raises(ValueError, match=r"seed_points_3d must have shape \(n, 10, 3\), got \(2, 9, 3\)"):
+        side_model(np.zeros((2, 9, 3)), TWIN, LEFT, REGIONS, UP)
+    model = _model(np.stack([_mouse(0), _mouse(10)]))
+    with pytest.raises(ValueError, match=r"points_3d must have shape \(n, 3\), got \(10, 2\)"):
+        order_by_side(np.zeros((10, 2)), model, margin=6.0)
