@@ -14,8 +14,10 @@ from tools.assignment import assign_points, predict_constant_velocity, recover_l
 from tools.body_distances import (
     DistanceModel,
     body_deviation,
+    count_deviating,
     distance_model,
     known_keypoints,
+    misfit_keypoints,
     pair_exchange,
     region_relabeling,
 )
@@ -161,10 +163,30 @@ def recent_points(store: FrameStore, frame: int, n_frames: int = EXCHANGE_FRAMES
     return np.stack([entry["points_3d"] for entry in store.window(frames)])
 
 
-def body_check(points_3d: np.ndarray, regions: list[list[int]], model: DistanceModel
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """QC's view of the body: each point's deviation from the seed frames' distances and whether the seeds knew the keypoint."""
-    return body_deviation(points_3d, regions, model), known_keypoints(model)
+# QC stops judging a keypoint by the body once it has deviated in most of at least this
+# many accepted frames (tools.body_distances.misfit_keypoints; bench/results/pose.md, session 10).
+BODY_FIT_MIN_FRAMES = 30
+BODY_FIT_MAX_SHARE = 0.5
+
+
+def body_check(points_3d: np.ndarray, regions: list[list[int]], model: DistanceModel,
+               fit_counts: list[list[int]] | None, max_deviation: float
+               ) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """QC's view of the body -> ``(deviation, known, fit_counts)``.
+
+    ``deviation (K,)``: each point's deviation from the seed frames'
+    distances, NaN for keypoints that deviated over ``max_deviation`` in most
+    of the earlier accepted frames counted in ``fit_counts`` (the seeds do
+    not describe them: the body neither flags nor vouches for them);
+    ``known (K,)``: the seeds triangulated the keypoint; ``fit_counts``:
+    the counts with this frame added (:func:`tools.body_distances.count_deviating`,
+    None = no frame yet), for the state once the frame is accepted.
+    """
+    deviation = body_deviation(points_3d, regions, model)
+    counts = np.zeros((2, deviation.size), np.int64) if fit_counts is None else np.asarray(fit_counts)
+    misfit = misfit_keypoints(counts, BODY_FIT_MIN_FRAMES, BODY_FIT_MAX_SHARE)
+    updated = count_deviating(counts, deviation, max_deviation)
+    return np.where(misfit, np.nan, deviation), known_keypoints(model), updated.tolist()
 
 
 def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignment: np.ndarray,

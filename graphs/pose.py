@@ -234,9 +234,10 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
                                           state["lost_frames"], points_3d, run.twin_index,
                                           state.get("last_seen_3d"))
     body_deviation = body_known = reacquired_to_review = None
+    body_fit = state.get("body_fit")
     if run.seed_distances is not None:  # the full pipeline checks labels against the body
-        body_deviation, body_known = steps.body_check(points_3d, run.region_index,
-                                                      run.seed_distances)
+        body_deviation, body_known, body_fit = steps.body_check(
+            points_3d, run.region_index, run.seed_distances, body_fit, settings.max_body_deviation)
         reacquired_to_review = reacquired
     quality = assess_frame(
         points_3d, np.array(refined["ncams"]),
@@ -266,7 +267,8 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
                                         quality.reason.tolist(), state.get("model_flags") or {})
     return Command(goto="accept_frame", update={
         "quality": {"flagged": flagged, "reason": reason, "score": quality.score.tolist()},
-        "reacquired": reacquired.tolist(), "side_unsure": side_unsure.tolist()})
+        "reacquired": reacquired.tolist(), "side_unsure": side_unsure.tolist(),
+        "body_fit": body_fit})
 
 
 def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class PoseState(TypedDict, total=False):
     lost_frames: list[int]  # per keypoint, accepted frames in a row without a 3D point
     reacquired: list[bool]  # per keypoint, triangulated in every frame since it was found again
     side_unsure: list[bool]  # per keypoint, its left/right pair's sides a guess (steps.side_still_unsure)
+    body_fit: list[list[int]] | None  # (2, n_keypoints) frames the body judged, and over its limit (steps.body_check)
     centroids_path: str  # this frame's centroids (FrameStore.save_centroids)
     attempt: int  # retries of stages 1-3 done for this frame
     redo: dict[str, list[str]]  # camera -> keypoints stages 1-3 (re)assign in this attempt

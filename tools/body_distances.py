@@ -249,6 +249,36 @@ def body_deviation(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
     return np.where(count >= min_anchors, total / np.maximum(count, 1), np.nan)
 
 
+def count_deviating(counts: np.ndarray | None, deviation: np.ndarray, max_deviation: float
+                    ) -> np.ndarray:
+    """Add one frame to ``counts (2, n_keypoints)``: frames with a deviation, frames with one over ``max_deviation``.
+
+    ``counts`` None starts from zero; ``deviation (n_keypoints,)`` as
+    :func:`body_deviation` returns it (NaN counts in neither row).
+    """
+    deviation = np.asarray(deviation, dtype=np.float64)
+    before = np.zeros((2, deviation.size), np.int64) if counts is None else np.asarray(counts, np.int64)
+    if before.shape != (2, deviation.size):
+        raise ValueError(f"counts must have shape (2, {deviation.size}), got {before.shape}")
+    judged = np.isfinite(deviation)
+    return before + np.stack([judged, judged & (deviation > max_deviation)]).astype(np.int64)
+
+
+def misfit_keypoints(counts: np.ndarray, min_frames: int, max_share: float) -> np.ndarray:
+    """``(n_keypoints,)`` bool: keypoints the model does not describe.
+
+    ``counts (2, n_keypoints)`` from :func:`count_deviating`: a keypoint
+    judged in at least ``min_frames`` frames and over the limit in more than
+    ``max_share`` of them. With the tracker right most of the time, a
+    keypoint that deviates in most frames says the seed frames caught it in
+    a pose it seldom takes (a tail tip curled one way in three consecutive
+    seed frames), not that it is mislabelled most of the time: its deviation
+    then marks its right labels as often as its wrong ones.
+    """
+    judged, deviating = np.asarray(counts, np.int64)
+    return (judged >= min_frames) & (deviating > max_share * judged)
+
+
 def known_keypoints(model: DistanceModel) -> np.ndarray:
     """``(n_keypoints,)`` bool: the model knows some distance of the keypoint (the seeds triangulated it)."""
     return np.isfinite(model.median_mm).any(axis=1)

@@ -24,7 +24,8 @@ every geometric check; the body is what still sees it):
 
 ``body``
     its distances to the other regions' keypoints are far from the body's
-    (:func:`tools.body_distances.body_deviation`, in tolerances);
+    (:func:`tools.body_distances.body_deviation`, in tolerances; the caller
+    gives NaN for keypoints the body cannot judge);
 ``few_cameras``
     fewer than ``review_min_cameras`` cameras confirm it and the body does
     not vouch for it;

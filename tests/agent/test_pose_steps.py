@@ -66,6 +66,24 @@ def test_correct_labels_pass_the_body_check_unchanged(scene):
         assert np.allclose(plain["points_3d"], checked["points_3d"], equal_nan=True)
 
 
+def test_the_body_check_stops_judging_a_keypoint_that_deviated_in_most_frames(scene):
+    _, points = scene
+    body = steps.seed_distance_model([{"points_3d": p} for p in points[:3]])
+    frame = points[40].copy()
+    frame[INDEX["tail_tip"]] = frame[INDEX["back_top"]] + [0.0, 0.0, 1.0]  # far from its place
+    first, known, counts = steps.body_check(frame, REGIONS, body, None, 1.2)
+    assert first[INDEX["tail_tip"]] > 1.2 and known.all()
+    assert counts[0] == [1] * 12 and counts[1][INDEX["tail_tip"]] == 1
+    for _ in range(steps.BODY_FIT_MIN_FRAMES - 1):
+        deviation, _, counts = steps.body_check(frame, REGIONS, body, counts, 1.2)
+        assert np.array_equal(deviation, first, equal_nan=True)  # judged until enough frames
+    deviation, _, counts = steps.body_check(frame, REGIONS, body, counts, 1.2)
+    assert np.isnan(deviation[INDEX["tail_tip"]])  # now neither flagged nor vouched for
+    others = np.arange(12) != INDEX["tail_tip"]
+    assert np.array_equal(deviation[others], first[others])
+    assert counts[0][INDEX["tail_tip"]] == steps.BODY_FIT_MIN_FRAMES + 1  # still counted
+
+
 def test_twins_swapped_in_every_camera_are_put_back_on_their_sides(scene):
     group, points = scene
     seeds = [{"points_3d": p} for p in points[:3]]
