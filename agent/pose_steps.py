@@ -21,7 +21,7 @@ from tools.body_distances import (
     pair_exchange,
     region_relabeling,
 )
-from tools.body_side import SideModel, order_by_side, rig_up, side_model
+from tools.body_side import SideModel, order_by_side, order_vouches, rig_up, side_model
 from tools.camera import camera_centres
 from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_error, triangulate
 from tools.keypoint_names import left_twins, mirror_groups, twin_indices
@@ -118,8 +118,8 @@ def seed_side_model(seed_window: list[dict], group: CameraGroup, keypoints: list
     Pairs and sides come from the keypoint names (:mod:`tools.keypoint_names`),
     up from the rig (:func:`tools.body_side.rig_up`, towards the cameras from
     the seed frames' mean point); None when the seeds triangulate nothing, or
-    :func:`tools.body_side.side_model` finds no up direction, axis, pair to
-    side or agreed handedness.
+    :func:`tools.body_side.side_model` finds no up direction, axis or agreed
+    handedness.
     """
     points_3d = np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64)
     known = np.all(np.isfinite(points_3d), axis=2)
@@ -131,13 +131,28 @@ def seed_side_model(seed_window: list[dict], group: CameraGroup, keypoints: list
 
 
 def describe_side_model(model: SideModel | None, keypoints: list[str]) -> dict | None:
-    """run.json's ``side_check``: the body axis and the pairs Stage 4 puts on their sides; None if off."""
+    """run.json's ``side_check``: the body axis, the pairs Stage 4 puts on their sides and those whose order vouches; None if off."""
     if model is None:
         return None
     return {"axis": [keypoints[model.axis_from], keypoints[model.axis_to]],
             "up": [round(float(value), 6) for value in model.up],
             "pairs": [sorted([keypoints[pair.positive], keypoints[pair.negative]])
-                      for pair in model.pairs]}
+                      for pair in model.pairs],
+            "vouching_pairs": [sorted([keypoints[pair.positive], keypoints[pair.negative]])
+                               for pair in model.vouching_pairs]}
+
+
+def side_vouched(points_3d: np.ndarray, model: SideModel | None) -> np.ndarray:
+    """``(K,)`` bool: keypoints whose pair's order across the body vouches for their sides in this frame.
+
+    Only pairs Stage 4 leaves in the tracker's order (the ears), lying on
+    their seed frames' sides by more than ``SIDE_ORDER_MARGIN_MM``
+    (:func:`tools.body_side.order_vouches`); QC then does not flag them
+    ``side`` in this frame, while their sides stay a guess for the next.
+    """
+    if model is None:
+        return np.zeros(len(points_3d), bool)
+    return order_vouches(points_3d, model, SIDE_ORDER_MARGIN_MM)
 
 
 EXCHANGE_FRAMES = 10  # a cross-region exchange must fit better over this many frames

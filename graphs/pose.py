@@ -251,7 +251,8 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
                       max_jump_mm=settings.max_jump_mm,
                       max_body_deviation=settings.max_body_deviation,
                       confirm_body_deviation=settings.confirm_body_deviation),
-        body_deviation, body_known, reacquired_to_review, side_unsure,
+        body_deviation, body_known, reacquired_to_review,
+        side_unsure & ~steps.side_vouched(points_3d, run.seed_sides),
     )
     attempt = state.get("attempt", 0)
     # A retry that changed no label would change nothing more: accept the frame.

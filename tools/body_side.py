@@ -51,12 +51,16 @@ class SideModel:
         Midline keypoints whose difference ``axis_to - axis_from`` is the body axis.
     pairs : tuple of SidedPair
         The pairs :func:`order_by_side` puts on their sides.
+    vouching_pairs : tuple of SidedPair
+        Pairs alone in their region (the ears): left in the tracker's order,
+        which :func:`order_vouches` compares with their sides.
     """
 
     up: np.ndarray
     axis_from: int
     axis_to: int
     pairs: tuple[SidedPair, ...]
+    vouching_pairs: tuple[SidedPair, ...] = ()
 
 
 def rig_up(camera_centres: np.ndarray, subject: np.ndarray) -> np.ndarray | None:
@@ -112,10 +116,11 @@ def side_model(seed_points_3d: np.ndarray, twin: np.ndarray, left: np.ndarray,
     :func:`lateral_direction` is left depends on the rig's coordinates: every
     pair the seed frames show apart, on average by at least
     ``min_seed_offset``, and in the same order in each frame must agree on
-    it. Then every pair that shares its region with other keypoints is
-    sided, those the seeds never show too (a forepaw hidden in the seed
-    frames). None when there is no up direction, no axis, no such pair, or
-    the seeds show no pair apart or disagree.
+    it. Then every pair is sided, those the seeds never show too (a forepaw
+    hidden in the seed frames): those that share their region with other
+    keypoints in ``pairs``, the others in ``vouching_pairs``. None when
+    there is no up direction or axis, or the seeds show no pair apart or
+    disagree.
     """
     twin, left = np.asarray(twin), np.asarray(left, dtype=bool)
     seeds = check_shape("seed_points_3d", seed_points_3d, (None, twin.size, 3))
@@ -145,15 +150,14 @@ def side_model(seed_points_3d: np.ndarray, twin: np.ndarray, left: np.ndarray,
     if len(votes) != 1:
         return None
     left_positive = votes.pop()
-    # Only pairs that share their regions with other keypoints (the paws) are sided: a pair
-    # alone in its region (the ears) keeps the tracker's sides (bench/results/pose.md,
-    # session 9); the ears still vote on which side is left.
-    sided = tuple(SidedPair(first, second) if left[first] == left_positive
-                  else SidedPair(second, first) for first, second in pairs
-                  if _shares_regions(first, second, regions))
-    if not sided:
-        return None
-    return replace(model, pairs=sided)
+    # Only pairs that share their regions with other keypoints (the paws) are put on their
+    # sides: a pair alone in its region (the ears) keeps the tracker's sides (bench/results/
+    # pose.md, session 9), and its order, being left alone, stays evidence (order_vouches).
+    sided = {pair: SidedPair(*pair) if left[pair[0]] == left_positive
+             else SidedPair(pair[1], pair[0]) for pair in pairs}
+    return replace(model, pairs=tuple(sided[p] for p in pairs if _shares_regions(*p, regions)),
+                   vouching_pairs=tuple(sided[p] for p in pairs
+                                        if not _shares_regions(*p, regions)))
 
 
 def _shares_regions(first: int, second: int, regions: Sequence[Sequence[int]]) -> bool:
@@ -216,3 +220,20 @@ def order_by_side(points_3d: np.ndarray, model: SideModel, margin: float,
         if _offset(points_3d, model, pair.positive, pair.negative, max_tilt) < -margin:
             source[[pair.positive, pair.negative]] = pair.negative, pair.positive
     return source
+
+
+def order_vouches(points_3d: np.ndarray, model: SideModel, margin: float,
+                  max_tilt: float = 0.8) -> np.ndarray:
+    """``(K,)`` bool: twins of ``model.vouching_pairs`` that lie on their seed frames' sides by more than ``margin``.
+
+    :func:`order_by_side` leaves those pairs in the tracker's order, so the
+    order is evidence on their sides: a pair whose labels were exchanged
+    shows it so only while the true pair is reversed by ``margin`` (ears: 7%
+    of frames on the shipped true motion). False for every other keypoint.
+    """
+    points_3d = check_shape("points_3d", points_3d, (None, 3))
+    vouched = np.zeros(points_3d.shape[0], bool)
+    for pair in model.vouching_pairs:
+        if _offset(points_3d, model, pair.positive, pair.negative, max_tilt) > margin:
+            vouched[[pair.positive, pair.negative]] = True
+    return vouched

@@ -41,8 +41,9 @@ every geometric check; the body is what still sees it):
     (mirror twins sit at the same distances): the body moved a point into
     the pair from another group (a forepaw's label onto a hindpaw), or a
     twin came back while the other was lost or had just moved away (the
-    caller says which keypoints); both ask for review while the pair stays
-    tracked.
+    caller says which keypoints, leaving out a pair whose order across the
+    body vouches for it in this frame); both ask for review while the pair
+    stays tracked.
 """
 
 from __future__ import annotations

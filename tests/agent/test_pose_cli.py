@@ -37,7 +37,8 @@ def test_pose_writes_the_results_of_formats_section_2(tiny, tmp_path, capsys):
     qc = pd.read_csv(out / "qc.csv")
     assert list(qc.columns) == ["frame", "keypoint", "error_px", "ncams", "flagged", "reason"]
     assert len(qc) == 12 * 4
-    # Its only pair, the ears, is alone in its region: no side check, and run.json says so.
+    # Its seeds (keypoints on circles) settle no left/right handedness: no side check, and
+    # run.json says so.
     assert json.loads((out / "run.json").read_text())["side_check"] is None
 
 

@@ -113,13 +113,28 @@ def test_correct_labels_pass_the_side_check_unchanged(scene):
     assert sides is not None and len(sides.pairs) == 2  # the paws; the ears are not sided
     assert steps.describe_side_model(sides, list(QD_KEYPOINTS)) == {
         "axis": ["back_top", "back_bottom"], "up": [round(float(v), 6) for v in sides.up],
-        "pairs": [["forepaw_L", "forepaw_R"], ["hindpaw_L", "hindpaw_R"]]}
+        "pairs": [["forepaw_L", "forepaw_R"], ["hindpaw_L", "hindpaw_R"]],
+        "vouching_pairs": [["ear_L", "ear_R"]]}
     assert steps.describe_side_model(None, list(QD_KEYPOINTS)) is None
     for frame in range(3, 90, 3):
         centroids, assignment, stage = _frame(group, points[frame])
         sided = steps.triangulate_labels(group, centroids, assignment, stage, RefineParams(),
                                          sides=sides)
         assert np.array_equal(sided["assignment"], assignment)
+
+
+def test_the_ears_order_vouches_for_them_in_a_frame_unless_they_are_swapped(scene):
+    _, points = scene
+    sides = steps.seed_side_model([{"points_3d": p} for p in points[:3]], scene[0],
+                                  list(QD_KEYPOINTS), REGIONS)
+    ears = [INDEX["ear_L"], INDEX["ear_R"]]
+    vouched = [steps.side_vouched(points[f], sides) for f in range(3, 90)]
+    assert np.mean([v[ears].all() for v in vouched]) > 0.9  # the walk's ears lie 14 mm apart
+    assert not np.array(vouched)[:, np.setdiff1d(np.arange(12), ears)].any()  # paws: enforced
+    swapped = points[45].copy()
+    swapped[ears] = swapped[ears[::-1]]
+    assert not steps.side_vouched(swapped, sides).any()
+    assert not steps.side_vouched(points[45], None).any()
 
 
 def test_seed_keypoints_the_labels_cannot_triangulate_are_flagged(scene):

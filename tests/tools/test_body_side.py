@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.body_side import order_by_side, rig_up, side_model
+from tools.body_side import order_by_side, order_vouches, rig_up, side_model
 from tools.keypoint_names import left_twins, mirror_groups, twin_indices
 
 NAMES = ["ear_L", "ear_R", "back_top", "back_bottom", "forepaw_L", "forepaw_R", "hindpaw_L",
@@ -41,9 +41,11 @@ def test_the_seeds_give_the_back_as_axis_and_the_rigs_handedness():
     model = _model(np.stack([_mouse(0), _mouse(10), _mouse(20)]))
     assert (NAMES[model.axis_from], NAMES[model.axis_to]) == ("back_top", "back_bottom")
     # Heading +x with z up, up x (back_bottom - back_top) points to -y: the right side.
-    # The ears, alone in their region, are not sided.
+    # The ears, alone in their region, are not put on their sides; their order vouches.
     assert [(NAMES[p.positive], NAMES[p.negative]) for p in model.pairs] == [
         ("forepaw_R", "forepaw_L"), ("hindpaw_R", "hindpaw_L")]
+    assert [(NAMES[p.positive], NAMES[p.negative]) for p in model.vouching_pairs] == [
+        ("ear_R", "ear_L")]
     mirrored = _model(np.stack([_mouse(0, mirrored=True), _mouse(10, mirrored=True)]))
     assert [(NAMES[p.positive], NAMES[p.negative]) for p in mirrored.pairs] == [
         ("forepaw_L", "forepaw_R"), ("hindpaw_L", "hindpaw_R")]
@@ -63,11 +65,14 @@ def test_the_ears_tell_which_side_is_left_when_the_seeds_show_no_paw_pair():
     model = _model(seeds)
     assert [(NAMES[p.positive], NAMES[p.negative]) for p in model.pairs] == [
         ("forepaw_R", "forepaw_L"), ("hindpaw_R", "hindpaw_L")]
-    # With the ears alone (no pair shares a region with other keypoints) there is nothing to side.
+    # With the ears alone (no pair shares a region with other keypoints) nothing is put on
+    # its sides, but the ears' order still vouches for them.
     names = NAMES[:4]
     groups = mirror_groups(names)
-    assert side_model(seeds[:, :4], twin_indices(groups), left_twins(names, groups),
-                      [[0, 1], [2, 3]], UP) is None
+    ears_only = side_model(seeds[:, :4], twin_indices(groups), left_twins(names, groups),
+                           [[0, 1], [2, 3]], UP)
+    assert ears_only.pairs == () and [(p.positive, p.negative) for p in ears_only.vouching_pairs] == [
+        (1, 0)]
 
 
 def test_seeds_that_disagree_on_the_handedness_give_no_model():
@@ -134,6 +139,23 @@ def test_a_region_with_one_midline_keypoint_takes_the_axis_from_all_of_them():
     assert len(model.pairs) == 3  # the ears share their region with back_top here
 
 
+@pytest.mark.parametrize("heading", [0.0, 130.0, 250.0])
+def test_the_ears_order_vouches_for_their_sides_only_when_clearly_right(heading):
+    model = _model(np.stack([_mouse(0), _mouse(10)]))
+    ears = [NAMES.index("ear_L"), NAMES.index("ear_R")]
+    frame = _mouse(heading)
+    assert np.flatnonzero(order_vouches(frame, model, margin=6.0)).tolist() == ears
+    assert not order_vouches(frame, model, margin=20.0).any()  # 16 mm apart: not by 20
+    swapped = frame.copy()
+    swapped[ears] = swapped[ears[::-1]]
+    assert not order_vouches(swapped, model, margin=6.0).any()
+    upright = frame.copy()
+    upright[NAMES.index("back_bottom")] = upright[NAMES.index("back_top")] - [0.0, 0.0, 40.0]
+    assert not order_vouches(upright, model, margin=6.0).any()  # across the body unknown
+    frame[ears[0]] = np.nan
+    assert not order_vouches(frame, model, margin=6.0).any()
+
+
 def test_rig_up_of_a_ring_level_with_the_animal_is_its_axis():
     angles = np.deg2rad(np.arange(0, 360, 90))
     ring = np.column_stack([500 * np.cos(angles), 500 * np.sin(angles), np.zeros(4)])
@@ -146,3 +168,5 @@ def test_shape_errors_name_expected_and_actual_shapes():
     model = _model(np.stack([_mouse(0), _mouse(10)]))
     with pytest.raises(ValueError, match=r"points_3d must have shape \(n, 3\), got \(10, 2\)"):
         order_by_side(np.zeros((10, 2)), model, margin=6.0)
+    with pytest.raises(ValueError, match=r"points_3d must have shape \(n, 3\), got \(10, 2\)"):
+        order_vouches(np.zeros((10, 2)), model, margin=6.0)
