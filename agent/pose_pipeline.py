@@ -176,7 +176,8 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
             inputs = None if done else _next_frame(following)
         progress.close()
     recording.close()
-    return _finish(run, recording, ctx, backend, store.read_all(), time.perf_counter() - started,
+    records = steps.review_against_seeds(store.read_all(), runtime.seed_frames)
+    return _finish(run, recording, ctx, backend, records, time.perf_counter() - started,
                    steps.describe_side_model(seed_sides, list(recording.keypoints)))
 
 

@@ -7,6 +7,8 @@ backend call and the next state lives here, on arrays from
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from agent.pose_frames import FrameRecord, FrameStore
@@ -27,6 +29,7 @@ from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_e
 from tools.keypoint_names import left_twins, mirror_groups, twin_indices
 from tools.reacquire import fit_template
 from tools.refine import RefineParams, RefineResult, refine_cross_view
+from tools.seed_check import contradicted_by_seeds
 
 # Hidden keypoints' last seen points follow the rigid motion of the seen ones
 # when at least MIN_CARRY_INLIERS keypoints agree with it within SHAPE_INLIER_MM
@@ -521,3 +524,42 @@ def backward_start(store: FrameStore, seed_frames: frozenset[int], n_keypoints: 
     first = sorted(seed_frames)[:window_frames]
     return {"frame": first[0] - 1, "direction": -1,
             **pass_start(store, first[::-1], n_keypoints, window_frames)}
+
+
+SEED_MISMATCH = "seed_mismatch"  # qc.csv reason: a later seed frame contradicts the label's track
+# QC reasons that put a label's identity in doubt: a seed frame's contradiction is traced
+# back to the last of them (not to few_cameras or reprojection, which concern its views).
+IDENTITY_DOUBTS = ("jump", "low_margin", "body", "reacquired", "side")
+
+
+def review_against_seeds(records: list[FrameRecord], seed_frames: frozenset[int]
+                         ) -> list[FrameRecord]:
+    """The accepted ``records`` (by frame) with the labels the seed frames contradict flagged.
+
+    :func:`tools.seed_check.contradicted_by_seeds` on the records' points:
+    an unflagged label on a track that a later seed frame shows was on
+    another keypoint's dot, back to the last frame QC doubted its identity
+    (``IDENTITY_DOUBTS``), is flagged ``seed_mismatch`` (its score halved,
+    as quality control does). Labels already flagged keep their reason. The
+    frame log is not changed: the results files and run.json are written
+    from this view of it.
+    """
+    if len(seed_frames) < 2 or not records:
+        return records
+    n_frames = records[-1].frame + 1
+    points_3d = np.full((n_frames, *records[0].points_3d.shape), np.nan)
+    is_seed = np.isin(np.arange(n_frames), sorted(seed_frames))
+    doubted = np.zeros(points_3d.shape[:2], dtype=bool)
+    for record in records:
+        points_3d[record.frame] = record.points_3d
+        doubted[record.frame] = np.isin(record.reason, IDENTITY_DOUBTS)
+    contradicted = contradicted_by_seeds(points_3d, is_seed, doubted)
+    reviewed = []
+    for record in records:
+        newly = contradicted[record.frame] & ~record.flagged
+        if newly.any():
+            record = replace(record, flagged=record.flagged | newly,
+                             reason=np.where(newly, SEED_MISMATCH, record.reason),
+                             score=np.where(newly, 0.5 * record.score, record.score))
+        reviewed.append(record)
+    return reviewed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -271,3 +273,33 @@ def test_a_twin_back_where_the_other_twin_just_left_is_a_guess():
     steady = np.array([[1.0, 0.0, 0.0], [24.0, 0.0, 0.0], [10.0, 50.0, 0.0]])
     assert not steps.side_still_unsure(None, [False] * 3, [0, 5, 0], steady, twin,
                                        last_seen).any()
+
+
+def test_labels_a_later_seed_frame_contradicts_are_flagged_in_the_results(scene):
+    from agent.pose_frames import untracked_record
+
+    _, points = scene
+    records = []
+    for frame in range(30):
+        record = untracked_record(frame, 6, 12)
+        frame_points = points[frame].copy()
+        if frame == 9:  # both lost, then found again on each other's dots until seed frame 20
+            frame_points[[4, 9]] = np.nan
+        if 10 <= frame < 20:
+            frame_points[[4, 9]] = frame_points[[9, 4]]
+        flagged = np.zeros(12, bool)
+        flagged[9] = frame in (12, 15)  # already flagged: its views, then its identity
+        reason = np.where(flagged, "few_cameras" if frame == 12 else "body", "")
+        records.append(replace(record, points_3d=frame_points, flagged=flagged, reason=reason,
+                               score=np.ones(12)))
+    reviewed = steps.review_against_seeds(records, frozenset({0, 20}))
+    for record in reviewed:
+        wrong = 10 <= record.frame < 20
+        assert record.flagged[4] == wrong and record.reason[4] == ("seed_mismatch" if wrong else "")
+        assert record.score[4] == (0.5 if wrong else 1.0)
+        assert not record.flagged[np.setdiff1d(np.arange(12), [4, 9])].any()
+    # tail_base's identity was in doubt in frame 15 (`body`), not in frame 12 (`few_cameras`):
+    # the contradiction is traced back to frame 15.
+    assert [record.reason[9] for record in reviewed[11:18]] == [
+        "", "few_cameras", "", "", "body", "seed_mismatch", "seed_mismatch"]
+    assert steps.review_against_seeds(records, frozenset({0})) == records  # no later seed frame
