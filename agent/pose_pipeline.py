@@ -147,6 +147,10 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
         out_dir=str(run.path), regions=_regions(recording, ctx), seed_frames=seed_frames,
         detect=prefetch.get, publish_labels=board.publish, fan_out=stage_fan_out(backend),
         seed_distances=seed_distances, seed_sides=seed_sides,
+        template_review=(steps.template_review(
+            seed_window, seed_sides, seed_distances,
+            steps.region_indices(recording.keypoints, recording.regions), ctx.qc_min_cameras,
+            ctx.confirm_body_deviation) if full else None),
     )
     end_frame = min(recording.n_frames, ctx.max_frames or recording.n_frames)
     config = {"max_concurrency": ctx.max_concurrency, "recursion_limit": RECURSION_LIMIT,
@@ -176,7 +180,7 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
             inputs = None if done else _next_frame(following)
         progress.close()
     recording.close()
-    records = steps.review_against_seeds(store.read_all(), runtime.seed_frames)
+    records = steps.final_records(store.read_all(), runtime.seed_frames, runtime.template_review)
     return _finish(run, recording, ctx, backend, records, time.perf_counter() - started,
                    steps.describe_side_model(seed_sides, list(recording.keypoints)))
 

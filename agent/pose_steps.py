@@ -7,7 +7,7 @@ backend call and the next state lives here, on arrays from
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from tools.body_distances import (
     region_relabeling,
 )
 from tools.body_side import SideModel, order_by_side, order_vouches, rig_up, side_model
+from tools.body_template import TemplateModel, template_model, template_relabeling
 from tools.camera import camera_centres
 from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_error, triangulate
 from tools.keypoint_names import left_twins, mirror_groups, twin_indices
@@ -131,6 +132,28 @@ def seed_side_model(seed_window: list[dict], group: CameraGroup, keypoints: list
     groups = mirror_groups(keypoints)
     up = rig_up(camera_centres(group), points_3d[known].mean(axis=0))
     return side_model(points_3d, twin_indices(groups), left_twins(keypoints, groups), regions, up)
+
+
+def seed_template_model(seed_window: list[dict], sides: SideModel | None) -> TemplateModel | None:
+    """Each keypoint's place along and above the back in the seed frames' :meth:`FrameStore.window` entries.
+
+    The body frame is the side model's (its axis and the rig's up); None
+    without one, or when no seed frame has its axis away from vertical.
+    """
+    if sides is None:
+        return None
+    points_3d = np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64)
+    return template_model(points_3d, sides.up, sides.axis_from, sides.axis_to)
+
+
+def template_review(seed_window: list[dict], sides: SideModel | None,
+                    body: DistanceModel | None, regions: list[list[int]], min_cameras: int,
+                    confirm_body_deviation: float) -> TemplateReview | None:
+    """The results' template check (:func:`final_records`); None without a template (:func:`seed_template_model`)."""
+    template = seed_template_model(seed_window, sides)
+    if template is None:
+        return None
+    return TemplateReview(template, body, regions, min_cameras, confirm_body_deviation)
 
 
 def describe_side_model(model: SideModel | None, keypoints: list[str]) -> dict | None:
@@ -530,6 +553,69 @@ SEED_MISMATCH = "seed_mismatch"  # qc.csv reason: a later seed frame contradicts
 # QC reasons that put a label's identity in doubt: a seed frame's contradiction is traced
 # back to the last of them (not to few_cameras or reprojection, which concern its views).
 IDENTITY_DOUBTS = ("jump", "low_margin", "body", "reacquired", "side")
+
+
+@dataclass(frozen=True)
+class TemplateReview:
+    """What :func:`relabel_by_template` needs: the places, and the body check that vouches for a moved label.
+
+    ``body`` and ``regions`` as for :func:`body_check`; a moved label flagged
+    ``few_cameras`` with at least ``min_cameras`` views is cleared when its
+    body deviation as its new keypoint is under ``confirm_body_deviation``
+    (quality control's own rule, :func:`tools.confidence.assess_frame`).
+    """
+
+    template: TemplateModel
+    body: DistanceModel | None
+    regions: list[list[int]]
+    min_cameras: int
+    confirm_body_deviation: float
+
+
+def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
+                  review: TemplateReview | None) -> list[FrameRecord]:
+    """What the results files and run.json are written from: the frame log's ``records`` reviewed.
+
+    Each tracked frame's labels are put in their places along and above the
+    back (:func:`relabel_by_template`, with a ``review``; the seed frames'
+    hand labels stay as they are), then checked against
+    the later seed frames (:func:`review_against_seeds`). The frame log
+    itself is not changed (a resume continues from it).
+    """
+    if review is not None:
+        records = [record if record.frame in seed_frames else relabel_by_template(record, review)
+                   for record in records]
+    return review_against_seeds(records, seed_frames)
+
+
+def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRecord:
+    """``record`` with its points moved to the keypoints whose places they fit (:func:`tools.body_template.template_relabeling`).
+
+    A moved point takes its 3D point, 2D labels, errors and score with it,
+    and its QC flag where the flag concerns its views (``unassigned``,
+    ``few_cameras``, ``reprojection``, ``low_margin``, ``model``); a flag that
+    doubted its identity (``IDENTITY_DOUBTS``) judged the keypoint it left
+    and is dropped, and ``few_cameras`` is judged again as quality control
+    does (:class:`TemplateReview`). Its labels' stage becomes ``refine``.
+    """
+    source = template_relabeling(record.points_3d, review.template)
+    if np.array_equal(source, np.arange(source.size)):
+        return record
+    moved = source != np.arange(source.size)
+    labelled = record.centroid[:, source] >= 0
+    stage = np.where(moved[None, :] & labelled, "refine", record.stage[:, source])
+    points_3d, reason = record.points_3d[source], record.reason[source]
+    cleared = moved & np.isin(reason, IDENTITY_DOUBTS)
+    if review.body is not None:
+        deviation = body_deviation(points_3d, review.regions, review.body)
+        cleared |= (moved & (reason == "few_cameras") & (record.ncams[source] >= review.min_cameras)
+                    & (np.nan_to_num(deviation, nan=np.inf) < review.confirm_body_deviation))
+    return replace(record, points_3d=points_3d, error_px=record.error_px[source],
+                   ncams=record.ncams[source], score=record.score[source],
+                   flagged=record.flagged[source] & ~cleared,
+                   reason=np.where(cleared, "", reason),
+                   points_2d=record.points_2d[:, source], centroid=record.centroid[:, source],
+                   view_error_px=record.view_error_px[:, source], stage=stage)
 
 
 def review_against_seeds(records: list[FrameRecord], seed_frames: frozenset[int]

@@ -302,7 +302,8 @@ def write_results(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, 
     """Stage 7: write keypoints_3d.csv, keypoints_2d.csv and qc.csv from the frame log."""
     run = runtime.context
     write_results_files(run.out_dir, run.recording.cameras, run.recording.keypoints,
-                               steps.review_against_seeds(run.store.read_all(), run.seed_frames),
+                               steps.final_records(run.store.read_all(), run.seed_frames,
+                                                   run.template_review),
                                run.recording.mm_per_unit)
     return {"finished": True}
 

@@ -18,7 +18,7 @@ import numpy as np
 from agent.backends.pose_base import PoseBackend
 from agent.pose_context import PoseContext
 from agent.pose_frames import FrameMemo, FrameStore
-from agent.pose_steps import region_indices
+from agent.pose_steps import TemplateReview, region_indices
 from agent.recording import Recording
 from tools.body_distances import DistanceModel
 from tools.body_side import SideModel
@@ -157,6 +157,11 @@ class PoseRuntime:
         Which twin of each left/right pair the seed frames show on which side of
         the body, for Stage 4's side check (:func:`tools.body_side.order_by_side`);
         None outside the full pipeline or where the seeds order no pair.
+    template_review : TemplateReview, optional
+        Each keypoint's place along and above the back in the seed frames, and
+        the body check, for the results' template check
+        (:func:`agent.pose_steps.relabel_by_template`); None outside the full
+        pipeline or without a side model.
     memo : FrameMemo
         The current frame's motion prediction and Stage 1 views, computed once per frame.
     """
@@ -173,6 +178,7 @@ class PoseRuntime:
     fan_out: FanOut = "per_view"
     seed_distances: DistanceModel | None = None
     seed_sides: SideModel | None = None
+    template_review: TemplateReview | None = None
     memo: FrameMemo = field(default_factory=FrameMemo)
 
     @cached_property

@@ -303,3 +303,36 @@ def test_labels_a_later_seed_frame_contradicts_are_flagged_in_the_results(scene)
     assert [record.reason[9] for record in reviewed[11:18]] == [
         "", "few_cameras", "", "", "body", "seed_mismatch", "seed_mismatch"]
     assert steps.review_against_seeds(records, frozenset({0})) == records  # no later seed frame
+
+
+def test_the_results_put_a_tail_label_on_a_paws_dot_back_on_the_paw():
+    from pathlib import Path
+
+    from agent.pose_frames import untracked_record
+    from tools.body_side import SideModel
+
+    motion = np.load(Path(__file__).resolve().parents[2] / "tools" / "data" / "maushaus_qd12.npz")
+    points = motion["points_mm"].astype(np.float64)
+    seeds = [{"points_3d": p} for p in points[:3]]
+    sides = SideModel(up=np.array([0.0, 0.0, 1.0]), axis_from=INDEX["back_top"],
+                      axis_to=INDEX["back_bottom"], pairs=())
+    body = steps.seed_distance_model(seeds)
+    review = steps.template_review(seeds, sides, body, REGIONS, min_cameras=2,
+                                   confirm_body_deviation=0.5)
+    tail, paw = INDEX["tail_base"], INDEX["hindpaw_R"]
+    record = untracked_record(360, 6, 12)
+    taken = points[360].copy()
+    taken[tail], taken[paw] = taken[paw], np.nan  # the tail base took the lost paw's dot
+    centroid = np.tile(np.arange(12), (6, 1))
+    centroid[:, paw] = -1
+    record = replace(record, points_3d=taken, ncams=np.where(np.isnan(taken[:, 0]), 0, 6),
+                     flagged=np.arange(12) == tail, reason=np.where(np.arange(12) == tail, "body", ""),
+                     score=np.ones(12), centroid=centroid, stage=np.full((6, 12), "within_region"))
+    seed_record = replace(record, frame=1)
+    first, reviewed = steps.final_records([seed_record, record], frozenset({0, 1, 2}), review)
+    assert first is seed_record  # hand labels are never moved
+    assert np.allclose(reviewed.points_3d[paw], points[360, paw]) and np.isnan(reviewed.points_3d[tail]).all()
+    assert reviewed.centroid[:, paw].tolist() == [tail] * 6 and (reviewed.centroid[:, tail] == -1).all()
+    assert set(reviewed.stage[:, paw]) == {"refine"} and reviewed.ncams[paw] == 6
+    assert not reviewed.flagged.any()  # the body flag doubted the tail base, not the paw
+    assert steps.template_review(seeds, None, body, REGIONS, 2, 0.5) is None

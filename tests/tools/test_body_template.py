@@ -1,0 +1,75 @@
+"""Tests for tools/body_template.py: each keypoint's place along and above the back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools.body_template import body_places, template_model, template_relabeling
+from tools.motion import QD_KEYPOINTS
+
+INDEX = {name: i for i, name in enumerate(QD_KEYPOINTS)}
+UP = np.array([0.0, 0.0, 1.0])
+AXIS = INDEX["back_top"], INDEX["back_bottom"]
+SHIPPED_MOTION = Path(__file__).resolve().parents[2] / "tools" / "data" / "maushaus_qd12.npz"
+IDENTITY = np.arange(len(QD_KEYPOINTS))
+
+
+@pytest.fixture(scope="module")
+def real_motion() -> np.ndarray:
+    return np.load(SHIPPED_MOTION)["points_mm"].astype(np.float64)
+
+
+def _model(real_motion: np.ndarray, start: int = 0):
+    return template_model(real_motion[start:start + 3], UP, *AXIS)
+
+
+def test_paws_sit_below_the_back_and_the_tail_middle_above_it(real_motion):
+    model = _model(real_motion)
+    above = model.place_mm[:, 1]
+    paws = [INDEX[name] for name in ("forepaw_L", "forepaw_R", "hindpaw_L", "hindpaw_R")]
+    assert (above[paws] < -15).all() and abs(above[INDEX["tail_base"]]) < 5
+    assert above[INDEX["tail_middle"]] > 15
+    assert np.allclose(model.place_mm[list(AXIS), 1], 0.0, atol=1e-9)  # the axis is the origin line
+
+
+def test_true_points_are_not_moved_whatever_the_posture(real_motion):
+    for start in (0, 400, 800):
+        model = _model(real_motion, start)
+        for frame in range(0, 1000, 10):
+            assert np.array_equal(template_relabeling(real_motion[frame], model), IDENTITY), (
+                start, frame)
+
+
+@pytest.mark.parametrize("tail, paw", [("tail_base", "hindpaw_L"), ("tail_base", "forepaw_L"),
+                                       ("tail_middle", "hindpaw_R")])
+def test_a_tail_label_on_a_paws_dot_goes_to_the_paw(real_motion, tail, paw):
+    # Seeds 0-2 on the platform; frames after the landing, on the floor in another posture.
+    model = _model(real_motion)
+    tail, paw = INDEX[tail], INDEX[paw]
+    moved, exchanged = [], []
+    for frame in range(350, 1000, 5):
+        taken = real_motion[frame].copy()
+        taken[tail], taken[paw] = taken[paw], np.nan  # the tail label took the lost paw's dot
+        source = template_relabeling(taken, model)
+        moved.append(source[paw] == tail and np.isnan(taken[source[tail]]).all())
+        swapped = real_motion[frame].copy()
+        swapped[[tail, paw]] = swapped[[paw, tail]]  # each on the other's dot
+        source = template_relabeling(swapped, model)
+        exchanged.append(source[paw] == tail and source[tail] == paw)
+    # Not always: a paw stepping far forward or back does not fit its seed place.
+    assert np.mean(moved) > 0.8 and np.mean(exchanged) > 0.8
+
+
+def test_no_body_frame_no_move(real_motion):
+    model = _model(real_motion)
+    upright = real_motion[440].copy()
+    upright[AXIS[1]] = upright[AXIS[0]] - [0.0, 0.0, 40.0]  # the back vertical: no body frame
+    assert body_places(upright, UP, *AXIS) is None
+    upright[[INDEX["tail_base"], INDEX["hindpaw_R"]]] = upright[[INDEX["hindpaw_R"], INDEX["tail_base"]]]
+    assert np.array_equal(template_relabeling(upright, model), IDENTITY)
+    assert template_model(upright[None], UP, *AXIS) is None
+    with pytest.raises(ValueError, match=r"points_3d must have shape \(12, 3\), got \(11, 3\)"):
+        template_relabeling(real_motion[0, :11], model)
