@@ -299,7 +299,7 @@ def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, A
 
 
 def write_results(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
-    """Stage 7: write keypoints_3d.csv, keypoints_2d.csv and qc.csv from the frame log."""
+    """Stage 7: write keypoints_3d.csv, keypoints_2d.csv and qc.csv from the frame log, reviewed (:func:`agent.pose_steps.final_records`)."""
     run = runtime.context
     write_results_files(run.out_dir, run.recording.cameras, run.recording.keypoints,
                                steps.final_records(run.store.read_all(), run.seed_frames,
