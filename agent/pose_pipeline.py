@@ -149,7 +149,7 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
         seed_distances=seed_distances, seed_sides=seed_sides,
         template_review=(steps.template_review(
             seed_window, seed_sides, seed_distances,
-            steps.region_indices(recording.keypoints, recording.regions), ctx.qc_min_cameras,
+            steps.region_indices(recording.keypoints, recording.regions), ctx.max_body_deviation,
             ctx.confirm_body_deviation) if full else None),
     )
     end_frame = min(recording.n_frames, ctx.max_frames or recording.n_frames)

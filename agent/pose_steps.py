@@ -146,14 +146,14 @@ def seed_template_model(seed_window: list[dict], sides: SideModel | None) -> Tem
     return template_model(points_3d, sides.up, sides.axis_from, sides.axis_to)
 
 
-def template_review(seed_window: list[dict], sides: SideModel | None,
-                    body: DistanceModel | None, regions: list[list[int]], min_cameras: int,
+def template_review(seed_window: list[dict], sides: SideModel | None, body: DistanceModel,
+                    regions: list[list[int]], max_body_deviation: float,
                     confirm_body_deviation: float) -> TemplateReview | None:
     """The results' template check (:func:`final_records`); None without a template (:func:`seed_template_model`)."""
     template = seed_template_model(seed_window, sides)
     if template is None:
         return None
-    return TemplateReview(template, body, regions, min_cameras, confirm_body_deviation)
+    return TemplateReview(template, body, regions, max_body_deviation, confirm_body_deviation)
 
 
 def describe_side_model(model: SideModel | None, keypoints: list[str]) -> dict | None:
@@ -557,30 +557,35 @@ IDENTITY_DOUBTS = ("jump", "low_margin", "body", "reacquired", "side")
 
 @dataclass(frozen=True)
 class TemplateReview:
-    """What :func:`relabel_by_template` needs: the places, and the body check that vouches for a moved label.
+    """What :func:`relabel_by_template` needs: the places, and the body check that confirms a move.
 
-    ``body`` and ``regions`` as for :func:`body_check`; a moved label flagged
-    ``few_cameras`` with at least ``min_cameras`` views is cleared when its
-    body deviation as its new keypoint is under ``confirm_body_deviation``
-    (quality control's own rule, :func:`tools.confidence.assess_frame`).
+    ``body`` and ``regions`` as for :func:`body_check`. A move stands only
+    where the body agrees: the moved point's deviation as its new keypoint
+    is at most ``max_body_deviation`` and lower than as its old one. A moved
+    label's ``few_cameras`` flag is cleared when that deviation is under
+    ``confirm_body_deviation`` (quality control's vouching,
+    :func:`tools.confidence.assess_frame`).
     """
 
     template: TemplateModel
-    body: DistanceModel | None
+    body: DistanceModel
     regions: list[list[int]]
-    min_cameras: int
+    max_body_deviation: float
     confirm_body_deviation: float
+
+
+TEMPLATE_STAGE = "template"  # keypoints_2d.csv stage of a label the results' template step moved
 
 
 def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
                   review: TemplateReview | None) -> list[FrameRecord]:
-    """What the results files and run.json are written from: the frame log's ``records`` reviewed.
+    """What the results files and run.json are written from: the frame log's ``records`` (by frame) reviewed.
 
     Each tracked frame's labels are put in their places along and above the
     back (:func:`relabel_by_template`, with a ``review``; the seed frames'
-    hand labels stay as they are), then checked against
-    the later seed frames (:func:`review_against_seeds`). The frame log
-    itself is not changed (a resume continues from it).
+    hand labels stay as they are), then checked against the later seed
+    frames (:func:`review_against_seeds`). The frame log itself is not
+    changed (a resume continues from it).
     """
     if review is not None:
         records = [record if record.frame in seed_frames else relabel_by_template(record, review)
@@ -589,33 +594,65 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
 
 
 def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRecord:
-    """``record`` with its points moved to the keypoints whose places they fit (:func:`tools.body_template.template_relabeling`).
+    """``record`` with its points moved to the keypoints whose places they fit, where the body agrees.
 
-    A moved point takes its 3D point, 2D labels, errors and score with it,
-    and its QC flag where the flag concerns its views (``unassigned``,
-    ``few_cameras``, ``reprojection``, ``low_margin``, ``model``); a flag that
-    doubted its identity (``IDENTITY_DOUBTS``) judged the keypoint it left
-    and is dropped, and ``few_cameras`` is judged again as quality control
-    does (:class:`TemplateReview`). Its labels' stage becomes ``refine``.
+    :func:`tools.body_template.template_relabeling` proposes the moves; each
+    cycle of them stands only if the body confirms every point in it
+    (:class:`TemplateReview`). A moved point takes its 3D point, 2D labels
+    (stage ``template``), errors and score with it, and its QC flag where
+    the flag concerns its views (``unassigned``, ``few_cameras``,
+    ``reprojection``, ``low_margin``, ``model``); a flag that doubted its
+    identity (``IDENTITY_DOUBTS``) judged the keypoint it left and is
+    dropped, and ``few_cameras`` is cleared where the body vouches for it.
+    A cleared flag's score is restored (quality control halves a flagged
+    label's score).
     """
+    keypoints = np.arange(record.points_3d.shape[0])
     source = template_relabeling(record.points_3d, review.template)
-    if np.array_equal(source, np.arange(source.size)):
+    if np.array_equal(source, keypoints):
         return record
-    moved = source != np.arange(source.size)
+    before = body_deviation(record.points_3d, review.regions, review.body)
+    after = body_deviation(record.points_3d[source], review.regions, review.body)
+    present = np.all(np.isfinite(record.points_3d[source]), axis=1)
+    confirmed = ~present | ((after <= review.max_body_deviation)
+                            & ~(after >= np.nan_to_num(before[source], nan=np.inf)))
+    source = _confirmed_cycles(source, confirmed)
+    if np.array_equal(source, keypoints):
+        return record
+    moved = source != keypoints
+    deviation = body_deviation(record.points_3d[source], review.regions, review.body)
+    reason = record.reason[source]
+    cleared = moved & (np.isin(reason, IDENTITY_DOUBTS)
+                       | ((reason == "few_cameras") & present
+                          & (np.nan_to_num(deviation, nan=np.inf) < review.confirm_body_deviation)))
     labelled = record.centroid[:, source] >= 0
-    stage = np.where(moved[None, :] & labelled, "refine", record.stage[:, source])
-    points_3d, reason = record.points_3d[source], record.reason[source]
-    cleared = moved & np.isin(reason, IDENTITY_DOUBTS)
-    if review.body is not None:
-        deviation = body_deviation(points_3d, review.regions, review.body)
-        cleared |= (moved & (reason == "few_cameras") & (record.ncams[source] >= review.min_cameras)
-                    & (np.nan_to_num(deviation, nan=np.inf) < review.confirm_body_deviation))
-    return replace(record, points_3d=points_3d, error_px=record.error_px[source],
-                   ncams=record.ncams[source], score=record.score[source],
+    return replace(record, points_3d=record.points_3d[source], error_px=record.error_px[source],
+                   ncams=record.ncams[source],
+                   score=np.where(cleared, np.minimum(1.0, 2 * record.score[source]),
+                                  record.score[source]),
                    flagged=record.flagged[source] & ~cleared,
                    reason=np.where(cleared, "", reason),
                    points_2d=record.points_2d[:, source], centroid=record.centroid[:, source],
-                   view_error_px=record.view_error_px[:, source], stage=stage)
+                   view_error_px=record.view_error_px[:, source],
+                   stage=np.where(moved[None, :] & labelled, TEMPLATE_STAGE,
+                                  record.stage[:, source]))
+
+
+def _confirmed_cycles(source: np.ndarray, confirmed: np.ndarray) -> np.ndarray:
+    """``source`` with every cycle that holds an unconfirmed keypoint undone (``confirmed (K,)`` per receiving keypoint)."""
+    kept = np.arange(source.size)
+    seen = np.zeros(source.size, bool)
+    for start in np.flatnonzero(source != kept):
+        if seen[start]:
+            continue
+        cycle, keypoint = [], start
+        while not seen[keypoint]:
+            seen[keypoint] = True
+            cycle.append(keypoint)
+            keypoint = source[keypoint]
+        if confirmed[cycle].all():
+            kept[cycle] = source[cycle]
+    return kept
 
 
 def review_against_seeds(records: list[FrameRecord], seed_frames: frozenset[int]

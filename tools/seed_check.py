@@ -69,17 +69,17 @@ def contradicted_by_seeds(points_3d: np.ndarray, is_seed: np.ndarray,
 def _contradicted(tracked: np.ndarray, seed: np.ndarray, min_offset_mm: float) -> np.ndarray:
     """``(K,)`` bool: ``tracked (K, 3)`` points that optimal matching puts on another keypoint's ``seed (K, 3)`` point.
 
-    Both where finite: two labels on each other's dots match each other's
-    seed points even when the animal moved a few millimetres in between.
+    Only keypoints present in both frames take part: two labels on each
+    other's dots match each other's seed points even when the animal moved a
+    few millimetres in between, while a keypoint the seed frame does not
+    show (or the tracker lost) is no evidence either way.
     """
     contradicted = np.zeros(tracked.shape[0], dtype=bool)
-    rows = np.flatnonzero(np.all(np.isfinite(tracked), axis=1))
-    cols = np.flatnonzero(np.all(np.isfinite(seed), axis=1))
-    if rows.size and cols.size:
-        cost = np.linalg.norm(tracked[rows, None, :] - seed[None, cols, :], axis=2)
+    both = np.flatnonzero(np.all(np.isfinite(tracked), axis=1) & np.all(np.isfinite(seed), axis=1))
+    if both.size:
+        cost = np.linalg.norm(tracked[both, None, :] - seed[None, both, :], axis=2)
         matched_rows, matched_cols = linear_sum_assignment(cost)
-        keypoints, seed_keypoints = rows[matched_rows], cols[matched_cols]
+        keypoints, seed_keypoints = both[matched_rows], both[matched_cols]
         own = np.linalg.norm(tracked[keypoints] - seed[keypoints], axis=1)
-        moved = (keypoints != seed_keypoints) & (np.nan_to_num(own, nan=np.inf) > min_offset_mm)
-        contradicted[keypoints[moved]] = True
+        contradicted[keypoints[(keypoints != seed_keypoints) & (own > min_offset_mm)]] = True
     return contradicted

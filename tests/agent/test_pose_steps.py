@@ -317,7 +317,7 @@ def test_the_results_put_a_tail_label_on_a_paws_dot_back_on_the_paw():
     sides = SideModel(up=np.array([0.0, 0.0, 1.0]), axis_from=INDEX["back_top"],
                       axis_to=INDEX["back_bottom"], pairs=())
     body = steps.seed_distance_model(seeds)
-    review = steps.template_review(seeds, sides, body, REGIONS, min_cameras=2,
+    review = steps.template_review(seeds, sides, body, REGIONS, max_body_deviation=1.2,
                                    confirm_body_deviation=0.5)
     tail, paw = INDEX["tail_base"], INDEX["hindpaw_R"]
     record = untracked_record(360, 6, 12)
@@ -333,6 +333,17 @@ def test_the_results_put_a_tail_label_on_a_paws_dot_back_on_the_paw():
     assert first is seed_record  # hand labels are never moved
     assert np.allclose(reviewed.points_3d[paw], points[360, paw]) and np.isnan(reviewed.points_3d[tail]).all()
     assert reviewed.centroid[:, paw].tolist() == [tail] * 6 and (reviewed.centroid[:, tail] == -1).all()
-    assert set(reviewed.stage[:, paw]) == {"refine"} and reviewed.ncams[paw] == 6
+    assert set(reviewed.stage[:, paw]) == {"template"} and reviewed.ncams[paw] == 6
     assert not reviewed.flagged.any()  # the body flag doubted the tail base, not the paw
-    assert steps.template_review(seeds, None, body, REGIONS, 2, 0.5) is None
+    assert reviewed.score[paw] == 1.0  # and the score it halved is restored
+    assert steps.template_review(seeds, None, body, REGIONS, 1.2, 0.5) is None
+
+    # A template that puts the tail base where the paw is proposes moving true points; the
+    # body's distances do not confirm it, so nothing moves.
+    misleading = replace(review.template, place_mm=review.template.place_mm.copy())
+    misleading.place_mm[[tail, paw]] = misleading.place_mm[[paw, tail]]
+    truth = replace(record, points_3d=points[360].copy(), flagged=np.zeros(12, bool),
+                    reason=np.full(12, ""))
+    from tools.body_template import template_relabeling
+    assert (template_relabeling(truth.points_3d, misleading) != np.arange(12)).any()
+    assert steps.relabel_by_template(truth, replace(review, template=misleading)) is truth

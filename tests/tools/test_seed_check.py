@@ -62,6 +62,13 @@ def test_a_fast_keypoint_is_carried_on_at_its_velocity_and_a_missing_one_is_skip
     assert not contradicted_by_seeds(points, _seeds(40, [0, 20, 39])).any()
 
 
+def test_a_keypoint_the_seed_frame_does_not_show_is_no_evidence():
+    points = _track()
+    points[20, 3] = np.nan  # not labelled in the seed frame
+    points[19, 0] = np.nan  # lost just before it
+    assert not contradicted_by_seeds(points, _seeds(40, [0, 20, 39])).any()
+
+
 def test_only_seed_frames_reached_by_tracking_check_anything():
     points = _track()
     points[:5, [1, 2]] = points[:5, [2, 1]]  # before the first seed frame (tracked backward)
