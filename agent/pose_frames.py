@@ -381,18 +381,26 @@ def _codes(values: np.ndarray, table: tuple[str, ...]) -> np.ndarray:
 UNTRACKED = "untracked"  # qc.csv reason of a frame the run did not reach
 
 
+def padded_records(records: list[FrameRecord], n_cameras: int, n_keypoints: int
+                   ) -> list[FrameRecord]:
+    """One record per frame from frame 0 to the last of ``records``.
+
+    A frame without a record (the run did not reach it: ``--max-frames``
+    stopped before a later seed frame) gets an empty one flagged ``untracked``.
+    """
+    logged = {r.frame: r for r in records}
+    return [logged.get(frame) or untracked_record(frame, n_cameras, n_keypoints)
+            for frame in range(max(logged, default=-1) + 1)]
+
+
 def write_results_files(out: str | Path, cameras: list[str], keypoints: list[str],
                         records: list[FrameRecord], mm_per_unit: float = 1.0) -> None:
     """``keypoints_3d.csv``, ``keypoints_2d.csv`` and ``qc.csv`` of FORMATS.md section 2.
 
-    One row per frame from frame 0 on: a frame without a record (the run
-    did not reach it: ``--max-frames`` stopped before the first seed frame)
-    is written empty and flagged ``untracked``.
+    One row per frame from frame 0 on (:func:`padded_records`).
     """
     out = Path(out)
-    logged = {r.frame: r for r in records}
-    records = [logged.get(frame) or untracked_record(frame, len(cameras), len(keypoints))
-               for frame in range(max(logged, default=-1) + 1)]
+    records = padded_records(records, len(cameras), len(keypoints))
     frames = np.array([r.frame for r in records], dtype=np.int64)
 
     def stack(name: str) -> np.ndarray:

@@ -30,7 +30,7 @@ from agent.backends.pose_tools import LatestLabels
 from agent.config import context_to_dict
 from agent.errors import InputError
 from agent.pose_context import PoseContext
-from agent.pose_frames import CentroidPrefetch, FrameRecord, FrameStore
+from agent.pose_frames import CentroidPrefetch, FrameRecord, FrameStore, padded_records
 from agent.recording import Recording, load_recording
 from agent.rundir import RunDir, package_versions, prepare_run_dir
 from agent.trace_log import TraceRecorder
@@ -180,7 +180,10 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
             inputs = None if done else _next_frame(following)
         progress.close()
     recording.close()
-    records = steps.final_records(store.read_all(), runtime.seed_frames, runtime.template_review)
+    # run.json counts the rows the results files hold (padded_records, as write_results writes).
+    records = padded_records(
+        steps.final_records(store.read_all(), runtime.seed_frames, runtime.template_review),
+        len(recording.cameras), len(recording.keypoints))
     return _finish(run, recording, ctx, backend, records, time.perf_counter() - started,
                    steps.describe_side_model(seed_sides, list(recording.keypoints)))
 

@@ -190,3 +190,14 @@ def test_a_killed_run_resumes_to_identical_results(tmp_path, start, seed_frames,
         assert (killed / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
     frames = np.fromfile(killed / ".bvlm" / "cache" / "frames.bin").reshape(-1, record_size)[:, 0]
     assert len(frames) - len(set(frames)) <= 1, "at most the frame in flight is redone"
+
+
+def test_run_json_counts_the_rows_of_a_run_stopped_before_a_later_seed_frame(tmp_path):
+    recording = make_tiny_recording(tmp_path / "rec", n_frames=12, seed_frames=(0, 1, 10))
+    out = tmp_path / "out"
+    assert main(["pose", str(recording), "--out", str(out), "--quiet", "--max-frames", "5"]) == 0
+    qc = pd.read_csv(out / "qc.csv", keep_default_na=False)
+    counts = json.loads((out / "run.json").read_text())["counts"]
+    assert counts["frames"] == qc.frame.nunique() == 11  # frames 5-9 written untracked
+    assert counts["flagged"] == int(qc.flagged.sum())
+    assert counts["flagged_by_reason"]["untracked"] == 5 * 4
