@@ -134,23 +134,19 @@ def seed_side_model(seed_window: list[dict], group: CameraGroup, keypoints: list
     return side_model(points_3d, twin_indices(groups), left_twins(keypoints, groups), regions, up)
 
 
-def seed_template_model(seed_window: list[dict], sides: SideModel | None) -> TemplateModel | None:
-    """Each keypoint's place along and above the back in the seed frames' :meth:`FrameStore.window` entries.
+def template_review(seed_window: list[dict], sides: SideModel | None, body: DistanceModel,
+                    regions: list[list[int]], max_body_deviation: float,
+                    confirm_body_deviation: float) -> TemplateReview | None:
+    """The results' template check (:func:`final_records`) from the seed frames' :meth:`FrameStore.window` entries.
 
-    The body frame is the side model's (its axis and the rig's up); None
-    without one, or when no seed frame has its axis away from vertical.
+    Each keypoint's place along and above the back comes from the seed
+    frames, in the side model's body frame (its axis and the rig's up); None
+    without a side model, or when no seed frame has its axis away from vertical.
     """
     if sides is None:
         return None
     points_3d = np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64)
-    return template_model(points_3d, sides.up, sides.axis_from, sides.axis_to)
-
-
-def template_review(seed_window: list[dict], sides: SideModel | None, body: DistanceModel,
-                    regions: list[list[int]], max_body_deviation: float,
-                    confirm_body_deviation: float) -> TemplateReview | None:
-    """The results' template check (:func:`final_records`); None without a template (:func:`seed_template_model`)."""
-    template = seed_template_model(seed_window, sides)
+    template = template_model(points_3d, sides.up, sides.axis_from, sides.axis_to)
     if template is None:
         return None
     return TemplateReview(template, body, regions, max_body_deviation, confirm_body_deviation)

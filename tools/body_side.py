@@ -87,19 +87,20 @@ def rig_up(camera_centres: np.ndarray, subject: np.ndarray) -> np.ndarray | None
     return mean_direction / norm if norm > 0.1 else None
 
 
-def lateral_direction(points_3d: np.ndarray, model: SideModel, max_tilt: float) -> np.ndarray | None:
+def lateral_direction(points_3d: np.ndarray, up: np.ndarray, axis_from: int, axis_to: int,
+                      max_tilt: float) -> np.ndarray | None:
     """``(3,)`` unit vector across the body in one frame's ``points_3d (K, 3)``; None if unknown.
 
-    The cross product of the rig's up direction with the body axis. Unknown
-    when an axis keypoint is missing or the axis is within ``acos(max_tilt)``
-    of vertical (a rearing or climbing animal: across the body is then
-    undefined by up).
+    The cross product of the rig's ``up`` direction with the body axis
+    ``points_3d[axis_to] - points_3d[axis_from]``. Unknown when an axis
+    keypoint is missing or the axis is within ``acos(max_tilt)`` of vertical
+    (a rearing or climbing animal: across the body is then undefined by up).
     """
-    axis = points_3d[model.axis_to] - points_3d[model.axis_from]
+    axis = points_3d[axis_to] - points_3d[axis_from]
     length = float(np.linalg.norm(axis))
-    if not np.isfinite(length) or length == 0.0 or abs(float(axis @ model.up)) >= max_tilt * length:
+    if not np.isfinite(length) or length == 0.0 or abs(float(axis @ up)) >= max_tilt * length:
         return None
-    lateral = np.cross(model.up, axis)
+    lateral = np.cross(up, axis)
     return lateral / np.linalg.norm(lateral)
 
 
@@ -200,7 +201,7 @@ def _axis_keypoints(mean_points: np.ndarray, twin: np.ndarray, pairs: list[tuple
 def _offset(points_3d: np.ndarray, model: SideModel, first: int, second: int,
             max_tilt: float) -> float:
     """How far ``first`` lies on the positive side of ``second`` across the body (NaN unknown)."""
-    lateral = lateral_direction(points_3d, model, max_tilt)
+    lateral = lateral_direction(points_3d, model.up, model.axis_from, model.axis_to, max_tilt)
     if lateral is None or not np.all(np.isfinite(points_3d[[first, second]])):
         return float("nan")
     return float((points_3d[first] - points_3d[second]) @ lateral)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from tools.body_side import lateral_direction
 from tools.camera import check_shape
 
 
@@ -55,13 +56,12 @@ def body_places(points_3d: np.ndarray, up: np.ndarray, axis_from: int, axis_to: 
     ``acos(max_tilt)`` of ``up`` (a rearing or climbing animal).
     """
     points_3d = check_shape("points_3d", points_3d, (None, 3))
-    along = points_3d[axis_to] - points_3d[axis_from]
-    length = float(np.linalg.norm(along))
-    if not np.isfinite(length) or length == 0.0 or abs(float(along @ up)) >= max_tilt * length:
+    across = lateral_direction(points_3d, up, axis_from, axis_to, max_tilt)
+    if across is None:
         return None
-    along = along / length
-    across = np.cross(up, along)
-    above = np.cross(along, across / np.linalg.norm(across))
+    along = points_3d[axis_to] - points_3d[axis_from]
+    along = along / np.linalg.norm(along)
+    above = np.cross(along, across)
     middle = (points_3d[axis_from] + points_3d[axis_to]) / 2
     return (points_3d - middle) @ np.stack([along, above], axis=1)
 
