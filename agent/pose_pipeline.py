@@ -148,7 +148,7 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
         detect=prefetch.get, publish_labels=board.publish, fan_out=stage_fan_out(backend),
         seed_distances=seed_distances, seed_sides=seed_sides,
         template_review=(steps.template_review(
-            seed_window, seed_sides, seed_distances,
+            seed_window, seed_sides, list(recording.keypoints),
             steps.region_indices(recording.keypoints, recording.regions), ctx.max_body_deviation,
             ctx.confirm_body_deviation) if full else None),
     )

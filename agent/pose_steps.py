@@ -24,7 +24,7 @@ from tools.body_distances import (
     region_relabeling,
 )
 from tools.body_side import SideModel, order_by_side, order_vouches, rig_up, side_model
-from tools.body_template import TemplateModel, template_model, template_relabeling
+from tools.body_template import TemplateModel, template_model, template_relabeling, trusted_template
 from tools.camera import camera_centres
 from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_error, triangulate
 from tools.keypoint_names import left_twins, mirror_groups, twin_indices
@@ -110,9 +110,14 @@ def label_positions(centroids: list[np.ndarray], assignment: np.ndarray) -> np.n
     return points
 
 
-def seed_distance_model(seed_window: list[dict]) -> DistanceModel:
-    """Expected keypoint distances from the seed frames' :meth:`FrameStore.window` entries."""
-    return distance_model(np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64))
+def seed_distance_model(seed_window: list[dict], twins: np.ndarray | None = None) -> DistanceModel:
+    """Expected keypoint distances from the seed frames' :meth:`FrameStore.window` entries.
+
+    ``twins``: each keypoint's left/right twin; a pair the seeds never saw
+    takes its mirror image's distance (:func:`tools.body_distances.distance_model`).
+    """
+    return distance_model(np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64),
+                          twins)
 
 
 def seed_side_model(seed_window: list[dict], group: CameraGroup, keypoints: list[str],
@@ -134,7 +139,7 @@ def seed_side_model(seed_window: list[dict], group: CameraGroup, keypoints: list
     return side_model(points_3d, twin_indices(groups), left_twins(keypoints, groups), regions, up)
 
 
-def template_review(seed_window: list[dict], sides: SideModel | None, body: DistanceModel,
+def template_review(seed_window: list[dict], sides: SideModel | None, keypoints: list[str],
                     regions: list[list[int]], max_body_deviation: float,
                     confirm_body_deviation: float) -> TemplateReview | None:
     """The results' template check (:func:`final_records`) from the seed frames' :meth:`FrameStore.window` entries.
@@ -142,14 +147,21 @@ def template_review(seed_window: list[dict], sides: SideModel | None, body: Dist
     Each keypoint's place along and above the back comes from the seed
     frames, in the side model's body frame (its axis and the rig's up); None
     without a side model, or when no seed frame has its axis away from vertical.
+    Left/right twins (from the ``keypoints``' names) share a place, and the
+    body that confirms a move judges a keypoint the seeds hid by its twin's
+    distances (:func:`seed_distance_model`); the tracker's own body check
+    leaves such a keypoint ``unchecked``.
     """
     if sides is None:
         return None
+    twins = twin_indices(mirror_groups(keypoints))
     points_3d = np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64)
-    template = template_model(points_3d, sides.up, sides.axis_from, sides.axis_to)
+    template = template_model(points_3d, sides.up, sides.axis_from, sides.axis_to, twins=twins)
     if template is None:
         return None
-    return TemplateReview(template, body, regions, max_body_deviation, confirm_body_deviation)
+    body = seed_distance_model(seed_window, twins)
+    return TemplateReview(template, body, regions, max_body_deviation, confirm_body_deviation,
+                          twins)
 
 
 def describe_side_model(model: SideModel | None, keypoints: list[str]) -> dict | None:
@@ -560,7 +572,8 @@ class TemplateReview:
     is at most ``max_body_deviation`` and lower than as its old one. A moved
     label's ``few_cameras`` flag is cleared when that deviation is under
     ``confirm_body_deviation`` (quality control's vouching,
-    :func:`tools.confidence.assess_frame`).
+    :func:`tools.confidence.assess_frame`). ``twins``: each keypoint's
+    left/right twin, for :func:`tools.body_template.trusted_template`.
     """
 
     template: TemplateModel
@@ -568,6 +581,7 @@ class TemplateReview:
     regions: list[list[int]]
     max_body_deviation: float
     confirm_body_deviation: float
+    twins: np.ndarray | None = None
 
 
 TEMPLATE_STAGE = "template"  # keypoints_2d.csv stage of a label the results' template step moved
@@ -579,11 +593,16 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
 
     Each tracked frame's labels are put in their places along and above the
     back (:func:`relabel_by_template`, with a ``review``; the seed frames'
-    hand labels stay as they are), then checked against the later seed
+    hand labels stay as they are), each keypoint's place the median over
+    the labels quality control did not flag
+    (:func:`tools.body_template.trusted_template`), then checked against the later seed
     frames (:func:`review_against_seeds`). The frame log itself is not
     changed (a resume continues from it).
     """
-    if review is not None:
+    if review is not None and records:
+        review = replace(review, template=trusted_template(
+            np.array([record.points_3d for record in records]),
+            np.array([~record.flagged for record in records]), review.template, review.twins))
         records = [record if record.frame in seed_frames else relabel_by_template(record, review)
                    for record in records]
     return review_against_seeds(records, seed_frames)
@@ -599,7 +618,9 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
     the flag concerns its views (``unassigned``, ``few_cameras``,
     ``reprojection``, ``low_margin``, ``model``); a flag that doubted its
     identity (``IDENTITY_DOUBTS``) judged the keypoint it left and is
-    dropped, and ``few_cameras`` is cleared where the body vouches for it.
+    dropped, as is ``unchecked`` (the tracker's body had no reference for
+    the keypoint it left; the review's body has confirmed it as the new one),
+    and ``few_cameras`` is cleared where the body vouches for it.
     A cleared flag's score is restored (quality control halves a flagged
     label's score).
     """
@@ -618,7 +639,7 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
     moved = source != keypoints
     deviation = body_deviation(record.points_3d[source], review.regions, review.body)
     reason = record.reason[source]
-    cleared = moved & (np.isin(reason, IDENTITY_DOUBTS)
+    cleared = moved & (np.isin(reason, (*IDENTITY_DOUBTS, "unchecked"))
                        | ((reason == "few_cameras") & present
                           & (np.nan_to_num(deviation, nan=np.inf) < review.confirm_body_deviation)))
     labelled = record.centroid[:, source] >= 0

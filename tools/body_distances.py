@@ -60,8 +60,13 @@ class DistanceModel:
     spread_mm: np.ndarray
 
 
-def distance_model(points_3d: np.ndarray) -> DistanceModel:
-    """Learn expected distances from ``points_3d (n_frames, n_keypoints, 3)`` (the seed frames)."""
+def distance_model(points_3d: np.ndarray, twins: np.ndarray | None = None) -> DistanceModel:
+    """Learn expected distances from ``points_3d (n_frames, n_keypoints, 3)`` (the seed frames).
+
+    ``twins (n_keypoints,)``: each keypoint's left/right twin (itself where
+    none). A pair no frame saw takes its mirror image's distance (the body is
+    left/right symmetric), so a paw hidden in every seed frame is judged too.
+    """
     points_3d = np.asarray(points_3d, dtype=np.float64)
     if points_3d.ndim != 3 or points_3d.shape[2] != 3:
         raise ValueError(f"points_3d must have shape (n_frames, n_keypoints, 3), got {points_3d.shape}")
@@ -69,6 +74,9 @@ def distance_model(points_3d: np.ndarray) -> DistanceModel:
     seen = np.isfinite(distances).any(axis=0)
     median = np.full(distances.shape[1:], np.nan)
     median[seen] = np.nanmedian(distances[:, seen], axis=0)
+    if twins is not None:
+        twins = np.asarray(twins)
+        median = np.where(seen, median, median[np.ix_(twins, twins)])
     return DistanceModel(median_mm=median, spread_mm=SPREAD_FLOOR_MM + SPREAD_SHARE * median)
 
 

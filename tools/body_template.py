@@ -18,7 +18,7 @@ Shapes: ``points_3d (n_keypoints, 3)`` of one frame, NaN where missing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -67,8 +67,13 @@ def body_places(points_3d: np.ndarray, up: np.ndarray, axis_from: int, axis_to: 
 
 
 def template_model(seed_points_3d: np.ndarray, up: np.ndarray, axis_from: int, axis_to: int,
-                   max_tilt: float = 0.8) -> TemplateModel | None:
-    """Learn each keypoint's place from ``seed_points_3d (n_seeds, K, 3)``; None if no seed frame has a body frame."""
+                   max_tilt: float = 0.8, twins: np.ndarray | None = None) -> TemplateModel | None:
+    """Learn each keypoint's place from ``seed_points_3d (n_seeds, K, 3)``; None if no seed frame has a body frame.
+
+    ``twins (K,)``: each keypoint's left/right twin (itself where none); twins
+    share one place (:func:`_twins_share_places`), so a paw hidden in every
+    seed frame takes its twin's.
+    """
     seeds = check_shape("seed_points_3d", seed_points_3d, (None, None, 3))
     places = [body_places(frame, up, axis_from, axis_to, max_tilt) for frame in seeds]
     places = [place for place in places if place is not None]
@@ -80,7 +85,46 @@ def template_model(seed_points_3d: np.ndarray, up: np.ndarray, axis_from: int, a
     count = seen.sum(axis=0)
     mean = np.where(count[:, None] > 0, total / np.maximum(count, 1)[:, None], np.nan)
     return TemplateModel(up=np.asarray(up, dtype=np.float64), axis_from=axis_from,
-                         axis_to=axis_to, place_mm=mean)
+                         axis_to=axis_to, place_mm=_twins_share_places(mean, twins))
+
+
+def trusted_template(points_3d: np.ndarray, trusted: np.ndarray, model: TemplateModel,
+                     twins: np.ndarray | None = None, max_tilt: float = 0.8) -> TemplateModel:
+    """``model`` with each keypoint's place the median place of its ``trusted`` points.
+
+    ``points_3d (n_frames, K, 3)`` and ``trusted (n_frames, K)`` (for
+    example the labels quality control did not flag) of a whole run: a few
+    seed frames catch one posture (a tail curled one way, a paw hidden),
+    hundreds of trusted frames give a keypoint's usual place. A keypoint with
+    no trusted point in a frame with a body frame keeps ``model``'s place;
+    ``twins`` as for :func:`template_model`.
+    """
+    points_3d = check_shape("points_3d", points_3d, (None, model.place_mm.shape[0], 3))
+    trusted = check_shape("trusted", trusted, points_3d.shape[:2]).astype(bool)
+    places = np.full(points_3d.shape[:2] + (2,), np.nan)
+    for frame in np.flatnonzero(trusted.any(axis=1)):
+        framed = body_places(points_3d[frame], model.up, model.axis_from, model.axis_to, max_tilt)
+        if framed is not None:
+            places[frame] = np.where(trusted[frame, :, None], framed, np.nan)
+    counted = np.isfinite(places).all(axis=2).any(axis=0)
+    place = model.place_mm.copy()
+    place[counted] = np.nanmedian(places[:, counted], axis=0)
+    return replace(model, place_mm=_twins_share_places(place, twins))
+
+
+def _twins_share_places(place_mm: np.ndarray, twins: np.ndarray | None) -> np.ndarray:
+    """``place_mm (K, 2)`` with each twin pair at the mean of its places, or at the one known.
+
+    Along and above the back, mirroring changes nothing: one place for both
+    twins describes the body rather than the gait phase a few frames caught
+    (seed frames with one hind paw 13 mm ahead of the other).
+    """
+    if twins is None:
+        return place_mm
+    twin_place = place_mm[np.asarray(twins)]
+    known, twin_known = np.isfinite(place_mm), np.isfinite(twin_place)
+    return np.where(known & twin_known, (place_mm + twin_place) / 2,
+                    np.where(known, place_mm, twin_place))
 
 
 def template_relabeling(points_3d: np.ndarray, model: TemplateModel,

@@ -316,9 +316,8 @@ def test_the_results_put_a_tail_label_on_a_paws_dot_back_on_the_paw():
     seeds = [{"points_3d": p} for p in points[:3]]
     sides = SideModel(up=np.array([0.0, 0.0, 1.0]), axis_from=INDEX["back_top"],
                       axis_to=INDEX["back_bottom"], pairs=())
-    body = steps.seed_distance_model(seeds)
-    review = steps.template_review(seeds, sides, body, REGIONS, max_body_deviation=1.2,
-                                   confirm_body_deviation=0.5)
+    review = steps.template_review(seeds, sides, list(QD_KEYPOINTS), REGIONS,
+                                   max_body_deviation=1.2, confirm_body_deviation=0.5)
     tail, paw = INDEX["tail_base"], INDEX["hindpaw_R"]
     record = untracked_record(360, 6, 12)
     taken = points[360].copy()
@@ -336,7 +335,19 @@ def test_the_results_put_a_tail_label_on_a_paws_dot_back_on_the_paw():
     assert set(reviewed.stage[:, paw]) == {"template"} and reviewed.ncams[paw] == 6
     assert not reviewed.flagged.any()  # the body flag doubted the tail base, not the paw
     assert reviewed.score[paw] == 1.0  # and the score it halved is restored
-    assert steps.template_review(seeds, None, body, REGIONS, 1.2, 0.5) is None
+    assert steps.template_review(seeds, None, list(QD_KEYPOINTS), REGIONS, 1.2, 0.5) is None
+
+    # The seeds hid the paw: its place and distances are its twin's, and the tracker's
+    # `unchecked` flag (no reference for the keypoint the point left) goes with the move.
+    hidden = [{"points_3d": np.where(np.arange(12)[:, None] == paw, np.nan, p)} for p in points[:3]]
+    twin_review = steps.template_review(hidden, sides, list(QD_KEYPOINTS), REGIONS, 1.2, 0.5)
+    assert np.isfinite(twin_review.template.place_mm[paw]).all()
+    later = points[500].copy()
+    later[tail], later[paw] = later[paw], np.nan
+    unchecked = replace(record, frame=500, points_3d=later,
+                        reason=np.where(np.arange(12) == tail, "unchecked", ""))
+    moved = steps.relabel_by_template(unchecked, twin_review)
+    assert np.allclose(moved.points_3d[paw], points[500, paw]) and not moved.flagged.any()
 
     # A template that puts the tail base where the paw is proposes moving true points; the
     # body's distances do not confirm it, so nothing moves.

@@ -17,7 +17,7 @@ from tools.body_distances import (
     region_relabeling,
 )
 from tools.confidence import QualityParams
-from tools.keypoint_names import mirror_groups
+from tools.keypoint_names import mirror_groups, twin_indices
 from tools.motion import QD_KEYPOINTS, walk_procedural
 
 INDEX = {name: i for i, name in enumerate(QD_KEYPOINTS)}
@@ -247,3 +247,24 @@ def test_an_exchange_needs_both_points_to_fit_better(real_motion):
     assert np.array_equal(pair_exchange(recent, REGIONS, model), IDENTITY)
     with pytest.raises(ValueError, match="n_frames"):
         pair_exchange(recent[0], REGIONS, model)
+
+
+def test_a_paw_hidden_in_every_seed_frame_is_judged_by_its_twins_distances(real_motion):
+    twins = twin_indices(MIRROR)
+    review_above = QualityParams().max_body_deviation
+    fore_r, tail = INDEX["forepaw_R"], INDEX["tail_base"]
+    seeds = real_motion[0:3].copy()
+    seeds[:, fore_r] = np.nan
+    assert np.isnan(body_deviation(real_motion[100], REGIONS, distance_model(seeds))[fore_r])
+    model = distance_model(seeds, twins)
+    seen = distance_model(seeds).median_mm
+    assert np.array_equal(model.median_mm[np.isfinite(seen)], seen[np.isfinite(seen)])
+    assert model.median_mm[fore_r, INDEX["ear_L"]] == seen[INDEX["forepaw_L"], INDEX["ear_R"]]
+    true_deviation, taken = [], []
+    for frame in range(0, 1000, 10):
+        true_deviation.append(body_deviation(real_motion[frame], REGIONS, model)[fore_r])
+        points = real_motion[frame].copy()
+        points[fore_r] = points[tail] + [0.0, 0.0, 1.0]  # the forepaw took the tail base's dot
+        taken.append(body_deviation(points, REGIONS, model)[fore_r])
+    assert np.mean(np.array(true_deviation) > review_above) < 0.1
+    assert np.mean(np.array(taken) > review_above) > 0.9

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.body_template import body_places, template_model, template_relabeling
+from tools.body_template import body_places, template_model, template_relabeling, trusted_template
 from tools.motion import QD_KEYPOINTS
 
 INDEX = {name: i for i, name in enumerate(QD_KEYPOINTS)}
@@ -73,3 +73,44 @@ def test_no_body_frame_no_move(real_motion):
     assert template_model(upright[None], UP, *AXIS) is None
     with pytest.raises(ValueError, match=r"points_3d must have shape \(12, 3\), got \(11, 3\)"):
         template_relabeling(real_motion[0, :11], model)
+
+
+def test_a_paw_the_seeds_never_placed_takes_its_twins_place(real_motion):
+    # Hidden in every seed frame, forepaw_R has no place of its own; along and above the
+    # back it sits where forepaw_L does (mirroring changes only the side).
+    seeds = real_motion[0:3].copy()
+    seeds[:, INDEX["forepaw_R"]] = np.nan
+    twins = np.arange(len(QD_KEYPOINTS))
+    for left, right in (("ear_L", "ear_R"), ("forepaw_L", "forepaw_R"), ("hindpaw_L", "hindpaw_R")):
+        twins[[INDEX[left], INDEX[right]]] = INDEX[right], INDEX[left]
+    assert np.isnan(template_model(seeds, UP, *AXIS).place_mm[INDEX["forepaw_R"]]).all()
+    model = template_model(seeds, UP, *AXIS, twins=twins)
+    assert np.array_equal(model.place_mm[INDEX["forepaw_R"]], model.place_mm[INDEX["forepaw_L"]])
+    paw, tail = INDEX["forepaw_R"], INDEX["tail_middle"]
+    moved = []
+    for frame in range(350, 1000, 5):
+        taken = real_motion[frame].copy()
+        taken[tail], taken[paw] = taken[paw], np.nan  # the tail label took the lost paw's dot
+        moved.append(template_relabeling(taken, model)[paw] == tail)
+    assert np.mean(moved) > 0.8
+
+
+def test_trusted_frames_give_the_usual_places_and_untrusted_ones_count_for_nothing(real_motion):
+    seed_model = _model(real_motion)
+    frames = real_motion[350:1000]
+    trusted = np.ones(frames.shape[:2], dtype=bool)
+    model = trusted_template(frames, trusted, seed_model)
+    framed = [body_places(points, UP, *AXIS) for points in frames]
+    usual = np.median(np.stack([places for places in framed if places is not None]), axis=0)
+    assert np.allclose(model.place_mm, usual)
+    tail_middle = INDEX["tail_middle"]  # its seed place (tail curled) is not its usual one
+    assert abs(seed_model.place_mm[tail_middle, 0] - usual[tail_middle, 0]) > 5
+    # A paw label left on the tail's dot in untrusted frames does not move the paw's place.
+    wrong = frames.copy()
+    wrong[:100, INDEX["hindpaw_L"]] = wrong[:100, tail_middle]
+    trusted[:100, INDEX["hindpaw_L"]] = False
+    assert np.array_equal(trusted_template(wrong, trusted, seed_model).place_mm,
+                          trusted_template(frames, trusted, seed_model).place_mm)
+    # Nothing trusted: the seed places stay.
+    nothing = trusted_template(frames, np.zeros_like(trusted), seed_model)
+    assert np.array_equal(nothing.place_mm, seed_model.place_mm, equal_nan=True)
