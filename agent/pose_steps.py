@@ -567,9 +567,12 @@ IDENTITY_DOUBTS = ("jump", "low_margin", "body", "reacquired", "side")
 class TemplateReview:
     """What :func:`relabel_by_template` needs: the places, and the body check that confirms a move.
 
-    ``body`` and ``regions`` as for :func:`body_check`. A move stands only
-    where the body agrees: the moved point's deviation as its new keypoint
-    is at most ``max_body_deviation`` and lower than as its old one. A moved
+    ``body`` and ``regions`` as for :func:`body_check`. A cycle of moves
+    stands only where the body agrees: each moved point's deviation as its
+    new keypoint is at most ``max_body_deviation``, and the cycle lowers the
+    sum of its points' deviations (one point may fit its new keypoint no
+    better than its old: a dot of the tail middle fits a hind paw's
+    distances about as well as the tail's, while its place says tail). A moved
     label's ``few_cameras`` flag is cleared when that deviation is under
     ``confirm_body_deviation`` (quality control's vouching,
     :func:`tools.confidence.assess_frame`). ``twins``: each keypoint's
@@ -612,17 +615,16 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
     """``record`` with its points moved to the keypoints whose places they fit, where the body agrees.
 
     :func:`tools.body_template.template_relabeling` proposes the moves; each
-    cycle of them stands only if the body confirms every point in it
-    (:class:`TemplateReview`). A moved point takes its 3D point, 2D labels
-    (stage ``template``), errors and score with it, and its QC flag where
-    the flag concerns its views (``unassigned``, ``few_cameras``,
-    ``reprojection``, ``low_margin``, ``model``); a flag that doubted its
-    identity (``IDENTITY_DOUBTS``) judged the keypoint it left and is
-    dropped, as is ``unchecked`` (the tracker's body had no reference for
-    the keypoint it left; the review's body has confirmed it as the new one),
-    and ``few_cameras`` is cleared where the body vouches for it.
-    A cleared flag's score is restored (quality control halves a flagged
-    label's score).
+    cycle of them stands only if the body confirms it (:class:`TemplateReview`).
+    A moved point takes its 3D point, 2D labels (stage ``template``), errors
+    and score with it, and its QC flag where the flag concerns its views
+    (``unassigned``, ``few_cameras``, ``reprojection``, ``low_margin``,
+    ``model``); a flag that doubted its identity (``IDENTITY_DOUBTS``)
+    judged the keypoint it left and is dropped, as is ``unchecked`` (the
+    tracker's body had no reference for the keypoint it left; the review's
+    body has confirmed it as the new one), and ``few_cameras`` is cleared
+    where the body vouches for it. A cleared flag's score is restored
+    (quality control halves a flagged label's score).
     """
     keypoints = np.arange(record.points_3d.shape[0])
     source = template_relabeling(record.points_3d, review.template)
@@ -631,9 +633,10 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
     before = body_deviation(record.points_3d, review.regions, review.body)
     after = body_deviation(record.points_3d[source], review.regions, review.body)
     present = np.all(np.isfinite(record.points_3d[source]), axis=1)
-    confirmed = ~present | ((after <= review.max_body_deviation)
-                            & ~(after >= np.nan_to_num(before[source], nan=np.inf)))
-    source = _confirmed_cycles(source, confirmed)
+    fits = ~present | (after <= review.max_body_deviation)
+    judged = present & np.isfinite(after) & np.isfinite(before[source])
+    gain = np.where(judged, before[source] - after, 0.0)
+    source = _confirmed_cycles(source, fits, gain, judged)
     if np.array_equal(source, keypoints):
         return record
     moved = source != keypoints
@@ -655,8 +658,16 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
                                   record.stage[:, source]))
 
 
-def _confirmed_cycles(source: np.ndarray, confirmed: np.ndarray) -> np.ndarray:
-    """``source`` with every cycle that holds an unconfirmed keypoint undone (``confirmed (K,)`` per receiving keypoint)."""
+def _confirmed_cycles(source: np.ndarray, fits: np.ndarray, gain: np.ndarray,
+                      judged: np.ndarray) -> np.ndarray:
+    """``source`` with every cycle of moves the body does not confirm undone.
+
+    Per receiving keypoint ``(K,)``: ``fits``, its new point fits the body
+    (or it receives nothing); ``gain``, how much lower the point's deviation
+    is as this keypoint than as its old one; ``judged``, whether the body
+    judged the point both ways. A cycle stands when every point in it fits
+    and its gains add up to more than 0 (or the body judged none of them).
+    """
     kept = np.arange(source.size)
     seen = np.zeros(source.size, bool)
     for start in np.flatnonzero(source != kept):
@@ -667,7 +678,7 @@ def _confirmed_cycles(source: np.ndarray, confirmed: np.ndarray) -> np.ndarray:
             seen[keypoint] = True
             cycle.append(keypoint)
             keypoint = source[keypoint]
-        if confirmed[cycle].all():
+        if fits[cycle].all() and (gain[cycle].sum() > 0 or not judged[cycle].any()):
             kept[cycle] = source[cycle]
     return kept
 

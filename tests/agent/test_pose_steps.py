@@ -358,3 +358,21 @@ def test_the_results_put_a_tail_label_on_a_paws_dot_back_on_the_paw():
     from tools.body_template import template_relabeling
     assert (template_relabeling(truth.points_3d, misleading) != np.arange(12)).any()
     assert steps.relabel_by_template(truth, replace(review, template=misleading)) is truth
+
+
+def test_a_cycle_of_moves_stands_when_the_body_fits_it_better_as_a_whole():
+    # 0 <- 1 <- 2 <- 0 is one cycle, 3 <- 4 <- 3 another; 5 stays.
+    source = np.array([1, 2, 0, 4, 3, 5])
+    fits = np.ones(6, bool)
+    judged = np.ones(6, bool)
+    # The point keypoint 2 receives fits it a little worse than its old keypoint (-0.1),
+    # the others much better: the first cycle stands; the second loses in sum.
+    gain = np.array([0.5, 0.4, -0.1, 0.2, -0.3, 0.0])
+    assert steps._confirmed_cycles(source, fits, gain, judged).tolist() == [1, 2, 0, 3, 4, 5]
+    # A point the body does not fit as its new keypoint undoes its cycle, whatever the gain.
+    unfit = fits.copy()
+    unfit[1] = False
+    assert steps._confirmed_cycles(source, unfit, gain, judged).tolist() == [0, 1, 2, 3, 4, 5]
+    # Nothing judged either way (no reference for the keypoints): the places decide.
+    assert steps._confirmed_cycles(source, fits, np.zeros(6), np.zeros(6, bool)).tolist() == [
+        1, 2, 0, 4, 3, 5]
