@@ -34,7 +34,7 @@ from agent.pose_frames import CentroidPrefetch, FrameRecord, FrameStore, padded_
 from agent.recording import Recording, load_recording
 from agent.rundir import RunDir, package_versions, prepare_run_dir
 from agent.trace_log import TraceRecorder
-from graphs.pose import build_pose_graph
+from graphs.pose import build_pose_graph, reviewed_records
 from graphs.pose_state import FanOut, PoseRuntime, PoseState
 from tools.centroids import detect_centroids
 from tools.pose_metrics import evaluate_pose
@@ -181,9 +181,8 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
         progress.close()
     recording.close()
     # run.json counts the rows the results files hold (padded_records, as write_results writes).
-    records = padded_records(
-        steps.final_records(store.read_all(), runtime.seed_frames, runtime.template_review),
-        len(recording.cameras), len(recording.keypoints))
+    records = padded_records(reviewed_records(runtime), len(recording.cameras),
+                             len(recording.keypoints))
     return _finish(run, recording, ctx, backend, records, time.perf_counter() - started,
                    steps.describe_side_model(seed_sides, list(recording.keypoints)))
 

@@ -43,7 +43,7 @@ from langgraph.types import Command, Send
 from agent import pose_requests as requests
 from agent import pose_steps as steps
 from agent.pose_context import review_min_cameras
-from agent.pose_frames import flag_model_labels, model_flags, write_results_files
+from agent.pose_frames import FrameRecord, flag_model_labels, model_flags, write_results_files
 from agent.pose_requests import CameraRequests
 from graphs.pose_state import (
     CameraStagesOutput,
@@ -299,13 +299,26 @@ def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, A
 
 
 def write_results(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:
-    """Stage 7: write keypoints_3d.csv, keypoints_2d.csv and qc.csv from the frame log, reviewed (:func:`agent.pose_steps.final_records`)."""
+    """Stage 7: write keypoints_3d.csv, keypoints_2d.csv and qc.csv from the frame log, reviewed (:func:`reviewed_records`)."""
     run = runtime.context
     write_results_files(run.out_dir, run.recording.cameras, run.recording.keypoints,
-                               steps.final_records(run.store.read_all(), run.seed_frames,
-                                                   run.template_review),
-                               run.recording.mm_per_unit)
+                        reviewed_records(run), run.recording.mm_per_unit)
     return {"finished": True}
+
+
+# The frame memo's slot for the results: no tracked frame has this number.
+RESULTS_MEMO_FRAME = -1
+
+
+def reviewed_records(run: PoseRuntime) -> list[FrameRecord]:
+    """The frame log reviewed (:func:`agent.pose_steps.final_records`), computed once for the results files and run.json.
+
+    The log only grows, so its size names its content; after a resume the
+    memo is empty and the review is computed again.
+    """
+    size = run.store.log_path.stat().st_size if run.store.log_path.exists() else 0
+    return run.memo.get(RESULTS_MEMO_FRAME, ("final_records", size), lambda: steps.final_records(
+        run.store.read_all(), run.seed_frames, run.template_review))
 
 
 def build_camera_stages_graph() -> StateGraph:
