@@ -198,7 +198,8 @@ class FrameMemo:
     Stage 1 views; computing them once per frame saves their cost. When
     parallel tasks ask for the same value at once (a model backend's cameras
     start together), one computes it and the others wait for it. Only the
-    latest frame's entries are kept. An empty memo (a resumed run) simply
+    latest frame's entries are kept (the reviewed records at the end of a run
+    use a slot of their own, :data:`graphs.pose.RESULTS_MEMO_FRAME`). An empty memo (a resumed run) simply
     recomputes, so results never depend on it. Thread-safe.
     """
 

@@ -145,7 +145,8 @@ def template_review(seed_window: list[dict], sides: SideModel | None, keypoints:
     """The results' template check (:func:`final_records`) from the seed frames' :meth:`FrameStore.window` entries.
 
     Each keypoint's place along and above the back comes from the seed
-    frames, in the side model's body frame (its axis and the rig's up); None
+    frames (:func:`final_records` then takes the places from the labels QC
+    trusts), in the side model's body frame (its axis and the rig's up); None
     without a side model, or when no seed frame has its axis away from vertical.
     Left/right twins (from the ``keypoints``' names) share a place, and the
     body that confirms a move judges a keypoint the seeds hid by its twin's
@@ -572,7 +573,8 @@ class TemplateReview:
     new keypoint is at most ``max_body_deviation``, and the cycle lowers the
     sum of its points' deviations (one point may fit its new keypoint no
     better than its old: a dot of the tail middle fits a hind paw's
-    distances about as well as the tail's, while its place says tail). A moved
+    distances about as well as the tail's, while its place says tail; where
+    the body judges none of the cycle's points both ways, the places decide). A moved
     label's ``few_cameras`` flag is cleared when that deviation is under
     ``confirm_body_deviation`` (quality control's vouching,
     :func:`tools.confidence.assess_frame`). ``twins``: each keypoint's

@@ -158,12 +158,14 @@ class PoseRuntime:
         the body, for Stage 4's side check (:func:`tools.body_side.order_by_side`);
         None outside the full pipeline or where the seeds order no pair.
     template_review : TemplateReview, optional
-        Each keypoint's place along and above the back in the seed frames, and
-        the body check, for the results' template check
+        Each keypoint's place along and above the back in the seed frames (the
+        results' review then takes them from the labels QC trusts), and the body
+        check, for the results' template check
         (:func:`agent.pose_steps.relabel_by_template`); None outside the full
         pipeline or without a side model.
     memo : FrameMemo
-        The current frame's motion prediction and Stage 1 views, computed once per frame.
+        The current frame's motion prediction and Stage 1 views, computed once per
+        frame; at the end, the reviewed records (:func:`graphs.pose.reviewed_records`).
     """
 
     settings: PoseContext

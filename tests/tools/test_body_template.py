@@ -114,3 +114,21 @@ def test_trusted_frames_give_the_usual_places_and_untrusted_ones_count_for_nothi
     # Nothing trusted: the seed places stay.
     nothing = trusted_template(frames, np.zeros_like(trusted), seed_model)
     assert np.array_equal(nothing.place_mm, seed_model.place_mm, equal_nan=True)
+
+
+def test_a_paw_never_trusted_takes_its_twins_trusted_place_not_the_seeds(real_motion):
+    twins = np.arange(len(QD_KEYPOINTS))
+    for left, right in (("ear_L", "ear_R"), ("forepaw_L", "forepaw_R"), ("hindpaw_L", "hindpaw_R")):
+        twins[[INDEX[left], INDEX[right]]] = INDEX[right], INDEX[left]
+    seeds = real_motion[0:3].copy()
+    seeds[:, INDEX["forepaw_R"]] = np.nan  # hidden in the seeds: QC leaves it unchecked
+    seed_model = template_model(seeds, UP, *AXIS, twins=twins)
+    frames = real_motion[350:1000]
+    trusted = np.ones(frames.shape[:2], dtype=bool)
+    trusted[:, INDEX["forepaw_R"]] = False
+    model = trusted_template(frames, trusted, seed_model, twins)
+    alone = trusted_template(frames, trusted, seed_model)
+    fore_l, fore_r = INDEX["forepaw_L"], INDEX["forepaw_R"]
+    assert np.array_equal(model.place_mm[fore_r], alone.place_mm[fore_l])
+    assert np.array_equal(model.place_mm[fore_l], alone.place_mm[fore_l])
+    assert not np.allclose(model.place_mm[fore_r], seed_model.place_mm[fore_r])
