@@ -328,8 +328,21 @@ def test_the_results_put_a_tail_label_on_a_paws_dot_back_on_the_paw():
                      flagged=np.arange(12) == tail, reason=np.where(np.arange(12) == tail, "body", ""),
                      score=np.ones(12), centroid=centroid, stage=np.full((6, 12), "within_region"))
     seed_record = replace(record, frame=1)
-    first, reviewed = steps.final_records([seed_record, record], frozenset({0, 1, 2}), review)
+
+    def tracked(frame: int):  # a right, unflagged label of every keypoint
+        return replace(untracked_record(frame, 6, 12), points_3d=points[frame].copy(),
+                       ncams=np.full(12, 6), flagged=np.zeros(12, bool), reason=np.full(12, ""),
+                       score=np.ones(12), centroid=np.tile(np.arange(12), (6, 1)),
+                       stage=np.full((6, 12), "within_region"))
+
+    # The run: a seed frame holding the same mistake (never moved), frames 300-400 right but
+    # for frame 360; the places come from the labels QC trusts.
+    run = [seed_record, *[record if f == 360 else tracked(f) for f in range(300, 401)]]
+    reviewed_run = steps.final_records(run, frozenset({0, 1, 2}), review)
+    first, reviewed = reviewed_run[0], reviewed_run[61]
     assert first is seed_record  # hand labels are never moved
+    assert all(after is before for after, before in zip(reviewed_run, run, strict=True)
+               if before is not record)
     assert np.allclose(reviewed.points_3d[paw], points[360, paw]) and np.isnan(reviewed.points_3d[tail]).all()
     assert reviewed.centroid[:, paw].tolist() == [tail] * 6 and (reviewed.centroid[:, tail] == -1).all()
     assert set(reviewed.stage[:, paw]) == {"template"} and reviewed.ncams[paw] == 6
