@@ -162,7 +162,7 @@ def template_review(seed_window: list[dict], sides: SideModel | None, keypoints:
         return None
     body = seed_distance_model(seed_window, twins)
     return TemplateReview(template, body, regions, max_body_deviation, confirm_body_deviation,
-                          twins)
+                          twins, sides)
 
 
 def describe_side_model(model: SideModel | None, keypoints: list[str]) -> dict | None:
@@ -587,6 +587,7 @@ class TemplateReview:
     max_body_deviation: float
     confirm_body_deviation: float
     twins: np.ndarray | None = None
+    sides: SideModel | None = None
 
 
 # The places come from the labels QC trusts, which the moves change: a second pass, with the
@@ -647,6 +648,7 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
     source = _confirmed_cycles(source, fits, gain, judged)
     if np.array_equal(source, keypoints):
         return record
+    source = _moved_pairs_by_side(record.points_3d, source, review.sides)
     moved = source != keypoints
     deviation = body_deviation(record.points_3d[source], review.regions, review.body)
     reason = record.reason[source]
@@ -664,6 +666,26 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
                    view_error_px=record.view_error_px[:, source],
                    stage=np.where(moved[None, :] & labelled, TEMPLATE_STAGE,
                                   record.stage[:, source]))
+
+
+def _moved_pairs_by_side(points_3d: np.ndarray, source: np.ndarray, sides: SideModel | None
+                         ) -> np.ndarray:
+    """``source`` with each left/right pair that received a moved point put on its sides.
+
+    Twins share one place along and above the back, so the places cannot say
+    which twin a moved point belongs to; their order across the body can
+    (:func:`tools.body_side.order_by_side`, as Stage 4 applies it). Pairs the
+    review did not touch keep the tracker's order.
+    """
+    if sides is None:
+        return source
+    exchange = order_by_side(points_3d[source], sides, SIDE_ORDER_MARGIN_MM)
+    moved = source != np.arange(source.size)
+    for pair in sides.pairs:
+        members = [pair.positive, pair.negative]
+        if not moved[members].any():
+            exchange[members] = members
+    return source[exchange]
 
 
 def _confirmed_cycles(source: np.ndarray, fits: np.ndarray, gain: np.ndarray,

@@ -389,3 +389,36 @@ def test_a_cycle_of_moves_stands_when_the_body_fits_it_better_as_a_whole():
     # Nothing judged either way (no reference for the keypoints): the places decide.
     assert steps._confirmed_cycles(source, fits, np.zeros(6), np.zeros(6, bool)).tolist() == [
         1, 2, 0, 4, 3, 5]
+
+
+def test_a_point_the_review_moves_into_a_pair_goes_to_the_twin_on_its_side(scene):
+    from tools.body_side import SidedPair, SideModel, lateral_direction
+
+    _, points = scene
+    frame = points[40].astype(np.float64)
+    up = np.array([0.0, 0.0, 1.0])
+    left, right, tail = INDEX["hindpaw_L"], INDEX["hindpaw_R"], INDEX["tail_base"]
+    fore_left, fore_right = INDEX["forepaw_L"], INDEX["forepaw_R"]
+    lateral = lateral_direction(frame, up, INDEX["back_top"], INDEX["back_bottom"], 0.8)
+    assert abs((frame[left] - frame[right]) @ lateral) > steps.SIDE_ORDER_MARGIN_MM
+
+    def sided(first, second):
+        return (SidedPair(first, second) if (frame[first] - frame[second]) @ lateral > 0
+                else SidedPair(second, first))
+
+    sides = SideModel(up=up, axis_from=INDEX["back_top"], axis_to=INDEX["back_bottom"],
+                      pairs=(sided(left, right), sided(fore_left, fore_right)))
+    # The tracker put the left hind paw's label on the tail base's dot and the tail base's on
+    # the right paw's dot; it had the forepaws the wrong way round too.
+    tracked = frame.copy()
+    tracked[[left, right, tail]] = frame[[tail, left, right]]
+    tracked[[fore_left, fore_right]] = frame[[fore_right, fore_left]]
+    # The review's places cannot tell twins apart: it gives the tail base its dot back and
+    # hindpaw_L the tail base's point (the right paw's dot), leaving hindpaw_R on the left's.
+    proposed = np.arange(12)
+    proposed[[left, tail]] = tail, left
+    source = steps._moved_pairs_by_side(tracked, proposed, sides)
+    assert np.allclose(tracked[source][[left, right, tail]], frame[[left, right, tail]])
+    # The forepaws, which the review did not touch, keep the tracker's order.
+    assert source[fore_left] == fore_left and source[fore_right] == fore_right
+    assert (steps._moved_pairs_by_side(tracked, proposed, None) == proposed).all()
