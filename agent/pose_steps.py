@@ -24,7 +24,14 @@ from tools.body_distances import (
     region_relabeling,
 )
 from tools.body_side import SideModel, order_by_side, order_vouches, rig_up, side_model
-from tools.body_template import TemplateModel, template_model, template_relabeling, trusted_template
+from tools.body_template import (
+    TemplateModel,
+    axis_search,
+    labelling_fit,
+    template_model,
+    template_relabeling,
+    trusted_template,
+)
 from tools.camera import camera_centres
 from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_error, triangulate
 from tools.keypoint_names import left_twins, mirror_groups, twin_indices
@@ -620,23 +627,41 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
     return review_against_seeds(records, seed_frames)
 
 
+# How much better (in labelling_fit units, per point) the axis search's labelling must fit the
+# body than the tracker's, where the tracker's axis gives a body frame at all. 12 recordings
+# (results-only experiment): 3 per point took 26 frames, all right; 1.5 per point took 145 and
+# lost on 8 of the 12.
+AXIS_SEARCH_GAIN = 3.0
+AXIS_SEARCH_MAX_FIT = 2.0
+AXIS_SEARCH_REASON = "axis_search"  # qc.csv reason of a label the axis search moved
+
+
 def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRecord:
     """``record`` with its points moved to the keypoints whose places they fit, where the body agrees.
 
-    :func:`tools.body_template.template_relabeling` proposes the moves; each
-    cycle of them stands only if the body confirms it (:class:`TemplateReview`).
-    A moved point takes its 3D point, 2D labels (stage ``template``), errors
-    and score with it, and its QC flag where the flag concerns its views
-    (``unassigned``, ``few_cameras``, ``reprojection``, ``low_margin``,
-    ``model``); a flag that doubted its identity (``IDENTITY_DOUBTS``)
-    judged the keypoint it left and is dropped, as is ``unchecked`` (the
-    tracker's body had no reference for the keypoint it left; the review's
-    body has confirmed it as the new one), and ``few_cameras`` is cleared
-    where the body vouches for it. A cleared flag's score is restored
-    (quality control halves a flagged label's score).
+    Where quality control doubts an axis keypoint (flagged, or missing), the
+    body axis is searched first (:func:`tools.body_template.axis_search`):
+    its labelling replaces the tracker's when the tracker's labels give no
+    body frame, or fit the body worse by ``AXIS_SEARCH_GAIN`` per point
+    (:func:`tools.body_template.labelling_fit`). Then
+    :func:`tools.body_template.template_relabeling` proposes moves on the
+    frame's axis; each cycle of them stands only if the body confirms it
+    (:class:`TemplateReview`). Pairs that received a moved point are put on
+    their sides (:func:`_moved_pairs_by_side`). A moved point takes its 3D
+    point, 2D labels (stage ``template``), errors and score with it, and its
+    QC flag where the flag concerns its views (``unassigned``,
+    ``few_cameras``, ``reprojection``, ``low_margin``, ``model``); a flag
+    that doubted its identity (``IDENTITY_DOUBTS``) judged the keypoint it
+    left and is dropped, as is ``unchecked`` (the tracker's body had no
+    reference for the keypoint it left; the review's body has confirmed it
+    as the new one), and ``few_cameras`` is cleared where the body vouches
+    for it. A cleared flag's score is restored (quality control halves a
+    flagged label's score).
     """
     keypoints = np.arange(record.points_3d.shape[0])
-    source = template_relabeling(record.points_3d, review.template)
+    template = review.template
+    record = _axis_searched(record, review)
+    source = template_relabeling(record.points_3d, template)
     if np.array_equal(source, keypoints):
         return record
     before = body_deviation(record.points_3d, review.regions, review.body)
@@ -648,24 +673,82 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
     source = _confirmed_cycles(source, fits, gain, judged)
     if np.array_equal(source, keypoints):
         return record
-    source = _moved_pairs_by_side(record.points_3d, source, review.sides)
+    return _moved(record, _moved_pairs_by_side(record.points_3d, source, review.sides), review)
+
+
+def _axis_searched(record: FrameRecord, review: TemplateReview) -> FrameRecord:
+    """``record`` relabelled by the axis search where it doubts an axis keypoint (:func:`relabel_by_template`)."""
+    template = review.template
+    axis = [template.axis_from, template.axis_to]
+    if not record.flagged[axis].any():
+        return record
+    n_points = int(np.all(np.isfinite(record.points_3d), axis=1).sum())
+    axis_missing = not np.isfinite(record.points_3d[axis]).all()
+    current = (float("nan") if axis_missing else
+               labelling_fit(record.points_3d, template, review.body, review.regions))
+    # A search fits no better than 0, so it cannot gain enough on labels that fit well; and
+    # labels on an upright axis (no body frame, both present) are a rearing, not a mistake.
+    if not (axis_missing or current > AXIS_SEARCH_GAIN * n_points):
+        return record
+    source, fit = axis_search(record.points_3d, template, review.body, review.regions)
+    if not fit <= AXIS_SEARCH_MAX_FIT * n_points or current - fit <= AXIS_SEARCH_GAIN * n_points:
+        return record
+    source = _moved_pairs_by_side(record.points_3d, _twins_kept(source, review.twins),
+                                  review.sides)
+    return _moved(record, source, review, doubt=AXIS_SEARCH_REASON)
+
+
+def _moved(record: FrameRecord, source: np.ndarray, review: TemplateReview,
+           doubt: str | None = None) -> FrameRecord:
+    """``record`` relabelled by ``source (K,)`` as :func:`relabel_by_template` describes.
+
+    With ``doubt``, a moved point the body does not vouch for (deviation as
+    its new keypoint under ``confirm_body_deviation``) keeps its identity
+    doubts and is flagged with that reason where its flag said nothing about
+    its views.
+    """
+    keypoints = np.arange(source.size)
+    if np.array_equal(source, keypoints):
+        return record
     moved = source != keypoints
+    present = np.all(np.isfinite(record.points_3d[source]), axis=1)
     deviation = body_deviation(record.points_3d[source], review.regions, review.body)
-    reason = record.reason[source]
-    cleared = moved & (np.isin(reason, (*IDENTITY_DOUBTS, "unchecked"))
-                       | ((reason == "few_cameras") & present
-                          & (np.nan_to_num(deviation, nan=np.inf) < review.confirm_body_deviation)))
+    vouched = present & (np.nan_to_num(deviation, nan=np.inf) < review.confirm_body_deviation)
+    reason, flagged, score = record.reason[source], record.flagged[source], record.score[source]
+    identity_doubt = np.isin(reason, (*IDENTITY_DOUBTS, "unchecked"))
+    cleared = moved & ((identity_doubt & (doubt is None or vouched))
+                       | ((reason == "few_cameras") & vouched))
+    doubted = moved & present & ~vouched & (~flagged | identity_doubt) & (doubt is not None)
+    score = np.where(cleared, np.minimum(1.0, 2 * score),
+                     np.where(doubted & ~flagged, 0.5 * score, score))
+    flagged = (flagged & ~cleared) | doubted
+    reason = np.where(cleared, "", np.where(doubted, doubt or "", reason))
     labelled = record.centroid[:, source] >= 0
     return replace(record, points_3d=record.points_3d[source], error_px=record.error_px[source],
-                   ncams=record.ncams[source],
-                   score=np.where(cleared, np.minimum(1.0, 2 * record.score[source]),
-                                  record.score[source]),
-                   flagged=record.flagged[source] & ~cleared,
-                   reason=np.where(cleared, "", reason),
+                   ncams=record.ncams[source], score=score, flagged=flagged, reason=reason,
                    points_2d=record.points_2d[:, source], centroid=record.centroid[:, source],
                    view_error_px=record.view_error_px[:, source],
                    stage=np.where(moved[None, :] & labelled, TEMPLATE_STAGE,
                                   record.stage[:, source]))
+
+
+def _twins_kept(source: np.ndarray, twins: np.ndarray | None) -> np.ndarray:
+    """``source`` with each twin pair in the order that leaves more of its points where they were.
+
+    Places cannot tell twins apart, so the search's order within a pair is
+    arbitrary; the tracker's labels are some evidence (a pair handed back
+    its own two points keeps them as they were).
+    """
+    if twins is None:
+        return source
+    kept = source.copy()
+    for keypoint, twin in enumerate(np.asarray(twins)):
+        if keypoint < twin:
+            stay = int(source[keypoint] == keypoint) + int(source[twin] == twin)
+            exchanged = int(source[twin] == keypoint) + int(source[keypoint] == twin)
+            if exchanged > stay:
+                kept[[keypoint, twin]] = source[twin], source[keypoint]
+    return kept
 
 
 def _moved_pairs_by_side(points_3d: np.ndarray, source: np.ndarray, sides: SideModel | None

@@ -247,13 +247,21 @@ def body_deviation(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
     keypoint, or fewer than ``min_anchors`` anchors are comparable.
     ``points_3d``, ``regions`` and ``model`` as in :func:`region_relabeling`.
     """
-    points_3d = _frame_points(points_3d, model)
-    n_keypoints = points_3d.shape[0]
+    return body_deviations(_frame_points(points_3d, model)[None], regions, model, min_anchors)[0]
+
+
+def body_deviations(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
+                    model: DistanceModel, min_anchors: int = 3) -> np.ndarray:
+    """:func:`body_deviation` of many labellings at once: ``points_3d (n, K, 3)`` -> ``(n, K)``."""
+    points_3d = np.asarray(points_3d, dtype=np.float64)
+    n_keypoints = model.median_mm.shape[0]
+    if points_3d.ndim != 3 or points_3d.shape[1:] != (n_keypoints, 3):
+        raise ValueError(f"points_3d must have shape (n, {n_keypoints}, 3), got {points_3d.shape}")
     region_of = _region_of(regions, n_keypoints)
-    deviation = np.abs(_pairwise(points_3d[None])[0] - model.median_mm) / model.spread_mm
+    deviation = np.abs(_pairwise(points_3d) - model.median_mm) / model.spread_mm
     comparable = np.isfinite(deviation) & (region_of[:, None] != region_of[None, :])
-    count = comparable.sum(axis=1)
-    total = np.where(comparable, deviation, 0.0).sum(axis=1)
+    count = comparable.sum(axis=2)
+    total = np.where(comparable, deviation, 0.0).sum(axis=2)
     return np.where(count >= min_anchors, total / np.maximum(count, 1), np.nan)
 
 

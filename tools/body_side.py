@@ -87,6 +87,18 @@ def rig_up(camera_centres: np.ndarray, subject: np.ndarray) -> np.ndarray | None
     return mean_direction / norm if norm > 0.1 else None
 
 
+def cross3(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """``np.cross`` of ``(..., 3)`` vectors without its axis handling (~20x faster for one pair).
+
+    The body checks take a few cross products per frame and per hypothesis;
+    ``np.cross`` spends most of its time normalising axes.
+    """
+    first, second = np.asarray(first), np.asarray(second)
+    return np.stack([first[..., 1] * second[..., 2] - first[..., 2] * second[..., 1],
+                     first[..., 2] * second[..., 0] - first[..., 0] * second[..., 2],
+                     first[..., 0] * second[..., 1] - first[..., 1] * second[..., 0]], axis=-1)
+
+
 def lateral_direction(points_3d: np.ndarray, up: np.ndarray, axis_from: int, axis_to: int,
                       max_tilt: float) -> np.ndarray | None:
     """``(3,)`` unit vector across the body in one frame's ``points_3d (K, 3)``; None if unknown.
@@ -100,7 +112,7 @@ def lateral_direction(points_3d: np.ndarray, up: np.ndarray, axis_from: int, axi
     length = float(np.linalg.norm(axis))
     if not np.isfinite(length) or length == 0.0 or abs(float(axis @ up)) >= max_tilt * length:
         return None
-    lateral = np.cross(up, axis)
+    lateral = cross3(up, axis)
     return lateral / np.linalg.norm(lateral)
 
 

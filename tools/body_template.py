@@ -23,8 +23,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from tools.body_side import lateral_direction
+from tools.body_distances import DistanceModel, body_deviations
+from tools.body_side import cross3
 from tools.camera import check_shape
+
+UNJUDGED_DEVIATION = 1.0  # a point the body cannot judge (too few anchors) fits it at the limit
+UNPLACED_COST = 50.0  # tolerances: a keypoint without a place takes a point only when nothing else can
 
 
 @dataclass(frozen=True)
@@ -54,17 +58,36 @@ def body_places(points_3d: np.ndarray, up: np.ndarray, axis_from: int, axis_to: 
     """``(K, 2)`` place of each point (along the axis, above it) in mm; None when the frame has no body frame.
 
     No body frame when an axis keypoint is missing or the axis is within
-    ``acos(max_tilt)`` of ``up`` (a rearing or climbing animal).
+    ``acos(max_tilt)`` of ``up`` (a rearing or climbing animal). Across the
+    body is :func:`tools.body_side.lateral_direction`; above is along x across.
     """
     points_3d = check_shape("points_3d", points_3d, (None, 3))
-    across = lateral_direction(points_3d, up, axis_from, axis_to, max_tilt)
-    if across is None:
-        return None
-    along = points_3d[axis_to] - points_3d[axis_from]
-    along = along / np.linalg.norm(along)
-    above = np.cross(along, across)
-    middle = (points_3d[axis_from] + points_3d[axis_to]) / 2
-    return (points_3d - middle) @ np.stack([along, above], axis=1)
+    places, framed = _places(points_3d[None], np.array([axis_from]), np.array([axis_to]), up,
+                             max_tilt)
+    return places[0] if framed[0] else None
+
+
+def _places(points_3d: np.ndarray, axis_from: np.ndarray, axis_to: np.ndarray, up: np.ndarray,
+            max_tilt: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`body_places` of many rows at once: ``points_3d (n, M, 3)``, row ``i``'s axis from point ``axis_from[i]`` to ``axis_to[i]``.
+
+    Returns places ``(n, M, 2)`` (NaN in rows without a body frame) and
+    ``framed (n,)``. Rows are frames of a run, or axis hypotheses on one frame.
+    """
+    rows = np.arange(points_3d.shape[0])
+    start, end = points_3d[rows, axis_from], points_3d[rows, axis_to]
+    axis = end - start
+    length = np.linalg.norm(axis, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        framed = np.isfinite(length) & (length > 0) & (np.abs(axis @ up) < max_tilt * length)
+        along = axis / length[:, None]
+        across = cross3(up, axis)
+        across /= np.linalg.norm(across, axis=1, keepdims=True)
+        above = cross3(along, across)
+        offset = points_3d - ((start + end) / 2)[:, None, :]
+        places = np.stack([np.einsum("nmc,nc->nm", offset, along),
+                           np.einsum("nmc,nc->nm", offset, above)], axis=2)
+    return np.where(framed[:, None, None], places, np.nan), framed
 
 
 def template_model(seed_points_3d: np.ndarray, up: np.ndarray, axis_from: int, axis_to: int,
@@ -105,11 +128,10 @@ def trusted_template(points_3d: np.ndarray, trusted: np.ndarray, model: Template
     """
     points_3d = check_shape("points_3d", points_3d, (None, model.place_mm.shape[0], 3))
     trusted = check_shape("trusted", trusted, points_3d.shape[:2]).astype(bool)
-    places = np.full(points_3d.shape[:2] + (2,), np.nan)
-    for frame in np.flatnonzero(trusted.any(axis=1)):
-        framed = body_places(points_3d[frame], model.up, model.axis_from, model.axis_to, max_tilt)
-        if framed is not None:
-            places[frame] = np.where(trusted[frame, :, None], framed, np.nan)
+    n_frames = points_3d.shape[0]
+    places, _ = _places(points_3d, np.full(n_frames, model.axis_from),
+                        np.full(n_frames, model.axis_to), model.up, max_tilt)
+    places = np.where(trusted[..., None], places, np.nan)
     counted = np.isfinite(places).all(axis=2).any(axis=0)
     median = np.full_like(model.place_mm, np.nan)
     median[counted] = np.nanmedian(places[:, counted], axis=0)
@@ -174,3 +196,89 @@ def template_relabeling(points_3d: np.ndarray, model: TemplateModel,
     rows, cols = linear_sum_assignment(cost)
     source[candidates[cols]] = candidates[rows]
     return source
+
+
+def labelling_fit(points_3d: np.ndarray, model: TemplateModel, body: DistanceModel,
+                  regions: list[list[int]], along_tolerance_mm: float = 20.0,
+                  above_tolerance_mm: float = 10.0, max_tilt: float = 0.8) -> float:
+    """How badly a frame's labels fit the body: lower is better; NaN when the labels give no body frame.
+
+    The sum over the frame's points of the body's deviation
+    (:func:`tools.body_distances.body_deviation`, ``UNJUDGED_DEVIATION``
+    where it cannot judge) and the distance from the keypoint's place in
+    tolerances (none for a keypoint without a place).
+    """
+    points_3d = check_shape("points_3d", points_3d, (model.place_mm.shape[0], 3))
+    places = body_places(points_3d, model.up, model.axis_from, model.axis_to, max_tilt)
+    if places is None:
+        return float("nan")
+    return float(_fits(points_3d[None], places[None], model, body, regions,
+                       np.array([along_tolerance_mm, above_tolerance_mm]))[0])
+
+
+def axis_search(points_3d: np.ndarray, model: TemplateModel, body: DistanceModel,
+                regions: list[list[int]], along_tolerance_mm: float = 20.0,
+                above_tolerance_mm: float = 10.0, axis_spreads: float = 1.5,
+                max_tilt: float = 0.8) -> tuple[np.ndarray, float]:
+    """The labelling of a frame's points that fits the body best, the body axis taken from any two of them.
+
+    :func:`template_relabeling` builds the body frame on the two axis
+    keypoints' labels; where one of them is missing or on another dot it can
+    move nothing. Here every ordered pair of points whose distance is within
+    ``axis_spreads`` of the body's tolerance of the axis length, and not
+    upright, is tried as the axis; the other points go to keypoints by
+    optimal assignment on their places, and the labelling with the lowest
+    :func:`labelling_fit` wins. Returns ``source (K,)`` (keypoint ``k``
+    should take what keypoint ``source[k]`` has; the keypoints left without
+    a point take the missing ones' NaN) and its fit, NaN (with ``arange``)
+    when no pair qualifies. Left and right twins share a place, so which
+    twin a point goes to is arbitrary: put them on their sides afterwards.
+    """
+    points_3d = check_shape("points_3d", points_3d, (model.place_mm.shape[0], 3))
+    n_keypoints = points_3d.shape[0]
+    axis_from, axis_to = model.axis_from, model.axis_to
+    scale = np.array([along_tolerance_mm, above_tolerance_mm])
+    present = np.flatnonzero(np.all(np.isfinite(points_3d), axis=1))
+    points = points_3d[present]
+    expected = body.median_mm[axis_from, axis_to]
+    best_source, best_fit = np.arange(n_keypoints), float("nan")
+    if not np.isfinite(expected) or present.size < 2:
+        return best_source, best_fit
+    distance = np.linalg.norm(points[:, None] - points[None], axis=2)
+    near = np.abs(distance - expected) <= axis_spreads * body.spread_mm[axis_from, axis_to]
+    np.fill_diagonal(near, False)
+    pairs = np.argwhere(near)  # (H, 2) ordered pairs of rows of ``points``, row-major
+    places, framed = _places(np.broadcast_to(points, (len(pairs), *points.shape)), pairs[:, 0],
+                             pairs[:, 1], model.up, max_tilt)
+    pairs, places = pairs[framed], places[framed]  # (H, n, 2)
+    costs = np.linalg.norm((places[:, :, None, :] - model.place_mm) / scale, axis=3)
+    costs = np.nan_to_num(costs, nan=UNPLACED_COST)
+    labellings, placings = [], []
+    for (first, second), cost, placed_rows in zip(pairs, costs, places, strict=True):
+        cost[[first, second]] = 1e9
+        cost[first, axis_from] = cost[second, axis_to] = 0.0
+        rows, cols = linear_sum_assignment(cost)
+        source = np.full(n_keypoints, -1)
+        source[cols] = present[rows]
+        placed = np.full_like(model.place_mm, np.nan)
+        placed[cols] = placed_rows[rows]
+        labellings.append(source)
+        placings.append(placed)
+    if not labellings:
+        return best_source, best_fit
+    sources = np.array(labellings)
+    labelled = np.where(sources[..., None] >= 0, points_3d[np.maximum(sources, 0)], np.nan)
+    fits = _fits(labelled, np.array(placings), model, body, regions, scale)
+    best = int(np.argmin(fits))  # the first pair wins a tie
+    source = sources[best]
+    source[source < 0] = np.setdiff1d(np.arange(n_keypoints), present)
+    return source, float(fits[best])
+
+
+def _fits(points_3d: np.ndarray, places: np.ndarray, model: TemplateModel, body: DistanceModel,
+          regions: list[list[int]], scale: np.ndarray) -> np.ndarray:
+    """:func:`labelling_fit` of labellings ``points_3d (n, K, 3)`` at ``places (n, K, 2)`` -> ``(n,)``."""
+    present = np.all(np.isfinite(points_3d), axis=2)
+    deviation = np.nan_to_num(body_deviations(points_3d, regions, body), nan=UNJUDGED_DEVIATION)
+    mismatch = np.nan_to_num(np.linalg.norm((places - model.place_mm) / scale, axis=2), nan=0.0)
+    return np.where(present, deviation + mismatch, 0.0).sum(axis=1)

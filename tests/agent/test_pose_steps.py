@@ -422,3 +422,62 @@ def test_a_point_the_review_moves_into_a_pair_goes_to_the_twin_on_its_side(scene
     # The forepaws, which the review did not touch, keep the tracker's order.
     assert source[fore_left] == fore_left and source[fore_right] == fore_right
     assert (steps._moved_pairs_by_side(tracked, proposed, None) == proposed).all()
+
+
+def test_the_review_finds_the_body_axis_when_the_back_top_was_lost_to_the_tail_tip():
+    from pathlib import Path
+
+    from agent.pose_frames import untracked_record
+    from tools.body_side import SideModel
+
+    motion = np.load(Path(__file__).resolve().parents[2] / "tools" / "data" / "maushaus_qd12.npz")
+    points = motion["points_mm"].astype(np.float64)
+    seeds = [{"points_3d": p} for p in points[:3]]
+    sides = SideModel(up=np.array([0.0, 0.0, 1.0]), axis_from=INDEX["back_top"],
+                      axis_to=INDEX["back_bottom"], pairs=())
+    review = steps.template_review(seeds, sides, list(QD_KEYPOINTS), REGIONS,
+                                   max_body_deviation=1.2, confirm_body_deviation=0.5)
+    back_top, tip = INDEX["back_top"], INDEX["tail_tip"]
+
+    def tracked(frame: int, flagged_back_top: bool = False):  # right labels
+        flagged = np.arange(12) == back_top if flagged_back_top else np.zeros(12, bool)
+        return replace(untracked_record(frame, 6, 12), points_3d=points[frame].copy(),
+                       ncams=np.full(12, 6), flagged=flagged,
+                       reason=np.where(flagged, "few_cameras", ""), score=np.ones(12),
+                       centroid=np.tile(np.arange(12), (6, 1)),
+                       stage=np.full((6, 12), "within_region"))
+
+    # As a 4-camera run left them: back_top lost, its dot taken by the tail tip's label (the
+    # body flags it); the tail tip's own dot unlabelled. No body frame on the labels' axis.
+    scrambled = tracked(600)
+    taken = points[600].copy()
+    taken[tip], taken[back_top] = points[600, back_top], np.nan
+    centroid = scrambled.centroid.copy()
+    centroid[:, tip], centroid[:, back_top] = back_top, -1
+    scrambled = replace(scrambled, points_3d=taken, centroid=centroid,
+                        ncams=np.where(np.isnan(taken[:, 0]), 0, 6),
+                        flagged=np.isin(np.arange(12), [back_top, tip]),
+                        reason=np.where(np.arange(12) == back_top, "unassigned",
+                                        np.where(np.arange(12) == tip, "body", "")))
+    run = [tracked(f, flagged_back_top=f % 3 == 0) if f != 600 else scrambled
+           for f in range(300, 701)]
+    reviewed = steps.final_records(run, frozenset({0, 1, 2}), review)
+    fixed = reviewed[300]
+    assert np.allclose(fixed.points_3d[back_top], points[600, back_top])
+    assert np.isnan(fixed.points_3d[tip]).all() and (fixed.centroid[:, tip] == -1).all()
+    assert fixed.centroid[:, back_top].tolist() == [back_top] * 6
+    assert set(fixed.stage[:, back_top]) == {"template"}
+    # The body vouches for the moved point: the flag that doubted the tail tip goes.
+    assert not fixed.flagged[back_top]
+    # Right labels with back_top in doubt (every third frame, uprights included) stay as they are.
+    assert all(after is before for after, before in zip(reviewed, run, strict=True)
+               if before is not scrambled)
+
+
+def test_a_twin_pair_handed_back_its_own_points_keeps_the_trackers_order():
+    twins = np.array([1, 0, 2, 4, 3])
+    # The search put 0 and 1 the other way round and gave 3 the point of 2, 4 that of 3.
+    source = np.array([1, 0, 4, 2, 3])
+    kept = steps._twins_kept(source, twins)
+    assert kept.tolist() == [0, 1, 4, 3, 2]  # 3 keeps its own point; 4 takes the other one
+    assert steps._twins_kept(source, None) is source
