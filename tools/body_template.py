@@ -230,9 +230,10 @@ def axis_search(points_3d: np.ndarray, model: TemplateModel, body: DistanceModel
     optimal assignment on their places, and the labelling with the lowest
     :func:`labelling_fit` wins. Returns ``source (K,)`` (keypoint ``k``
     should take what keypoint ``source[k]`` has; the keypoints left without
-    a point take the missing ones' NaN) and its fit, NaN (with ``arange``)
-    when no pair qualifies. Left and right twins share a place, so which
-    twin a point goes to is arbitrary: put them on their sides afterwards.
+    a point take the missing ones' NaN, each missing one its own) and its
+    fit, NaN (with ``arange``) when no pair qualifies. Left and right twins
+    share a place, so which twin a point goes to is arbitrary: put them on
+    their sides afterwards.
     """
     points_3d = check_shape("points_3d", points_3d, (model.place_mm.shape[0], 3))
     n_keypoints = points_3d.shape[0]
@@ -271,7 +272,12 @@ def axis_search(points_3d: np.ndarray, model: TemplateModel, body: DistanceModel
     fits = _fits(labelled, np.array(placings), model, body, regions, scale)
     best = int(np.argmin(fits))  # the first pair wins a tie
     source = sources[best]
-    source[source < 0] = np.setdiff1d(np.arange(n_keypoints), present)
+    # The keypoints left without a point take the missing keypoints' (empty) records: each
+    # missing one its own where it is left without, the rest in order.
+    missing = np.setdiff1d(np.arange(n_keypoints), present)
+    unfilled = source < 0
+    source[missing[unfilled[missing]]] = missing[unfilled[missing]]
+    source[source < 0] = np.setdiff1d(missing, source)
     return source, float(fits[best])
 
 

@@ -459,8 +459,20 @@ def test_the_review_finds_the_body_axis_when_the_back_top_was_lost_to_the_tail_t
                         flagged=np.isin(np.arange(12), [back_top, tip]),
                         reason=np.where(np.arange(12) == back_top, "unassigned",
                                         np.where(np.arange(12) == tip, "body", "")))
-    run = [tracked(f, flagged_back_top=f % 3 == 0) if f != 600 else scrambled
-           for f in range(300, 701)]
+    def lost_back_top(frame: int):
+        record = tracked(frame)
+        lost = record.points_3d.copy()
+        lost[back_top] = np.nan
+        centroid = record.centroid.copy()
+        centroid[:, back_top] = -1
+        doubted = INDEX["ear_L"] if frame % 2 else back_top  # right, but in doubt
+        return replace(record, points_3d=lost, centroid=centroid, ncams=np.where(
+            np.arange(12) == back_top, 0, 6), flagged=np.isin(np.arange(12), [back_top, doubted]),
+            reason=np.where(np.arange(12) == back_top, "unassigned",
+                            np.where(np.arange(12) == doubted, "low_margin", "")))
+
+    run = [scrambled if f == 600 else lost_back_top(f) if f % 3 == 1
+           else tracked(f, flagged_back_top=f % 3 == 0) for f in range(300, 701)]
     reviewed = steps.final_records(run, frozenset({0, 1, 2}), review)
     fixed = reviewed[300]
     assert np.allclose(fixed.points_3d[back_top], points[600, back_top])
@@ -469,9 +481,34 @@ def test_the_review_finds_the_body_axis_when_the_back_top_was_lost_to_the_tail_t
     assert set(fixed.stage[:, back_top]) == {"template"}
     # The body vouches for the moved point: the flag that doubted the tail tip goes.
     assert not fixed.flagged[back_top]
-    # Right labels with back_top in doubt (every third frame, uprights included) stay as they are.
-    assert all(after is before for after, before in zip(reviewed, run, strict=True)
-               if before is not scrambled)
+    # Right labels with back_top in doubt (every third frame, uprights included) stay as they
+    # are; with back_top lost (a hidden dot), the labels QC trusts are never moved.
+    for after, before in zip(reviewed, run, strict=True):
+        if before is not scrambled:
+            assert after is before or before.frame % 3 == 1, before.frame
+            assert np.array_equal(after.points_3d[~before.flagged], before.points_3d[~before.flagged])
+
+    from tools.body_template import trusted_template
+    trusted = replace(review, template=trusted_template(
+        points[300:701], np.ones((401, 12), bool), review.template, review.twins))
+    # back_top's label on ear_R's dot, the tail tip's on back_top's, ear_R lost: the labels'
+    # axis gives a body frame that fits badly, but not by the 3 per point a search must gain.
+    framed = tracked(600)
+    taken = points[600].copy()
+    ear = INDEX["ear_R"]
+    taken[back_top], taken[tip], taken[ear] = points[600, ear], points[600, back_top], np.nan
+    framed = replace(framed, points_3d=taken, flagged=np.arange(12) == back_top,
+                     reason=np.where(np.arange(12) == back_top, "body", ""))
+    assert steps._axis_searched(framed, trusted) is framed
+    # A point the search moves where the body does not vouch for it is flagged axis_search
+    # (score halved); one it vouches for loses the flag that doubted its old identity.
+    ear_left = INDEX["ear_L"]
+    source = np.arange(12)
+    source[[ear_left, tip]] = tip, ear_left
+    doubted = steps._moved(tracked(500), source, trusted, doubt=steps.AXIS_SEARCH_REASON)
+    assert doubted.reason[[ear_left, tip]].tolist() == ["axis_search"] * 2
+    assert doubted.flagged[[ear_left, tip]].all() and (doubted.score[[ear_left, tip]] == 0.5).all()
+    assert not doubted.flagged[np.setdiff1d(np.arange(12), [ear_left, tip])].any()
 
 
 def test_a_twin_pair_handed_back_its_own_points_keeps_the_trackers_order():

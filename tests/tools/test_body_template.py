@@ -168,6 +168,16 @@ def test_the_axis_search_finds_the_body_when_an_axis_label_sits_on_another_dot(r
                     or np.allclose(found[keypoint], truth[twins[keypoint]])), (frame, keypoint)
         assert np.isnan(found[tip]).all()
         assert fit < labelling_fit(scrambled, model, body, regions)
+        # A lost keypoint left without a point keeps its own (empty) record: its 2D labels and
+        # flags go with it. The tail tip's label held back_top's dot, so it takes ear_R's record.
+        assert source[tip] == ear
+        hidden = scrambled.copy()
+        hidden[INDEX["forepaw_L"]] = np.nan
+        source, _ = axis_search(hidden, model, body, regions)
+        assert sorted(source.tolist()) == list(range(12))
+        unfilled = ~np.isfinite(hidden[source]).all(axis=1)
+        for keypoint in np.flatnonzero(unfilled & ~np.isfinite(hidden).all(axis=1)):
+            assert source[keypoint] == keypoint, (frame, keypoint)
 
 
 def test_the_axis_search_needs_two_points_at_the_axis_length(real_motion):
