@@ -305,10 +305,11 @@ def test_labels_a_later_seed_frame_contradicts_are_flagged_in_the_results(scene)
     assert steps.review_against_seeds(records, frozenset({0})) == records  # no later seed frame
 
 
-def test_the_results_put_a_tail_label_on_a_paws_dot_back_on_the_paw():
+@pytest.fixture(scope="module")
+def shipped_review():
+    """The shipped real motion, its frames 0-2 as seed entries, a side model and the review they give."""
     from pathlib import Path
 
-    from agent.pose_frames import untracked_record
     from tools.body_side import SideModel
 
     motion = np.load(Path(__file__).resolve().parents[2] / "tools" / "data" / "maushaus_qd12.npz")
@@ -318,6 +319,13 @@ def test_the_results_put_a_tail_label_on_a_paws_dot_back_on_the_paw():
                       axis_to=INDEX["back_bottom"], pairs=())
     review = steps.template_review(seeds, sides, list(QD_KEYPOINTS), REGIONS,
                                    max_body_deviation=1.2, confirm_body_deviation=0.5)
+    return points, seeds, sides, review
+
+
+def test_the_results_put_a_tail_label_on_a_paws_dot_back_on_the_paw(shipped_review):
+    from agent.pose_frames import untracked_record
+
+    points, seeds, sides, review = shipped_review
     tail, paw = INDEX["tail_base"], INDEX["hindpaw_R"]
     record = untracked_record(360, 6, 12)
     taken = points[360].copy()
@@ -424,19 +432,10 @@ def test_a_point_the_review_moves_into_a_pair_goes_to_the_twin_on_its_side(scene
     assert (steps._moved_pairs_by_side(tracked, proposed, None) == proposed).all()
 
 
-def test_the_review_finds_the_body_axis_when_the_back_top_was_lost_to_the_tail_tip():
-    from pathlib import Path
-
+def test_the_review_finds_the_body_axis_when_the_back_top_was_lost_to_the_tail_tip(shipped_review):
     from agent.pose_frames import untracked_record
-    from tools.body_side import SideModel
 
-    motion = np.load(Path(__file__).resolve().parents[2] / "tools" / "data" / "maushaus_qd12.npz")
-    points = motion["points_mm"].astype(np.float64)
-    seeds = [{"points_3d": p} for p in points[:3]]
-    sides = SideModel(up=np.array([0.0, 0.0, 1.0]), axis_from=INDEX["back_top"],
-                      axis_to=INDEX["back_bottom"], pairs=())
-    review = steps.template_review(seeds, sides, list(QD_KEYPOINTS), REGIONS,
-                                   max_body_deviation=1.2, confirm_body_deviation=0.5)
+    points, _, _, review = shipped_review
     back_top, tip = INDEX["back_top"], INDEX["tail_tip"]
 
     def tracked(frame: int, flagged_back_top: bool = False):  # right labels
