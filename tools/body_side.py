@@ -108,12 +108,23 @@ def lateral_direction(points_3d: np.ndarray, up: np.ndarray, axis_from: int, axi
     keypoint is missing or the axis is within ``acos(max_tilt)`` of vertical
     (a rearing or climbing animal: across the body is then undefined by up).
     """
-    axis = points_3d[axis_to] - points_3d[axis_from]
-    length = float(np.linalg.norm(axis))
-    if not np.isfinite(length) or length == 0.0 or abs(float(axis @ up)) >= max_tilt * length:
-        return None
-    lateral = cross3(up, axis)
-    return lateral / np.linalg.norm(lateral)
+    lateral, known = lateral_directions((points_3d[axis_to] - points_3d[axis_from])[None], up,
+                                        max_tilt)
+    return lateral[0] if known[0] else None
+
+
+def lateral_directions(axis: np.ndarray, up: np.ndarray, max_tilt: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lateral_direction` of many body axes ``axis (n, 3)`` -> unit vectors ``(n, 3)`` and ``known (n,)``.
+
+    Rows not known (an axis with NaN, of zero length, or upright) hold NaN or
+    meaningless values: use ``known``.
+    """
+    length = np.linalg.norm(axis, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        known = np.isfinite(length) & (length > 0) & (np.abs(axis @ up) < max_tilt * length)
+        lateral = cross3(up, axis)
+        return lateral / np.linalg.norm(lateral, axis=1, keepdims=True), known
 
 
 def side_model(seed_points_3d: np.ndarray, twin: np.ndarray, left: np.ndarray,

@@ -24,7 +24,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from tools.body_distances import DistanceModel, body_deviations
-from tools.body_side import cross3
+from tools.body_side import cross3, lateral_directions
 from tools.camera import check_shape
 
 UNJUDGED_DEVIATION = 1.0  # a point the body cannot judge (too few anchors) fits it at the limit
@@ -77,12 +77,9 @@ def _places(points_3d: np.ndarray, axis_from: np.ndarray, axis_to: np.ndarray, u
     rows = np.arange(points_3d.shape[0])
     start, end = points_3d[rows, axis_from], points_3d[rows, axis_to]
     axis = end - start
-    length = np.linalg.norm(axis, axis=1)
+    across, framed = lateral_directions(axis, up, max_tilt)
     with np.errstate(invalid="ignore", divide="ignore"):
-        framed = np.isfinite(length) & (length > 0) & (np.abs(axis @ up) < max_tilt * length)
-        along = axis / length[:, None]
-        across = cross3(up, axis)
-        across /= np.linalg.norm(across, axis=1, keepdims=True)
+        along = axis / np.linalg.norm(axis, axis=1, keepdims=True)
         above = cross3(along, across)
         offset = points_3d - ((start + end) / 2)[:, None, :]
         places = np.stack([np.einsum("nmc,nc->nm", offset, along),
@@ -242,9 +239,9 @@ def axis_search(points_3d: np.ndarray, model: TemplateModel, body: DistanceModel
     present = np.flatnonzero(np.all(np.isfinite(points_3d), axis=1))
     points = points_3d[present]
     expected = body.median_mm[axis_from, axis_to]
-    best_source, best_fit = np.arange(n_keypoints), float("nan")
+    unsearched = np.arange(n_keypoints), float("nan")
     if not np.isfinite(expected) or present.size < 2:
-        return best_source, best_fit
+        return unsearched
     distance = np.linalg.norm(points[:, None] - points[None], axis=2)
     near = np.abs(distance - expected) <= axis_spreads * body.spread_mm[axis_from, axis_to]
     np.fill_diagonal(near, False)
@@ -266,7 +263,7 @@ def axis_search(points_3d: np.ndarray, model: TemplateModel, body: DistanceModel
         labellings.append(source)
         placings.append(placed)
     if not labellings:
-        return best_source, best_fit
+        return unsearched
     sources = np.array(labellings)
     labelled = np.where(sources[..., None] >= 0, points_3d[np.maximum(sources, 0)], np.nan)
     fits = _fits(labelled, np.array(placings), model, body, regions, scale)
