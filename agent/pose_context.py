@@ -88,3 +88,12 @@ def review_min_cameras(ctx: PoseContext, n_cameras: int) -> int:
     if ctx.review_min_cameras is not None:
         return ctx.review_min_cameras
     return max(ctx.qc_min_cameras, min(n_cameras, max(4, n_cameras // 2 + 1)))
+
+
+def quality_params(ctx: PoseContext, n_cameras: int) -> QualityParams:
+    """Quality control's thresholds from the run's settings (:func:`tools.confidence.assess_frame`)."""
+    return QualityParams(max_error_px=ctx.max_error_px, max_view_error_px=ctx.max_view_error_px,
+                         min_cameras=ctx.qc_min_cameras, min_margin_px=ctx.min_margin_px,
+                         review_min_cameras=review_min_cameras(ctx, n_cameras),
+                         max_jump_mm=ctx.max_jump_mm, max_body_deviation=ctx.max_body_deviation,
+                         confirm_body_deviation=ctx.confirm_body_deviation)

@@ -127,6 +127,15 @@ class FrameStore:
             self._recent = {path: centroids}
         return centroids
 
+    def centroids_of(self, frame: int) -> list[np.ndarray] | None:
+        """The centroids saved for ``frame`` (:meth:`save_centroids`), None if there are none."""
+        path = self.cache_dir / "centroids" / f"{frame:06d}.npz"
+        if not path.exists():
+            return None
+        with np.load(path) as archive:
+            xy, counts = archive["xy"], archive["counts"]
+        return np.split(xy, np.cumsum(counts)[:-1])
+
     def append(self, record: FrameRecord) -> None:
         """Append one frame's record to the log with a single write."""
         parts = [

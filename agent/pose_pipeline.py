@@ -29,7 +29,7 @@ from agent.backends.pose_base import PoseBackend
 from agent.backends.pose_tools import LatestLabels
 from agent.config import context_to_dict
 from agent.errors import InputError
-from agent.pose_context import PoseContext
+from agent.pose_context import PoseContext, quality_params
 from agent.pose_frames import CentroidPrefetch, FrameRecord, FrameStore, padded_records
 from agent.recording import Recording, load_recording
 from agent.rundir import RunDir, package_versions, prepare_run_dir
@@ -142,15 +142,19 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
     seed_sides = (steps.seed_side_model(seed_window, recording.group, list(recording.keypoints),
                                         steps.region_indices(recording.keypoints, recording.regions))
                   if full else None)
+    template_review = (steps.template_review(
+        seed_window, seed_sides, list(recording.keypoints),
+        steps.region_indices(recording.keypoints, recording.regions), ctx.max_body_deviation,
+        ctx.confirm_body_deviation) if full else None)
     runtime = PoseRuntime(
         settings=ctx, recording=recording, backend=backend, store=store,
         out_dir=str(run.path), regions=_regions(recording, ctx), seed_frames=seed_frames,
         detect=prefetch.get, publish_labels=board.publish, fan_out=stage_fan_out(backend),
         seed_distances=seed_distances, seed_sides=seed_sides,
-        template_review=(steps.template_review(
-            seed_window, seed_sides, list(recording.keypoints),
-            steps.region_indices(recording.keypoints, recording.regions), ctx.max_body_deviation,
-            ctx.confirm_body_deviation) if full else None),
+        template_review=template_review,
+        free_dots=(steps.FreeDotSearch(recording.group, store.centroids_of,
+                                       quality_params(ctx, len(recording.cameras)))
+                   if template_review is not None else None),
     )
     end_frame = min(recording.n_frames, ctx.max_frames or recording.n_frames)
     config = {"max_concurrency": ctx.max_concurrency, "recursion_limit": RECURSION_LIMIT,

@@ -7,15 +7,22 @@ backend call and the next state lives here, on arrays from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from agent.pose_frames import FrameRecord, FrameStore
-from tools.assignment import assign_points, predict_constant_velocity, recover_lost
+from tools.assignment import (
+    assign_points,
+    free_dot_points,
+    predict_constant_velocity,
+    recover_lost,
+)
 from tools.body_distances import (
     DistanceModel,
     body_deviation,
+    body_deviations,
     count_deviating,
     distance_model,
     known_keypoints,
@@ -28,11 +35,13 @@ from tools.body_template import (
     TemplateModel,
     axis_search,
     labelling_fit,
+    place_assignment,
     template_model,
     template_relabeling,
     trusted_template,
 )
 from tools.camera import camera_centres
+from tools.confidence import QualityParams, label_score
 from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_error, triangulate
 from tools.keypoint_names import left_twins, mirror_groups, twin_indices
 from tools.reacquire import fit_template
@@ -608,7 +617,8 @@ TEMPLATE_STAGE = "template"  # keypoints_2d.csv stage of a label the results' te
 
 
 def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
-                  review: TemplateReview | None) -> list[FrameRecord]:
+                  review: TemplateReview | None,
+                  dots: FreeDotSearch | None = None) -> list[FrameRecord]:
     """What the results files and run.json are written from: the frame log's ``records`` (by frame) reviewed.
 
     Each tracked frame's labels are put in their places along and above the
@@ -616,9 +626,11 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
     hand labels stay as they are), each keypoint's place the median over
     the labels quality control did not flag
     (:func:`tools.body_template.trusted_template`), twice (``TEMPLATE_PASSES``:
-    the second pass takes its places from the first's result), then checked against the later seed
-    frames (:func:`review_against_seeds`). The frame log itself is not
-    changed (a resume continues from it).
+    the second pass takes its places from the first's result); with
+    ``dots``, keypoints still untriangulated are looked for among the dots
+    no label holds (:func:`found_in_free_dots`); then the labels are checked
+    against the later seed frames (:func:`review_against_seeds`). The frame
+    log itself is not changed (a resume continues from it).
     """
     if review is not None and records:
         seed_template = review.template
@@ -628,7 +640,125 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
                 np.array([~record.flagged for record in records]), seed_template, review.twins))
             records = [record if record.frame in seed_frames else relabel_by_template(record, review)
                        for record in records]
+        if dots is not None:
+            misfit = body_misfits(records, review)
+            records = [record if record.frame in seed_frames
+                       else found_in_free_dots(record, review, dots, misfit) for record in records]
     return review_against_seeds(records, seed_frames)
+
+
+# A free dot seen by fewer cameras than this is never taken: on 12 recordings (results-only
+# experiment) 3 cameras found 483 keypoint-frames right and 27 wrong within 20 mm of their
+# places, 2 cameras 1,067 right and 351 wrong (mostly a paw on its twin's dot). In the
+# pipeline, dots seen by 4 or more cameras were 169 right and 1 wrong, by 3 cameras 363 and
+# 47: found_in_free_dots takes only what quality control would accept unflagged.
+FREE_DOT_MIN_CAMERAS = 3
+# Farthest a free dot's place (along and above the back) may lie from its keypoint's.
+FREE_DOT_MAX_PLACE_MM = 20.0
+FREE_DOT_STAGE = "free_dot"  # keypoints_2d.csv stage of a label found among the free dots
+
+
+@dataclass(frozen=True)
+class FreeDotSearch:
+    """What :func:`found_in_free_dots` needs besides the review.
+
+    ``centroids_of(frame)``: the frame's per-camera ``(n_c, 2)`` centroids
+    (None where the run kept none); ``quality``: quality control's
+    thresholds (a camera agrees within ``max_view_error_px``; the score and
+    the ``reprojection`` flag as quality control gives them).
+    """
+
+    group: CameraGroup
+    centroids_of: Callable[[int], list[np.ndarray] | None]
+    quality: QualityParams
+
+
+def body_misfits(records: list[FrameRecord], review: TemplateReview) -> np.ndarray:
+    """``(K,)`` bool: keypoints whose labels in ``records`` deviate from the review's body in most frames.
+
+    As quality control's :func:`body_check` counts them over the run
+    (:func:`tools.body_distances.misfit_keypoints`): the body neither flags
+    nor vouches for them.
+    """
+    deviation = body_deviations(np.array([record.points_3d for record in records]),
+                                review.regions, review.body)
+    judged = np.isfinite(deviation)
+    counts = np.stack([judged.sum(axis=0),
+                       (judged & (np.nan_to_num(deviation) > review.max_body_deviation)).sum(axis=0)])
+    return misfit_keypoints(counts, BODY_FIT_MIN_FRAMES, BODY_FIT_MAX_SHARE)
+
+
+def found_in_free_dots(record: FrameRecord, review: TemplateReview, search: FreeDotSearch,
+                       misfit: np.ndarray | None = None) -> FrameRecord:
+    """``record`` with its untriangulated keypoints given the free dots whose places fit theirs.
+
+    The dots no label holds are triangulated where at least
+    ``FREE_DOT_MIN_CAMERAS`` cameras agree within quality control's
+    ``max_view_error_px`` (:func:`tools.assignment.free_dot_points`; a lost
+    keypoint's own labels count as free), and each lost keypoint takes the
+    one whose place along and above the back lies within
+    ``FREE_DOT_MAX_PLACE_MM`` of its own (:func:`tools.body_template.place_assignment`):
+    a keypoint lost after a fast move whose dot shows in every camera (a
+    tail tip after the landing, 160 frames) is found frame by frame. A dot is
+    taken only where quality control would accept it unflagged: mean error
+    at most ``max_error_px``, a body deviation at most ``max_body_deviation``
+    (judged with every found point in place; not for the ``misfit (K,)``
+    keypoints, :func:`body_misfits`), and ``review_min_cameras`` cameras or
+    the body's vouching (deviation under ``confirm_body_deviation``). Found
+    labels take stage ``free_dot``.
+    """
+    present = np.all(np.isfinite(record.points_3d), axis=1)
+    lost = np.flatnonzero(~present)
+    template, quality = review.template, search.quality
+    if lost.size == 0 or not present[[template.axis_from, template.axis_to]].all():
+        return record
+    centroids = search.centroids_of(record.frame)
+    if centroids is None:
+        return record
+    held = np.where(present[None, :], record.centroid, -1)
+    dots = free_dot_points(search.group, centroids, held, record.points_3d[present].mean(axis=0),
+                           quality.max_view_error_px, FREE_DOT_MIN_CAMERAS,
+                           max_points=lost.size + 1)
+    chosen = place_assignment(record.points_3d, lost, dots.points_3d, template,
+                              FREE_DOT_MAX_PLACE_MM)
+    found, dot = lost[chosen >= 0], chosen[chosen >= 0]
+    if found.size == 0:
+        return record
+    ncams = (dots.views[:, dot] >= 0).sum(axis=0)
+    mean_error = np.nanmean(dots.error_px[:, dot], axis=0)
+    trial = record.points_3d.copy()
+    trial[found] = dots.points_3d[dot]
+    deviation = body_deviation(trial, review.regions, review.body)[found]
+    if misfit is not None:
+        deviation = np.where(misfit[found], np.nan, deviation)
+    vouched = np.nan_to_num(deviation, nan=np.inf) < review.confirm_body_deviation
+    accepted = ((mean_error <= quality.max_error_px)
+                & (np.nan_to_num(deviation) <= review.max_body_deviation)
+                & ((ncams >= quality.review_min_cameras) | vouched))
+    found, dot, ncams, mean_error = found[accepted], dot[accepted], ncams[accepted], mean_error[accepted]
+    if found.size == 0:
+        return record
+    views = dots.views[:, dot]  # (C, n_found)
+    points_3d = record.points_3d.copy()
+    points_3d[found] = dots.points_3d[dot]
+    centroid, points_2d = record.centroid.copy(), record.points_2d.copy()
+    # object dtype: a fixed-width string array would cut a longer name to the widest present.
+    view_error, stage = record.view_error_px.copy(), record.stage.astype(object)
+    centroid[:, found] = views
+    view_error[:, found] = dots.error_px[:, dot]
+    for camera in range(views.shape[0]):
+        agreed = views[camera] >= 0
+        points_2d[camera, found] = np.nan
+        points_2d[camera, found[agreed]] = centroids[camera][views[camera, agreed]]
+    stage[:, found] = np.where(views >= 0, FREE_DOT_STAGE, "")
+    error_px, counts = record.error_px.copy(), record.ncams.copy()
+    error_px[found], counts[found] = mean_error, ncams
+    flagged, reason, score = record.flagged.copy(), record.reason.astype(object), record.score.copy()
+    flagged[found], reason[found] = False, ""
+    score[found] = label_score(points_3d[found], mean_error, ncams, flagged[found], quality)
+    return replace(record, points_3d=points_3d, error_px=error_px, ncams=counts, score=score,
+                   flagged=flagged, reason=reason, points_2d=points_2d, centroid=centroid,
+                   view_error_px=view_error, stage=stage)
 
 
 # How much better (in labelling_fit units, per point) the axis search's labelling must fit the

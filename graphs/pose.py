@@ -42,7 +42,7 @@ from langgraph.types import Command, Send
 
 from agent import pose_requests as requests
 from agent import pose_steps as steps
-from agent.pose_context import review_min_cameras
+from agent.pose_context import quality_params
 from agent.pose_frames import FrameRecord, flag_model_labels, model_flags, write_results_files
 from agent.pose_requests import CameraRequests
 from graphs.pose_state import (
@@ -53,7 +53,7 @@ from graphs.pose_state import (
     ViewReferences,
     ViewTask,
 )
-from tools.confidence import QualityParams, assess_frame
+from tools.confidence import assess_frame
 from tools.refine import RefineParams
 
 WINDOW_FRAMES = 3
@@ -244,13 +244,7 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
         np.array(refined["mean_error_px"], dtype=np.float64),
         np.array(refined["error_px"], dtype=np.float64), margins,
         _predict_track(state, run, state["window"], with_last_seen=False),
-        QualityParams(max_error_px=settings.max_error_px,
-                      max_view_error_px=settings.max_view_error_px,
-                      min_cameras=settings.qc_min_cameras, min_margin_px=settings.min_margin_px,
-                      review_min_cameras=review_min_cameras(settings, len(cameras)),
-                      max_jump_mm=settings.max_jump_mm,
-                      max_body_deviation=settings.max_body_deviation,
-                      confirm_body_deviation=settings.confirm_body_deviation),
+        quality_params(settings, len(cameras)),
         body_deviation, body_known, reacquired_to_review,
         side_unsure & ~steps.side_vouched(points_3d, run.seed_sides),
     )
@@ -318,7 +312,7 @@ def reviewed_records(run: PoseRuntime) -> list[FrameRecord]:
     """
     size = run.store.log_path.stat().st_size if run.store.log_path.exists() else 0
     return run.memo.get(RESULTS_MEMO_FRAME, ("final_records", size), lambda: steps.final_records(
-        run.store.read_all(), run.seed_frames, run.template_review))
+        run.store.read_all(), run.seed_frames, run.template_review, run.free_dots))
 
 
 def build_camera_stages_graph() -> StateGraph:

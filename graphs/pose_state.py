@@ -18,7 +18,7 @@ import numpy as np
 from agent.backends.pose_base import PoseBackend
 from agent.pose_context import PoseContext
 from agent.pose_frames import FrameMemo, FrameStore
-from agent.pose_steps import TemplateReview, region_indices
+from agent.pose_steps import FreeDotSearch, TemplateReview, region_indices
 from agent.recording import Recording
 from tools.body_distances import DistanceModel
 from tools.body_side import SideModel
@@ -163,6 +163,11 @@ class PoseRuntime:
         check, for the results' template check
         (:func:`agent.pose_steps.relabel_by_template`); None outside the full
         pipeline or without a side model.
+    free_dots : FreeDotSearch, optional
+        The cameras, the run's centroid files and quality control's thresholds,
+        for the results' search of lost keypoints among the dots no label holds
+        (:func:`agent.pose_steps.found_in_free_dots`); None where
+        ``template_review`` is.
     memo : FrameMemo
         The current frame's motion prediction and Stage 1 views, computed once per
         frame; at the end, the reviewed records (:func:`graphs.pose.reviewed_records`).
@@ -181,6 +186,7 @@ class PoseRuntime:
     seed_distances: DistanceModel | None = None
     seed_sides: SideModel | None = None
     template_review: TemplateReview | None = None
+    free_dots: FreeDotSearch | None = None
     memo: FrameMemo = field(default_factory=FrameMemo)
 
     @cached_property

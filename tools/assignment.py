@@ -216,3 +216,79 @@ def recover_lost(group: CameraGroup, centroids: Sequence[np.ndarray], assignment
             used = chosen >= 0
             assignment[used, keypoint] = index[used, chosen[used]]
     return assignment
+
+
+@dataclass(frozen=True)
+class FreeDots:
+    """Result of :func:`free_dot_points`: 3D points of dots no keypoint holds.
+
+    Attributes
+    ----------
+    points_3d : np.ndarray
+        ``(n_points, 3)`` consensus points, most cameras first.
+    views : np.ndarray
+        ``(n_cameras, n_points)`` centroid index each camera agreed with, -1 for none.
+    error_px : np.ndarray
+        ``(n_cameras, n_points)`` reprojection error in each agreeing camera, NaN elsewhere.
+    """
+
+    points_3d: np.ndarray
+    views: np.ndarray
+    error_px: np.ndarray
+
+
+def free_dot_points(group: CameraGroup, centroids: Sequence[np.ndarray], assignment: np.ndarray,
+                    near_3d: np.ndarray, threshold_px: float, min_cameras: int = 3,
+                    max_candidates: int = 8, max_points: int = 4) -> FreeDots:
+    """Triangulate the dots that no keypoint holds, one consensus point at a time.
+
+    Each camera offers its free centroids (none of ``assignment``'s), at most
+    ``max_candidates`` nearest the projection of ``near_3d (3,)`` (the
+    animal); :func:`tools.consensus.consensus_triangulate` picks the point
+    most cameras agree on within ``threshold_px``, its centroids leave the
+    pool, and the search goes on while at least ``min_cameras`` cameras agree
+    (spurious spots seldom line up in 3 views), up to ``max_points`` points.
+
+    Parameters
+    ----------
+    centroids : Sequence[np.ndarray]
+        One ``(n_c, 2)`` array per camera.
+    assignment : np.ndarray
+        ``(n_cameras, n_keypoints)`` centroid index, -1 for none.
+    """
+    n_cameras = len(group)
+    assignment = np.asarray(assignment, dtype=np.int64)
+    if assignment.ndim != 2 or assignment.shape[0] != n_cameras or len(centroids) != n_cameras:
+        raise ValueError(f"need one centroid array per camera and assignment ({n_cameras}, "
+                         f"n_keypoints), got {len(centroids)} and {assignment.shape}")
+    centre = project(group, np.asarray(near_3d, dtype=np.float64).reshape(1, 3))[:, 0]
+    pools = []
+    for camera, xy in enumerate(centroids):
+        is_free = np.ones(len(xy), dtype=bool)
+        held = assignment[camera]
+        is_free[held[held >= 0]] = False
+        free = np.flatnonzero(is_free)
+        order = np.argsort(np.linalg.norm(xy[free] - centre[camera], axis=1), kind="stable")
+        pools.append(free[order][:max_candidates])
+    points, views, errors = [], [], []
+    while len(points) < max_points:
+        candidates = np.full((n_cameras, 1, max_candidates, 2), np.nan)
+        for camera, pool in enumerate(pools):
+            candidates[camera, 0, : pool.size] = centroids[camera][pool]
+        if sum(pool.size > 0 for pool in pools) < min_cameras:
+            break
+        result = consensus_triangulate(group, candidates, threshold_px)
+        if result.n_inliers[0] < min_cameras:
+            break
+        chosen = result.chosen[:, 0]
+        view = np.full(n_cameras, -1)
+        for camera in np.flatnonzero(chosen >= 0):
+            view[camera] = pools[camera][chosen[camera]]
+            pools[camera] = np.delete(pools[camera], chosen[camera])
+        points.append(result.points_3d[0])
+        views.append(view)
+        errors.append(result.reprojection_error_px[:, 0])
+    if not points:
+        return FreeDots(np.empty((0, 3)), np.empty((n_cameras, 0), np.int64),
+                        np.empty((n_cameras, 0)))
+    return FreeDots(np.array(points), np.array(views).T, np.array(errors).T)

@@ -138,6 +138,43 @@ def trusted_template(points_3d: np.ndarray, trusted: np.ndarray, model: Template
     return replace(model, place_mm=np.where(np.isfinite(shared), shared, model.place_mm))
 
 
+def place_assignment(points_3d: np.ndarray, wanted: np.ndarray, candidates_3d: np.ndarray,
+                     model: TemplateModel, max_place_mm: float, max_tilt: float = 0.8) -> np.ndarray:
+    """Give the ``wanted`` keypoints the candidate points whose places fit theirs -> ``(n_wanted,)``.
+
+    ``points_3d (K, 3)`` is the frame (its axis keypoints give the body
+    frame), ``wanted (n_wanted,)`` keypoint indices, ``candidates_3d (n, 3)``
+    points no keypoint holds. One optimal assignment on the distance between
+    each candidate's place and each keypoint's (``model.place_mm``); a pair
+    farther apart than ``max_place_mm`` is never made, nor one whose point
+    lies nearer some other keypoint's place. Returns the candidate
+    index of each wanted keypoint, -1 for none (also where the frame has no
+    body frame or the keypoint no place).
+    """
+    points_3d = check_shape("points_3d", points_3d, (model.place_mm.shape[0], 3))
+    candidates_3d = check_shape("candidates_3d", candidates_3d, (None, 3))
+    wanted = np.asarray(wanted, dtype=np.int64)
+    chosen = np.full(wanted.size, -1)
+    if wanted.size == 0 or candidates_3d.shape[0] == 0:
+        return chosen
+    stacked = np.concatenate([points_3d[[model.axis_from, model.axis_to]], candidates_3d])[None]
+    places, framed = _places(stacked, np.array([0]), np.array([1]), model.up, max_tilt)
+    if not framed[0]:
+        return chosen
+    to_every = np.linalg.norm(places[0, 2:, None, :] - model.place_mm[None], axis=2)  # (n, K)
+    distance = to_every[:, wanted]
+    # NaN (no place) is never allowed; nor a point nearer another keypoint's place (twins
+    # share theirs): a tail middle does not take the tail tip's dot.
+    nearest = np.nanmin(np.where(np.isfinite(to_every), to_every, np.inf), axis=1)
+    allowed = (distance <= max_place_mm) & (distance <= nearest[:, None])
+    if not allowed.any():
+        return chosen
+    rows, columns = linear_sum_assignment(np.where(allowed, distance, 1e9))
+    taken = allowed[rows, columns]
+    chosen[columns[taken]] = rows[taken]
+    return chosen
+
+
 def _twins_share_places(place_mm: np.ndarray, twins: np.ndarray | None) -> np.ndarray:
     """``place_mm (K, 2)`` with each twin pair at the mean of its places, or at the one known.
 

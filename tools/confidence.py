@@ -200,10 +200,19 @@ def assess_frame(points_3d: np.ndarray, ncams: np.ndarray, mean_error_px: np.nda
         ["body", "few_cameras", "unchecked", "reacquired", "side"], default="")
     reason = np.where(reason == "", review, reason)
     flagged = reason != ""
-    score = np.where(triangulated, np.exp(-np.nan_to_num(mean_error) / params.error_scale_px), 0.0)
+    score = label_score(points_3d, mean_error, ncams, flagged, params)
+    return FrameQuality(flagged=flagged, reason=reason, retry=retry, score=score)
+
+
+def label_score(points_3d: np.ndarray, mean_error_px: np.ndarray, ncams: np.ndarray,
+                flagged: np.ndarray, params: QualityParams = QualityParams()) -> np.ndarray:
+    """``(n_keypoints,)`` confidence in [0, 1]: decays with the mean reprojection error, grows
+    with the cameras up to ``params.min_cameras``, halved where flagged, 0 where untriangulated."""
+    triangulated = np.all(np.isfinite(points_3d), axis=1)
+    score = np.where(triangulated, np.exp(-np.nan_to_num(mean_error_px) / params.error_scale_px),
+                     0.0)
     score = score * np.minimum(1.0, np.asarray(ncams) / params.min_cameras)
-    score = np.where(flagged, 0.5 * score, score)
-    return FrameQuality(flagged=flagged, reason=reason, retry=retry, score=np.round(score, 6))
+    return np.round(np.where(flagged, 0.5 * score, score), 6)
 
 
 def _check(name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:

@@ -517,3 +517,88 @@ def test_a_twin_pair_handed_back_its_own_points_keeps_the_trackers_order():
     kept = steps._twins_kept(source, twins)
     assert kept.tolist() == [0, 1, 4, 3, 2]  # 3 keeps its own point; 4 takes the other one
     assert steps._twins_kept(source, None) is source
+
+
+def test_lost_keypoints_are_found_among_the_dots_no_label_holds(shipped_review):
+    from agent.pose_frames import untracked_record
+    from tools.body_distances import body_deviation
+    from tools.confidence import QualityParams
+
+    points, _, _, review = shipped_review
+    group = qd_render.make_rig(6, (640, 480), points[300:400].reshape(-1, 3),
+                               np.random.default_rng(3))
+    frame, lost = 360, [INDEX["hindpaw_L"], INDEX["tail_base"]]
+    centroids = [np.vstack([xy, [[3.0, 3.0]]]) for xy in project(group, points[frame])]
+    label = np.tile(np.arange(12), (6, 1))
+    label[:, lost] = -1
+    missing = np.isin(np.arange(12), lost)
+    record = replace(untracked_record(frame, 6, 12),
+                     points_3d=np.where(missing[:, None], np.nan, points[frame]),
+                     ncams=np.where(missing, 0, 6), flagged=missing,
+                     reason=np.where(missing, "unassigned", ""), score=np.where(missing, 0.0, 1.0),
+                     centroid=label, stage=np.where(label >= 0, "within_region", ""))
+    search = steps.FreeDotSearch(group, lambda f: centroids if f == frame else None, QualityParams())
+    found = steps.found_in_free_dots(record, review, search)
+    np.testing.assert_allclose(found.points_3d, points[frame], atol=1e-6)
+    assert (found.centroid == np.tile(np.arange(12), (6, 1))).all()  # never the stray spot
+    assert set(found.stage[:, lost].ravel()) == {steps.FREE_DOT_STAGE} and (found.ncams[lost] == 6).all()
+    np.testing.assert_allclose(found.points_2d[:, lost], project(group, points[frame])[:, lost])
+    assert np.all(found.error_px[lost] < 1e-6) and np.all(found.view_error_px[:, lost] < 1e-6)
+    assert not found.flagged.any() and found.score[lost].tolist() == [1.0, 1.0]
+
+    # Seen by 3 cameras where quality control wants 4: taken only where the body vouches.
+    three_views = [xy.copy() for xy in centroids]
+    for camera in (0, 1, 2):
+        three_views[camera][lost] = [-900.0, -900.0]
+    few = steps.found_in_free_dots(record, review, replace(
+        search, centroids_of=lambda f: three_views, quality=QualityParams(review_min_cameras=4)))
+    vouched = body_deviation(found.points_3d, review.regions, review.body)[lost] < 0.5
+    assert vouched.tolist() == [False, True]  # the paw is not, the tail base is
+    paw, base = lost
+    assert np.isnan(few.points_3d[paw]).all() and few.reason[paw] == "unassigned"
+    assert few.ncams[base] == 3 and (few.centroid[:3, base] == -1).all()
+    assert np.isnan(few.points_2d[:3, base]).all() and set(few.stage[:3, base]) == {""}
+    assert not few.flagged[base] and few.score[base] == 1.0
+    # Over the body's deviation limit: not taken, unless the body does not judge the keypoint.
+    stiff = replace(review, max_body_deviation=0.0)
+    assert steps.found_in_free_dots(record, stiff, search) is record
+    misfit = np.isin(np.arange(12), lost)
+    unjudged = steps.found_in_free_dots(record, stiff, search, misfit)
+    np.testing.assert_allclose(unjudged.points_3d, points[frame], atol=1e-6)
+    # Over quality control's mean reprojection error: not taken.
+    strict = replace(search, quality=QualityParams(max_error_px=-1.0))
+    assert steps.found_in_free_dots(record, review, strict) is record
+
+    # Through the results' review: the same frame is found; without centroids it is left.
+    reviewed = steps.final_records([record], frozenset({0, 1, 2}), review, search)[0]
+    np.testing.assert_allclose(reviewed.points_3d[lost], points[frame, lost], atol=1e-6)
+    assert steps.found_in_free_dots(replace(record, frame=361), review, search).points_3d is record.points_3d
+    # The paw's dot is held by another label (the tail middle took it): only the tail base is found.
+    taken = label.copy()
+    taken[:, INDEX["tail_middle"]] = INDEX["hindpaw_L"]
+    partly = steps.found_in_free_dots(replace(record, centroid=taken), review, search)
+    assert np.isnan(partly.points_3d[INDEX["hindpaw_L"]]).all()
+    assert partly.reason[INDEX["hindpaw_L"]] == "unassigned"
+    np.testing.assert_allclose(partly.points_3d[INDEX["tail_base"]],
+                               points[frame, INDEX["tail_base"]], atol=1e-6)
+    # A dot whose place is far from every lost keypoint's (the tail tip in this frame, 50 mm
+    # above where the seed frames hold it) is not taken.
+    tip = INDEX["tail_tip"]
+    far = replace(record, points_3d=np.where(np.arange(12)[:, None] == tip, np.nan, points[frame]),
+                  centroid=np.where(np.arange(12)[None, :] == tip, -1, np.tile(np.arange(12), (6, 1))))
+    assert np.isnan(steps.found_in_free_dots(far, review, search).points_3d[tip]).all()
+
+
+def test_keypoints_deviating_from_the_body_in_most_frames_are_misfits(shipped_review):
+    from agent.pose_frames import untracked_record
+
+    points, _, _, review = shipped_review
+    tip = INDEX["tail_tip"]
+    records = []
+    for frame in range(300, 340):
+        curled = points[frame].copy()
+        if frame < 330:  # the tail tip held 40 mm off in 30 of 40 frames
+            curled[tip] += [0.0, 0.0, 40.0]
+        records.append(replace(untracked_record(frame, 6, 12), points_3d=curled))
+    assert np.flatnonzero(steps.body_misfits(records, review)).tolist() == [tip]
+    assert not steps.body_misfits(records[25:], review).any()  # too few frames to judge

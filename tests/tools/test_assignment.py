@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.assignment import assign_points, predict_constant_velocity, recover_lost
+from tools.assignment import (
+    assign_points,
+    free_dot_points,
+    predict_constant_velocity,
+    recover_lost,
+)
 
 
 def test_shuffling_candidates_changes_no_match(rng):
@@ -109,3 +114,34 @@ def test_nothing_within_the_gate_leaves_every_point_unassigned():
         result = assign_points(predicted, candidates, gate_px=5.0)
         np.testing.assert_array_equal(result.index, [-1, -1, -1])
         assert np.isnan(result.cost).all() and np.isnan(result.margin).all()
+
+
+def test_free_dots_are_triangulated_where_cameras_agree_and_held_ones_are_not():
+    group, points_3d, centroids, assignment = _rig_scene()
+    # A spurious spot in one camera lines up with nothing.
+    centroids[0] = np.vstack([centroids[0], [[5.0, 5.0]]])
+    dots = free_dot_points(group, centroids, assignment, points_3d.mean(axis=0), threshold_px=2.0)
+    assert dots.points_3d.shape == (1, 3)
+    np.testing.assert_allclose(dots.points_3d[0], points_3d[1], atol=1e-6)
+    np.testing.assert_array_equal(dots.views[:, 0], np.ones(4, int))
+    assert np.all(dots.error_px[:, 0] < 1e-6)
+    # Keypoint 1's own labels hold its dot: nothing is left to find.
+    held = np.tile(np.arange(3), (4, 1))
+    assert free_dot_points(group, centroids, held, points_3d.mean(axis=0), 2.0).points_3d.shape == (0, 3)
+
+
+def test_free_dots_need_min_cameras_and_stop_at_max_points():
+    group, points_3d, centroids, assignment = _rig_scene()
+    nothing_held = np.full_like(assignment, -1)
+    centre = points_3d.mean(axis=0)
+    every = free_dot_points(group, centroids, nothing_held, centre, 2.0)
+    assert every.points_3d.shape == (3, 3)
+    order = np.argmin(np.linalg.norm(every.points_3d[:, None] - points_3d[None], axis=2), axis=1)
+    assert sorted(order.tolist()) == [0, 1, 2]
+    assert free_dot_points(group, centroids, nothing_held, centre, 2.0, max_points=2).points_3d.shape == (2, 3)
+    # Keypoint 1 shows in two cameras only.
+    two_views = [c.copy() for c in centroids]
+    for camera in (2, 3):
+        two_views[camera][1] = [-500.0, -500.0]
+    assert free_dot_points(group, two_views, assignment, centre, 2.0).points_3d.shape == (0, 3)
+    assert free_dot_points(group, two_views, assignment, centre, 2.0, min_cameras=2).points_3d.shape == (1, 3)

@@ -12,6 +12,7 @@ from tools.body_template import (
     axis_search,
     body_places,
     labelling_fit,
+    place_assignment,
     template_model,
     template_relabeling,
     trusted_template,
@@ -189,3 +190,32 @@ def test_the_axis_search_needs_two_points_at_the_axis_length(real_motion):
     source, fit = axis_search(lone, model, body, [[i] for i in range(12)])
     assert np.isnan(fit) and np.array_equal(source, IDENTITY)
     assert np.isnan(labelling_fit(lone, model, body, [[i] for i in range(12)]))
+
+
+def test_lost_keypoints_take_the_free_points_whose_places_fit_theirs(real_motion):
+    model = _model(real_motion)
+    frame = real_motion[5].copy()
+    lost = np.array([INDEX["hindpaw_L"], INDEX["tail_tip"]])
+    truth = frame[lost].copy()
+    frame[lost] = np.nan
+    stray = frame[INDEX["ear_L"]] + [0.0, 0.0, 60.0]  # far above the head: nobody's place
+    candidates = np.array([truth[1], stray, truth[0]])
+    np.testing.assert_array_equal(place_assignment(frame, lost, candidates, model, 20.0), [2, 0])
+    np.testing.assert_array_equal(place_assignment(frame, lost, candidates[[1]], model, 20.0),
+                                  [-1, -1])
+    assert place_assignment(frame, lost, np.empty((0, 3)), model, 20.0).tolist() == [-1, -1]
+    # No body frame (an axis keypoint lost), no assignment.
+    frame[AXIS[1]] = np.nan
+    assert place_assignment(frame, lost, candidates, model, 20.0).tolist() == [-1, -1]
+
+
+def test_a_point_nearer_another_keypoints_place_is_not_taken(real_motion):
+    model = _model(real_motion)
+    frame = real_motion[5].copy()
+    middle, tip = INDEX["tail_middle"], INDEX["tail_tip"]
+    frame[middle] = np.nan
+    tip_dot = frame[[tip]]
+    # Within any distance limit, the tail tip's dot is still the tail tip's, not the middle's.
+    assert place_assignment(frame, np.array([middle]), tip_dot, model, 500.0).tolist() == [-1]
+    assert place_assignment(frame, np.array([middle]), real_motion[5, [middle]], model,
+                            500.0).tolist() == [0]
