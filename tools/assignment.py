@@ -272,7 +272,9 @@ def free_dot_points(group: CameraGroup, centroids: Sequence[np.ndarray], assignm
         pools.append(free[order][:max_candidates])
     points, views, errors = [], [], []
     while len(points) < max_points:
-        candidates = np.full((n_cameras, 1, max_candidates, 2), np.nan)
+        # As wide as the largest pool: most cameras have 0-2 free centroids, and the
+        # hypotheses grow with the square of the width.
+        candidates = np.full((n_cameras, 1, max(pool.size for pool in pools), 2), np.nan)
         for camera, pool in enumerate(pools):
             candidates[camera, 0, : pool.size] = centroids[camera][pool]
         if sum(pool.size > 0 for pool in pools) < min_cameras:
