@@ -642,8 +642,14 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
                        for record in records]
         if dots is not None:
             misfit = body_misfits(records, review)
-            records = [record if record.frame in seed_frames
-                       else found_in_free_dots(record, review, dots, misfit) for record in records]
+            found, last_seen = [], np.full(records[0].points_3d.shape, np.nan).tolist()
+            for record in records:
+                if record.frame not in seed_frames:
+                    record = found_in_free_dots(record, review, dots, misfit,
+                                                np.asarray(last_seen, dtype=np.float64))
+                last_seen = update_last_seen(last_seen, record.points_3d)
+                found.append(record)
+            records = found
     return review_against_seeds(records, seed_frames)
 
 
@@ -689,7 +695,8 @@ def body_misfits(records: list[FrameRecord], review: TemplateReview) -> np.ndarr
 
 
 def found_in_free_dots(record: FrameRecord, review: TemplateReview, search: FreeDotSearch,
-                       misfit: np.ndarray | None = None) -> FrameRecord:
+                       misfit: np.ndarray | None = None,
+                       last_seen: np.ndarray | None = None) -> FrameRecord:
     """``record`` with its untriangulated keypoints given the free dots whose places fit theirs.
 
     The dots no label holds are triangulated where at least
@@ -700,12 +707,21 @@ def found_in_free_dots(record: FrameRecord, review: TemplateReview, search: Free
     ``FREE_DOT_MAX_PLACE_MM`` of its own (:func:`tools.body_template.place_assignment`):
     a keypoint lost after a fast move whose dot shows in every camera (a
     tail tip after the landing, 160 frames) is found frame by frame. A dot is
-    taken only where quality control would accept it unflagged: mean error
-    at most ``max_error_px``, a body deviation at most ``max_body_deviation``
+    taken only where quality control's checks of views and body pass, so the
+    step adds no flags: mean error at most ``max_error_px`` and every view at
+    most ``max_view_error_px``, a body deviation at most ``max_body_deviation``
     (judged with every found point in place; not for the ``misfit (K,)``
     keypoints, :func:`body_misfits`), and ``review_min_cameras`` cameras or
-    the body's vouching (deviation under ``confirm_body_deviation``). Found
-    labels take stage ``free_dot``.
+    the body's vouching (deviation under ``confirm_body_deviation``); and not
+    where the keypoint's left/right twin is lost too (twins share a place,
+    so the side would be a guess). The place stands in for quality control's
+    ``reacquired`` check and there is no motion prediction for ``jump``.
+    With ``last_seen (K, 3)`` (:func:`update_last_seen` over the frames
+    before; NaN never seen), a keypoint whose twin is lost too is taken where
+    its dot is nearer its own last seen point than its twin's by
+    ``SIDE_MARGIN_MM``, as quality control keeps a returning twin's side.
+    Found labels take stage ``free_dot``; a lost keypoint left without a dot
+    loses its stray labels on the dots taken.
     """
     present = np.all(np.isfinite(record.points_3d), axis=1)
     lost = np.flatnonzero(~present)
@@ -721,20 +737,30 @@ def found_in_free_dots(record: FrameRecord, review: TemplateReview, search: Free
                            max_points=lost.size + 1)
     chosen = place_assignment(record.points_3d, lost, dots.points_3d, template,
                               FREE_DOT_MAX_PLACE_MM)
+    if last_seen is not None and review.twins is not None:
+        chosen = _twins_by_last_seen(chosen, lost, dots.points_3d, last_seen, review.twins)
     found, dot = lost[chosen >= 0], chosen[chosen >= 0]
     if found.size == 0:
         return record
     ncams = (dots.views[:, dot] >= 0).sum(axis=0)
     mean_error = np.nanmean(dots.error_px[:, dot], axis=0)
+    worst_view = np.nanmax(dots.error_px[:, dot], axis=0)
     trial = record.points_3d.copy()
     trial[found] = dots.points_3d[dot]
     deviation = body_deviation(trial, review.regions, review.body)[found]
     if misfit is not None:
         deviation = np.where(misfit[found], np.nan, deviation)
     vouched = np.nan_to_num(deviation, nan=np.inf) < review.confirm_body_deviation
-    accepted = ((mean_error <= quality.max_error_px)
+    # Twins share a place: with both lost, which one a dot is would be a guess.
+    twin_lost = (np.zeros(found.size, bool) if review.twins is None
+                 else ~present[review.twins[found]] & (review.twins[found] != found))
+    if last_seen is not None and twin_lost.any():
+        to_own = np.linalg.norm(trial[found] - last_seen[found], axis=1)
+        to_twin = np.linalg.norm(trial[found] - last_seen[review.twins[found]], axis=1)
+        twin_lost &= ~(to_own + SIDE_MARGIN_MM < to_twin)  # NaN (never seen): still a guess
+    accepted = ((mean_error <= quality.max_error_px) & (worst_view <= quality.max_view_error_px)
                 & (np.nan_to_num(deviation) <= review.max_body_deviation)
-                & ((ncams >= quality.review_min_cameras) | vouched))
+                & ((ncams >= quality.review_min_cameras) | vouched) & ~twin_lost)
     found, dot, ncams, mean_error = found[accepted], dot[accepted], ncams[accepted], mean_error[accepted]
     if found.size == 0:
         return record
@@ -744,6 +770,11 @@ def found_in_free_dots(record: FrameRecord, review: TemplateReview, search: Free
     centroid, points_2d = record.centroid.copy(), record.points_2d.copy()
     # object dtype: a fixed-width string array would cut a longer name to the widest present.
     view_error, stage = record.view_error_px.copy(), record.stage.astype(object)
+    # A lost keypoint left without a dot gives up its stray labels on the dots just taken.
+    for camera in range(views.shape[0]):
+        taken = np.isin(centroid[camera], views[camera][views[camera] >= 0]) & ~present
+        centroid[camera, taken], points_2d[camera, taken] = -1, np.nan
+        view_error[camera, taken], stage[camera, taken] = np.nan, ""
     centroid[:, found] = views
     view_error[:, found] = dots.error_px[:, dot]
     for camera in range(views.shape[0]):
@@ -876,6 +907,29 @@ def _moved(record: FrameRecord, source: np.ndarray, review: TemplateReview,
                    view_error_px=record.view_error_px[:, source],
                    stage=np.where(moved[None, :] & labelled, TEMPLATE_STAGE,
                                   record.stage[:, source]))
+
+
+def _twins_by_last_seen(chosen: np.ndarray, lost: np.ndarray, points_3d: np.ndarray,
+                        last_seen: np.ndarray, twins: np.ndarray) -> np.ndarray:
+    """``chosen (n_lost,)`` with the points of two lost twins exchanged where that puts each nearer its last seen point.
+
+    Places cannot tell twins apart (:func:`found_in_free_dots`); their last
+    seen points can, where both are known (NaN: left as chosen).
+    """
+    chosen = chosen.copy()
+    slot = {int(keypoint): index for index, keypoint in enumerate(lost)}
+    for index, keypoint in enumerate(lost):
+        twin = int(twins[keypoint])
+        other = slot.get(twin)
+        if other is None or twin <= keypoint or chosen[index] < 0 or chosen[other] < 0:
+            continue
+        mine, theirs = points_3d[chosen[index]], points_3d[chosen[other]]
+        kept = (np.linalg.norm(mine - last_seen[keypoint]) + np.linalg.norm(theirs - last_seen[twin]))
+        exchanged = (np.linalg.norm(theirs - last_seen[keypoint])
+                     + np.linalg.norm(mine - last_seen[twin]))
+        if exchanged < kept:
+            chosen[index], chosen[other] = chosen[other], chosen[index]
+    return chosen
 
 
 def _twins_kept(source: np.ndarray, twins: np.ndarray | None) -> np.ndarray:

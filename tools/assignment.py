@@ -271,14 +271,12 @@ def free_dot_points(group: CameraGroup, centroids: Sequence[np.ndarray], assignm
         order = np.argsort(np.linalg.norm(xy[free] - centre[camera], axis=1), kind="stable")
         pools.append(free[order][:max_candidates])
     points, views, errors = [], [], []
-    while len(points) < max_points:
+    while len(points) < max_points and sum(pool.size > 0 for pool in pools) >= min_cameras:
         # As wide as the largest pool: most cameras have 0-2 free centroids, and the
         # hypotheses grow with the square of the width.
         candidates = np.full((n_cameras, 1, max(pool.size for pool in pools), 2), np.nan)
         for camera, pool in enumerate(pools):
             candidates[camera, 0, : pool.size] = centroids[camera][pool]
-        if sum(pool.size > 0 for pool in pools) < min_cameras:
-            break
         result = consensus_triangulate(group, candidates, threshold_px)
         if result.n_inliers[0] < min_cameras:
             break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.pose_context import PoseContext, review_min_cameras
+from agent.pose_context import PoseContext, quality_params, review_min_cameras
 
 
 @pytest.mark.parametrize("n_cameras, expected", [(3, 3), (4, 4), (5, 4), (6, 4), (8, 5), (10, 6)])
@@ -15,3 +15,14 @@ def test_review_needs_more_than_half_the_rig_and_four_cameras_by_default(n_camer
 def test_an_explicit_review_threshold_wins():
     assert review_min_cameras(PoseContext(review_min_cameras=2), 6) == 2
     assert review_min_cameras(PoseContext(qc_min_cameras=5), 6) == 5
+
+
+def test_quality_params_copy_each_setting_to_its_threshold():
+    ctx = PoseContext(max_error_px=1.5, max_view_error_px=2.25, qc_min_cameras=2,
+                      min_margin_px=3.5, max_jump_mm=12.0, max_body_deviation=1.1,
+                      confirm_body_deviation=0.4)
+    params = quality_params(ctx, 6)
+    assert (params.max_error_px, params.max_view_error_px, params.min_cameras,
+            params.min_margin_px, params.max_jump_mm, params.max_body_deviation,
+            params.confirm_body_deviation) == (1.5, 2.25, 2, 3.5, 12.0, 1.1, 0.4)
+    assert params.review_min_cameras == review_min_cameras(ctx, 6) == 4

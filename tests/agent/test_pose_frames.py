@@ -33,3 +33,14 @@ def test_every_reason_reads_back_from_the_log(tmp_path):
     (read,) = FrameStore(tmp_path, n_cameras, n_keypoints).read_all()
     assert read.reason.tolist() == list(REASON_CODES)
     assert np.array_equal(read.flagged, record.flagged)
+
+
+def test_a_frames_centroids_read_back_per_camera(tmp_path):
+    store = FrameStore(tmp_path, n_cameras=3, n_keypoints=2)
+    saved = [np.array([[1.0, 2.0], [3.0, 4.0]]), np.zeros((0, 2)), np.array([[5.5, 6.5]])]
+    store.save_centroids(4, saved)
+    read = store.centroids_of(4)
+    assert len(read) == 3 and [c.shape for c in read] == [(2, 2), (0, 2), (1, 2)]
+    for got, want in zip(read, saved, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert store.centroids_of(5) is None

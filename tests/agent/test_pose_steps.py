@@ -545,6 +545,7 @@ def test_lost_keypoints_are_found_among_the_dots_no_label_holds(shipped_review):
     np.testing.assert_allclose(found.points_2d[:, lost], project(group, points[frame])[:, lost])
     assert np.all(found.error_px[lost] < 1e-6) and np.all(found.view_error_px[:, lost] < 1e-6)
     assert not found.flagged.any() and found.score[lost].tolist() == [1.0, 1.0]
+    assert found.reason[lost].tolist() == ["", ""]
 
     # Seen by 3 cameras where quality control wants 4: taken only where the body vouches.
     three_views = [xy.copy() for xy in centroids]
@@ -602,3 +603,61 @@ def test_keypoints_deviating_from_the_body_in_most_frames_are_misfits(shipped_re
         records.append(replace(untracked_record(frame, 6, 12), points_3d=curled))
     assert np.flatnonzero(steps.body_misfits(records, review)).tolist() == [tip]
     assert not steps.body_misfits(records[25:], review).any()  # too few frames to judge
+
+
+def test_free_dots_leave_twins_lost_together_and_strays_on_taken_dots(shipped_review):
+    from agent.pose_frames import untracked_record
+    from tools.confidence import QualityParams
+
+    points, _, _, review = shipped_review
+    group = qd_render.make_rig(6, (640, 480), points[300:400].reshape(-1, 3),
+                               np.random.default_rng(3))
+    frame = 360
+    centroids = list(project(group, points[frame]))
+    search = steps.FreeDotSearch(group, lambda f: centroids, QualityParams())
+
+    def lost_record(lost, stage_dtype="<U13"):
+        label = np.tile(np.arange(12), (6, 1))
+        label[:, lost] = -1
+        missing = np.isin(np.arange(12), lost)
+        return replace(untracked_record(frame, 6, 12),
+                       points_3d=np.where(missing[:, None], np.nan, points[frame]),
+                       ncams=np.where(missing, 0, 6), flagged=missing,
+                       reason=np.where(missing, "unassigned", ""),
+                       score=np.where(missing, 0.0, 1.0), centroid=label,
+                       points_2d=np.where(label[..., None] >= 0, project(group, points[frame]), np.nan),
+                       stage=np.where(label >= 0, "seed", "").astype(stage_dtype))
+
+    # Both hind paws lost: their dots are free, but which is which would be a guess.
+    hind = [INDEX["hindpaw_L"], INDEX["hindpaw_R"]]
+    both = lost_record(hind)
+    assert steps.found_in_free_dots(both, review, search) is both
+    never_seen = np.full((12, 3), np.nan)
+    assert steps.found_in_free_dots(both, review, search, last_seen=never_seen) is both
+    # Last seen a frame before, the left paw is 3.6 mm from its dot and 16.8 from its twin's:
+    # it is taken, on its own dot whichever order the places gave; the right paw (5.2 and
+    # 13.2 mm) is not clearly nearer its own, and stays lost.
+    told = steps.found_in_free_dots(both, review, search, last_seen=points[frame - 1])
+    np.testing.assert_allclose(told.points_3d[hind[0]], points[frame, hind[0]], atol=1e-6)
+    assert np.isnan(told.points_3d[hind[1]]).all()
+    # Last seen each on the other's dot: the last seen points, not the places' order, decide.
+    crossed = points[frame].copy()
+    crossed[hind] = points[frame, hind[::-1]]
+    swapped = steps.found_in_free_dots(both, review, search, last_seen=crossed)
+    np.testing.assert_allclose(swapped.points_3d[hind], points[frame, hind[::-1]], atol=1e-6)
+
+    # The tail base is lost with stray labels in two cameras on the lost paw's dot, and its
+    # own dot is hidden: the paw takes its dot and the tail base gives up the strays.
+    paw, base = INDEX["hindpaw_L"], INDEX["tail_base"]
+    record = lost_record([paw, base], stage_dtype="<U4")
+    record.centroid[:2, base] = paw
+    record.points_2d[:2, base] = record.points_2d[:2, paw] = project(group, points[frame])[:2, paw]
+    hidden = [xy.copy() for xy in centroids]
+    for xy in hidden:
+        xy[base] = [-900.0, -900.0]
+    found = steps.found_in_free_dots(record, review, replace(search, centroids_of=lambda f: hidden))
+    np.testing.assert_allclose(found.points_3d[paw], points[frame, paw], atol=1e-6)
+    assert (found.centroid[:, paw] == paw).all() and (found.centroid[:, base] == -1).all()
+    assert np.isnan(found.points_2d[:, base]).all() and set(found.stage[:, base]) == {""}
+    assert set(found.stage[:, paw]) == {steps.FREE_DOT_STAGE}  # not cut to "free" by a <U4 array
+    assert found.reason[base] == "unassigned" and found.reason[paw] == ""

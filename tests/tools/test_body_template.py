@@ -204,6 +204,11 @@ def test_lost_keypoints_take_the_free_points_whose_places_fit_theirs(real_motion
     np.testing.assert_array_equal(place_assignment(frame, lost, candidates[[1]], model, 20.0),
                                   [-1, -1])
     assert place_assignment(frame, lost, np.empty((0, 3)), model, 20.0).tolist() == [-1, -1]
+    places = body_places(real_motion[5], UP, *AXIS)
+    distance = np.linalg.norm(places[lost] - model.place_mm[lost], axis=1)
+    # A limit just under each fit's distance leaves that keypoint without a point.
+    tight = place_assignment(frame, lost, candidates, model, float(distance.min()) - 1e-6)
+    assert tight.tolist() == [-1, -1]
     # No body frame (an axis keypoint lost), no assignment.
     frame[AXIS[1]] = np.nan
     assert place_assignment(frame, lost, candidates, model, 20.0).tolist() == [-1, -1]
