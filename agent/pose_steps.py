@@ -642,12 +642,16 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
                        for record in records]
         if dots is not None:
             misfit = body_misfits(records, review)
-            found, last_seen = [], np.full(records[0].points_3d.shape, np.nan).tolist()
+            found: list[FrameRecord] = []
+            last_index = np.full(records[0].points_3d.shape[0], -1)  # into found, by keypoint
             for record in records:
                 if record.frame not in seed_frames:
-                    record = found_in_free_dots(record, review, dots, misfit,
-                                                np.asarray(last_seen, dtype=np.float64))
-                last_seen = update_last_seen(last_seen, record.points_3d)
+                    both_lost = _twins_lost(record, review.twins)
+                    last_seen = (_last_seen(found, np.where(both_lost, last_index, -1))
+                                 if both_lost.any() else None)
+                    record = found_in_free_dots(record, review, dots, misfit, last_seen)
+                seen = np.all(np.isfinite(record.points_3d), axis=1)
+                last_index[seen] = len(found)
                 found.append(record)
             records = found
     return review_against_seeds(records, seed_frames)
@@ -694,6 +698,29 @@ def body_misfits(records: list[FrameRecord], review: TemplateReview) -> np.ndarr
     return misfit_keypoints(counts, BODY_FIT_MIN_FRAMES, BODY_FIT_MAX_SHARE)
 
 
+def _twins_lost(record: FrameRecord, twins: np.ndarray | None) -> np.ndarray:
+    """``(K,)`` bool: keypoints untriangulated in ``record`` together with their left/right twin."""
+    lost = ~np.all(np.isfinite(record.points_3d), axis=1)
+    if twins is None:
+        return np.zeros(lost.size, bool)
+    return lost & lost[twins] & (twins != np.arange(twins.size))
+
+
+def _last_seen(records: list[FrameRecord], last_index: np.ndarray) -> np.ndarray:
+    """``(K, 3)`` each keypoint's last triangulated point in ``records``, where it was then.
+
+    ``last_index (K,)``: the record where each keypoint was last seen (-1
+    never, or not asked: NaN). Not carried with the body as
+    :func:`update_last_seen` does (a rigid fit per frame cost 0.3-0.8 s per
+    500 frames): twins are compared with each other's, both left behind.
+    """
+    last_seen = np.full(records[0].points_3d.shape if records else (last_index.size, 3), np.nan)
+    for index in np.unique(last_index[last_index >= 0]):
+        keypoints = last_index == index
+        last_seen[keypoints] = records[index].points_3d[keypoints]
+    return last_seen
+
+
 def found_in_free_dots(record: FrameRecord, review: TemplateReview, search: FreeDotSearch,
                        misfit: np.ndarray | None = None,
                        last_seen: np.ndarray | None = None) -> FrameRecord:
@@ -716,8 +743,8 @@ def found_in_free_dots(record: FrameRecord, review: TemplateReview, search: Free
     where the keypoint's left/right twin is lost too (twins share a place,
     so the side would be a guess). The place stands in for quality control's
     ``reacquired`` check and there is no motion prediction for ``jump``.
-    With ``last_seen (K, 3)`` (:func:`update_last_seen` over the frames
-    before; NaN never seen), a keypoint whose twin is lost too is taken where
+    With ``last_seen (K, 3)`` (each keypoint's last triangulated point,
+    :func:`_last_seen`; NaN never seen), a keypoint whose twin is lost too is taken where
     its dot is nearer its own last seen point than its twin's by
     ``SIDE_MARGIN_MM``, as quality control keeps a returning twin's side.
     Found labels take stage ``free_dot``; a lost keypoint left without a dot
