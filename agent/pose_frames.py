@@ -105,9 +105,12 @@ class FrameStore:
     def record_size(self) -> int:
         return 1 + 8 * self.n_keypoints + 5 * self.n_cameras * self.n_keypoints
 
+    def _centroids_path(self, frame: int) -> Path:
+        return self.cache_dir / "centroids" / f"{frame:06d}.npz"
+
     def save_centroids(self, frame: int, centroids: list[np.ndarray]) -> str:
         """Write one ``(n_c, 2)`` array per camera; returns the file's path."""
-        path = self.cache_dir / "centroids" / f"{frame:06d}.npz"
+        path = self._centroids_path(frame)
         counts = np.array([len(c) for c in centroids])
         xy = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1, 2) for c in centroids])
         np.savez(path, xy=xy, counts=counts)
@@ -120,21 +123,15 @@ class FrameStore:
         with self._lock:
             if path in self._recent:
                 return self._recent[path]
-        with np.load(path) as archive:
-            xy, counts = archive["xy"], archive["counts"]
-        centroids = np.split(xy, np.cumsum(counts)[:-1])
+        centroids = _read_centroids(path)
         with self._lock:
             self._recent = {path: centroids}
         return centroids
 
     def centroids_of(self, frame: int) -> list[np.ndarray] | None:
         """The centroids saved for ``frame`` (:meth:`save_centroids`), None if there are none."""
-        path = self.cache_dir / "centroids" / f"{frame:06d}.npz"
-        if not path.exists():
-            return None
-        with np.load(path) as archive:
-            xy, counts = archive["xy"], archive["counts"]
-        return np.split(xy, np.cumsum(counts)[:-1])
+        path = self._centroids_path(frame)
+        return _read_centroids(path) if path.exists() else None
 
     def append(self, record: FrameRecord) -> None:
         """Append one frame's record to the log with a single write."""
@@ -198,6 +195,13 @@ class FrameStore:
             view_error_px=parts[9].reshape(views),
             stage=np.array(STAGES)[parts[10].astype(int)].reshape(views),
         )
+
+
+def _read_centroids(path: str | Path) -> list[np.ndarray]:
+    """The per-camera ``(n_c, 2)`` centroids of a :meth:`FrameStore.save_centroids` file."""
+    with np.load(path) as archive:
+        xy, counts = archive["xy"], archive["counts"]
+    return np.split(xy, np.cumsum(counts)[:-1])
 
 
 class FrameMemo:

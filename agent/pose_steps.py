@@ -692,9 +692,7 @@ def body_misfits(records: list[FrameRecord], review: TemplateReview) -> np.ndarr
     """
     deviation = body_deviations(np.array([record.points_3d for record in records]),
                                 review.regions, review.body)
-    judged = np.isfinite(deviation)
-    counts = np.stack([judged.sum(axis=0),
-                       (judged & (np.nan_to_num(deviation) > review.max_body_deviation)).sum(axis=0)])
+    counts = count_deviating(None, deviation, review.max_body_deviation)
     return misfit_keypoints(counts, BODY_FIT_MIN_FRAMES, BODY_FIT_MAX_SHARE)
 
 
@@ -714,7 +712,7 @@ def _last_seen(records: list[FrameRecord], last_index: np.ndarray) -> np.ndarray
     :func:`update_last_seen` does (a rigid fit per frame cost 0.3-0.8 s per
     500 frames): twins are compared with each other's, both left behind.
     """
-    last_seen = np.full(records[0].points_3d.shape if records else (last_index.size, 3), np.nan)
+    last_seen = np.full((last_index.size, 3), np.nan)
     for index in np.unique(last_index[last_index >= 0]):
         keypoints = last_index == index
         last_seen[keypoints] = records[index].points_3d[keypoints]
@@ -779,8 +777,7 @@ def found_in_free_dots(record: FrameRecord, review: TemplateReview, search: Free
         deviation = np.where(misfit[found], np.nan, deviation)
     vouched = np.nan_to_num(deviation, nan=np.inf) < review.confirm_body_deviation
     # Twins share a place: with both lost, which one a dot is would be a guess.
-    twin_lost = (np.zeros(found.size, bool) if review.twins is None
-                 else ~present[review.twins[found]] & (review.twins[found] != found))
+    twin_lost = _twins_lost(record, review.twins)[found]
     if last_seen is not None and twin_lost.any():
         to_own = np.linalg.norm(trial[found] - last_seen[found], axis=1)
         to_twin = np.linalg.norm(trial[found] - last_seen[review.twins[found]], axis=1)
@@ -797,17 +794,16 @@ def found_in_free_dots(record: FrameRecord, review: TemplateReview, search: Free
     centroid, points_2d = record.centroid.copy(), record.points_2d.copy()
     # object dtype: a fixed-width string array would cut a longer name to the widest present.
     view_error, stage = record.view_error_px.copy(), record.stage.astype(object)
-    # A lost keypoint left without a dot gives up its stray labels on the dots just taken.
-    for camera in range(views.shape[0]):
-        taken = np.isin(centroid[camera], views[camera][views[camera] >= 0]) & ~present
-        centroid[camera, taken], points_2d[camera, taken] = -1, np.nan
-        view_error[camera, taken], stage[camera, taken] = np.nan, ""
-    centroid[:, found] = views
-    view_error[:, found] = dots.error_px[:, dot]
     for camera in range(views.shape[0]):
         agreed = views[camera] >= 0
+        # A lost keypoint left without a dot gives up its stray labels on the dots just taken.
+        taken = np.isin(centroid[camera], views[camera, agreed]) & ~present
+        centroid[camera, taken], points_2d[camera, taken] = -1, np.nan
+        view_error[camera, taken], stage[camera, taken] = np.nan, ""
         points_2d[camera, found] = np.nan
         points_2d[camera, found[agreed]] = centroids[camera][views[camera, agreed]]
+    centroid[:, found] = views
+    view_error[:, found] = dots.error_px[:, dot]
     stage[:, found] = np.where(views >= 0, FREE_DOT_STAGE, "")
     error_px, counts = record.error_px.copy(), record.ncams.copy()
     error_px[found], counts[found] = mean_error, ncams

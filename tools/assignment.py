@@ -196,13 +196,8 @@ def recover_lost(group: CameraGroup, centroids: Sequence[np.ndarray], assignment
         candidates = np.full((n_cameras, 1, max_candidates, 2), np.nan)
         index = np.full((n_cameras, max_candidates), -1)
         for camera, xy in enumerate(centroids):
-            held = assignment[camera]
-            is_free = np.ones(len(xy), dtype=bool)
-            is_free[held[held >= 0]] = False
-            free = np.flatnonzero(is_free)
-            distance = np.linalg.norm(xy[free] - predicted_2d[camera, keypoint], axis=1)
-            order = np.argsort(distance, kind="stable")
-            near = free[order][distance[order] <= search_radius_px][:max_candidates]
+            near = _free_nearest(xy, assignment[camera], predicted_2d[camera, keypoint],
+                                 max_candidates, search_radius_px)
             candidates[camera, 0, : near.size] = xy[near]
             index[camera, : near.size] = near
         if np.sum(np.isfinite(candidates[:, 0, :, 0]).any(axis=1)) < min_cameras:
@@ -262,14 +257,8 @@ def free_dot_points(group: CameraGroup, centroids: Sequence[np.ndarray], assignm
         raise ValueError(f"need one centroid array per camera and assignment ({n_cameras}, "
                          f"n_keypoints), got {len(centroids)} and {assignment.shape}")
     centre = project(group, np.asarray(near_3d, dtype=np.float64).reshape(1, 3))[:, 0]
-    pools = []
-    for camera, xy in enumerate(centroids):
-        is_free = np.ones(len(xy), dtype=bool)
-        held = assignment[camera]
-        is_free[held[held >= 0]] = False
-        free = np.flatnonzero(is_free)
-        order = np.argsort(np.linalg.norm(xy[free] - centre[camera], axis=1), kind="stable")
-        pools.append(free[order][:max_candidates])
+    pools = [_free_nearest(xy, assignment[camera], centre[camera], max_candidates)
+             for camera, xy in enumerate(centroids)]
     points, views, errors = [], [], []
     while len(points) < max_points and sum(pool.size > 0 for pool in pools) >= min_cameras:
         # As wide as the largest pool: most cameras have 0-2 free centroids, and the
@@ -292,3 +281,15 @@ def free_dot_points(group: CameraGroup, centroids: Sequence[np.ndarray], assignm
         return FreeDots(np.empty((0, 3)), np.empty((n_cameras, 0), np.int64),
                         np.empty((n_cameras, 0)))
     return FreeDots(np.array(points), np.array(views).T, np.array(errors).T)
+
+
+def _free_nearest(xy: np.ndarray, held: np.ndarray, point: np.ndarray, max_candidates: int,
+                  radius_px: float = np.inf) -> np.ndarray:
+    """Indices of the centroids ``xy (n, 2)`` that ``held`` (one camera's assignment) leaves free,
+    nearest ``point (2,)`` first, within ``radius_px``, at most ``max_candidates``."""
+    is_free = np.ones(len(xy), dtype=bool)
+    is_free[held[held >= 0]] = False
+    free = np.flatnonzero(is_free)
+    distance = np.linalg.norm(xy[free] - point, axis=1)
+    order = np.argsort(distance, kind="stable")
+    return free[order][distance[order] <= radius_px][:max_candidates]

@@ -267,17 +267,20 @@ def body_deviations(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
 
 def count_deviating(counts: np.ndarray | None, deviation: np.ndarray, max_deviation: float
                     ) -> np.ndarray:
-    """Add one frame to ``counts (2, n_keypoints)``: frames with a deviation, frames with one over ``max_deviation``.
+    """Add frames to ``counts (2, n_keypoints)``: frames with a deviation, frames with one over ``max_deviation``.
 
     ``counts`` None starts from zero; ``deviation (n_keypoints,)`` as
-    :func:`body_deviation` returns it (NaN counts in neither row).
+    :func:`body_deviation` returns it, or ``(n_frames, n_keypoints)`` as
+    :func:`body_deviations` does (NaN counts in neither row).
     """
     deviation = np.asarray(deviation, dtype=np.float64)
-    before = np.zeros((2, deviation.size), np.int64) if counts is None else np.asarray(counts, np.int64)
-    if before.shape != (2, deviation.size):
-        raise ValueError(f"counts must have shape (2, {deviation.size}), got {before.shape}")
+    n_keypoints = deviation.shape[-1]
+    before = np.zeros((2, n_keypoints), np.int64) if counts is None else np.asarray(counts, np.int64)
+    if before.shape != (2, n_keypoints):
+        raise ValueError(f"counts must have shape (2, {n_keypoints}), got {before.shape}")
     judged = np.isfinite(deviation)
-    return before + np.stack([judged, judged & (deviation > max_deviation)]).astype(np.int64)
+    added = np.stack([judged, judged & (deviation > max_deviation)]).reshape(2, -1, n_keypoints)
+    return before + added.sum(axis=1, dtype=np.int64)
 
 
 def misfit_keypoints(counts: np.ndarray, min_frames: int, max_share: float) -> np.ndarray:

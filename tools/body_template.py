@@ -165,7 +165,7 @@ def place_assignment(points_3d: np.ndarray, wanted: np.ndarray, candidates_3d: n
     distance = to_every[:, wanted]
     # NaN (no place) is never allowed; nor a point nearer another keypoint's place (twins
     # share theirs): a tail middle does not take the tail tip's dot.
-    nearest = np.nanmin(np.where(np.isfinite(to_every), to_every, np.inf), axis=1)
+    nearest = np.where(np.isfinite(to_every), to_every, np.inf).min(axis=1)
     allowed = (distance <= max_place_mm) & (distance <= nearest[:, None])
     if not allowed.any():
         return chosen

@@ -196,6 +196,9 @@ def test_deviating_frames_count_only_judged_points():
     assert misfit_keypoints(counts, min_frames=1, max_share=0.5).tolist() == [False, True, False]
     with pytest.raises(ValueError, match=r"counts must have shape \(2, 3\)"):
         count_deviating(np.zeros((2, 4)), np.zeros(3), 1.2)
+    # Many frames at once count as one frame at a time.
+    frames = np.array([[0.5, 2.0, np.nan], [1.3, np.nan, np.nan]])
+    assert count_deviating(None, frames, 1.2).tolist() == counts.tolist()
 
 
 def test_body_deviation_is_unknown_without_anchors_or_a_reference(walk):
