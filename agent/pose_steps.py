@@ -30,6 +30,7 @@ from tools.body_distances import (
     pair_exchange,
     region_relabeling,
 )
+from tools.body_order import OrderPair, order_exchanges, order_pairs
 from tools.body_side import SideModel, order_by_side, order_vouches, rig_up, side_model
 from tools.body_template import (
     TemplateModel,
@@ -598,7 +599,9 @@ class TemplateReview:
     left/right twin, for :func:`tools.body_template.trusted_template` and to
     keep the tracker's order within a pair the axis search hands back
     (:func:`_twins_kept`); ``sides``: the side model that puts a pair which
-    received a moved point on its sides (None: left as moved).
+    received a moved point on its sides (None: left as moved); ``order``:
+    the midline pairs the places cannot tell apart, put in their order
+    along the body first (:func:`tools.body_order.order_exchanges`).
     """
 
     template: TemplateModel
@@ -608,12 +611,18 @@ class TemplateReview:
     confirm_body_deviation: float
     twins: np.ndarray | None = None
     sides: SideModel | None = None
+    order: tuple[OrderPair, ...] = ()
 
 
 # The places come from the labels QC trusts, which the moves change: a second pass, with the
 # places of the first pass's result, moved 191 more points right and 7 wrong over 24 recordings.
 TEMPLATE_PASSES = 2
 TEMPLATE_STAGE = "template"  # keypoints_2d.csv stage of a label the results' template step moved
+# A midline pair is exchanged where its references put it the wrong way round by more than this,
+# on average. The shipped true motion reaches 4.6 mm (the tail base tucked ahead of the back
+# bottom, frames 245-261; a glitch at the landing); 36 recordings (results-only): 437
+# keypoint-frames right and 10 wrong at 5 mm, 377 and 6 at 6 mm, 467 and 329 at 3 mm.
+ORDER_MARGIN_MM = 5.0
 
 
 def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
@@ -634,10 +643,15 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
     """
     if review is not None and records:
         seed_template = review.template
+        n_keypoints = records[0].points_3d.shape[0]
+        midline = (np.ones(n_keypoints, bool) if review.twins is None
+                   else np.asarray(review.twins) == np.arange(n_keypoints))
         for _ in range(TEMPLATE_PASSES):
-            review = replace(review, template=trusted_template(
-                np.array([record.points_3d for record in records]),
-                np.array([~record.flagged for record in records]), seed_template, review.twins))
+            points_3d = np.array([record.points_3d for record in records])
+            trusted = np.array([~record.flagged for record in records])
+            template = trusted_template(points_3d, trusted, seed_template, review.twins)
+            review = replace(review, template=template, order=tuple(
+                order_pairs(points_3d, trusted, template.place_mm, midline)))
             records = [record if record.frame in seed_frames else relabel_by_template(record, review)
                        for record in records]
         if dots is not None:
@@ -852,6 +866,8 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
     flagged label's score).
     """
     keypoints = np.arange(record.points_3d.shape[0])
+    record = _moved(record, order_exchanges(record.points_3d, list(review.order), ORDER_MARGIN_MM),
+                    review)
     record = _axis_searched(record, review)
     source = template_relabeling(record.points_3d, review.template)
     if np.array_equal(source, keypoints):

@@ -29,6 +29,9 @@ from tools.camera import check_shape
 
 UNJUDGED_DEVIATION = 1.0  # a point the body cannot judge (too few anchors) fits it at the limit
 UNPLACED_COST = 50.0  # tolerances: a keypoint without a place takes a point only when nothing else can
+# How far a point may lie from its keypoint's place along the back and above it, one tolerance.
+ALONG_TOLERANCE_MM = 20.0
+ABOVE_TOLERANCE_MM = 10.0
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,8 @@ def _twins_share_places(place_mm: np.ndarray, twins: np.ndarray | None) -> np.nd
 
 
 def template_relabeling(points_3d: np.ndarray, model: TemplateModel,
-                        along_tolerance_mm: float = 20.0, above_tolerance_mm: float = 10.0,
+                        along_tolerance_mm: float = ALONG_TOLERANCE_MM,
+                        above_tolerance_mm: float = ABOVE_TOLERANCE_MM,
                         misplaced: float = 1.5, fits: float = 1.0, max_tilt: float = 0.8
                         ) -> np.ndarray:
     """A relabelling ``source (K,)``: keypoint ``k`` should take what keypoint ``source[k]`` has.
@@ -233,8 +237,8 @@ def template_relabeling(points_3d: np.ndarray, model: TemplateModel,
 
 
 def labelling_fit(points_3d: np.ndarray, model: TemplateModel, body: DistanceModel,
-                  regions: list[list[int]], along_tolerance_mm: float = 20.0,
-                  above_tolerance_mm: float = 10.0, max_tilt: float = 0.8) -> float:
+                  regions: list[list[int]], along_tolerance_mm: float = ALONG_TOLERANCE_MM,
+                  above_tolerance_mm: float = ABOVE_TOLERANCE_MM, max_tilt: float = 0.8) -> float:
     """How badly a frame's labels fit the body: lower is better; NaN when the labels give no body frame.
 
     The sum over the frame's points of the body's deviation
@@ -251,8 +255,8 @@ def labelling_fit(points_3d: np.ndarray, model: TemplateModel, body: DistanceMod
 
 
 def axis_search(points_3d: np.ndarray, model: TemplateModel, body: DistanceModel,
-                regions: list[list[int]], along_tolerance_mm: float = 20.0,
-                above_tolerance_mm: float = 10.0, axis_spreads: float = 1.5,
+                regions: list[list[int]], along_tolerance_mm: float = ALONG_TOLERANCE_MM,
+                above_tolerance_mm: float = ABOVE_TOLERANCE_MM, axis_spreads: float = 1.5,
                 max_tilt: float = 0.8) -> tuple[np.ndarray, float]:
     """The labelling of a frame's points that fits the body best, the body axis taken from any two of them.
 

@@ -381,6 +381,35 @@ def test_the_results_put_a_tail_label_on_a_paws_dot_back_on_the_paw(shipped_revi
     assert steps.relabel_by_template(truth, replace(review, template=misleading)) is truth
 
 
+def test_the_results_put_the_back_bottom_and_tail_base_back_in_their_order(shipped_review):
+    from agent.pose_frames import untracked_record
+
+    points, _, _, review = shipped_review
+    pair = [INDEX["back_bottom"], INDEX["tail_base"]]
+
+    def tracked(frame: int):
+        frame_points, flagged = points[frame].copy(), np.zeros(12, bool)
+        if 540 <= frame < 560:  # found again after an occlusion, each on the other's dot
+            frame_points[pair] = frame_points[pair[::-1]]
+            flagged[pair] = True
+        return replace(untracked_record(frame, 6, 12), points_3d=frame_points,
+                       ncams=np.full(12, 6), flagged=flagged,
+                       reason=np.where(flagged, "reacquired", ""), score=np.ones(12),
+                       centroid=np.tile(np.arange(12), (6, 1)),
+                       stage=np.full((6, 12), "within_region"))
+
+    run = [tracked(frame) for frame in range(500, 601)]
+    reviewed = steps.final_records(run, frozenset({0, 1, 2}), review)
+    for before, after in zip(run, reviewed, strict=True):
+        if not 540 <= before.frame < 560:
+            assert after is before  # right labels stay where they are
+            continue
+        assert np.allclose(after.points_3d, points[before.frame])
+        assert after.centroid[:, pair].tolist() == [pair[::-1]] * 6
+        assert set(after.stage[:, pair].ravel()) == {"template"}
+        assert not after.flagged.any()  # `reacquired` doubted the identities they left
+
+
 def test_a_cycle_of_moves_stands_when_the_body_fits_it_better_as_a_whole():
     # 0 <- 1 <- 2 <- 0 is one cycle, 3 <- 4 <- 3 another; 5 stays.
     source = np.array([1, 2, 0, 4, 3, 5])

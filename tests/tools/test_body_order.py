@@ -1,0 +1,96 @@
+"""Tests for tools/body_order.py: close midline keypoints told apart by their order along the body."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools.body_order import order_exchanges, order_pairs
+from tools.body_template import template_model, trusted_template
+from tools.keypoint_names import mirror_groups, twin_indices
+from tools.motion import QD_KEYPOINTS
+
+INDEX = {name: i for i, name in enumerate(QD_KEYPOINTS)}
+SHIPPED_MOTION = Path(__file__).resolve().parents[2] / "tools" / "data" / "maushaus_qd12.npz"
+IDENTITY = np.arange(len(QD_KEYPOINTS))
+TWINS = twin_indices(mirror_groups(list(QD_KEYPOINTS)))
+MIDLINE = TWINS == IDENTITY
+MARGIN_MM = 5.0
+PAIR = [INDEX["back_bottom"], INDEX["tail_base"]]
+
+
+@pytest.fixture(scope="module")
+def real_motion() -> np.ndarray:
+    return np.load(SHIPPED_MOTION)["points_mm"].astype(np.float64)
+
+
+def _pairs(points_3d: np.ndarray, trusted: np.ndarray | None = None):
+    trusted = np.ones(points_3d.shape[:2], bool) if trusted is None else trusted
+    seeds = template_model(points_3d[:3], np.array([0.0, 0.0, 1.0]), INDEX["back_top"],
+                           INDEX["back_bottom"], twins=TWINS)
+    places = trusted_template(points_3d, trusted, seeds, TWINS).place_mm
+    return order_pairs(points_3d, trusted, places, MIDLINE)
+
+
+def test_the_back_bottom_and_tail_base_are_the_pair_the_places_cannot_separate(real_motion):
+    pairs = _pairs(real_motion)
+    assert [(pair.first, pair.second) for pair in pairs] == [tuple(PAIR)]
+    pair = pairs[0]
+    assert {INDEX["back_top"], INDEX["back_middle"]} <= set(pair.nearer_first.tolist())
+    assert INDEX["tail_middle"] in pair.nearer_second
+    assert 8.0 < pair.distance_mm < 12.0
+    # Twins (ears, paws) are never references: mirrored, they say nothing of the order.
+    assert MIDLINE[np.concatenate([pair.nearer_first, pair.nearer_second])].all()
+
+
+def test_true_points_are_never_exchanged(real_motion):
+    pairs = _pairs(real_motion)
+    exchanged = [frame for frame in range(real_motion.shape[0])
+                 if not np.array_equal(order_exchanges(real_motion[frame], pairs, MARGIN_MM),
+                                       IDENTITY)]
+    assert exchanged == []
+
+
+def test_exchanged_labels_are_put_back(real_motion):
+    pairs = _pairs(real_motion)
+    swapped = real_motion.copy()
+    swapped[:, PAIR] = swapped[:, PAIR[::-1]]
+    expected = IDENTITY.copy()
+    expected[PAIR] = PAIR[::-1]
+    put_back = [np.array_equal(order_exchanges(swapped[frame], pairs, MARGIN_MM), expected)
+                for frame in range(swapped.shape[0])]
+    assert np.mean(put_back) > 0.75  # the rest: tail base tucked ahead, or a fold
+
+
+def test_a_label_on_a_foreign_dot_is_not_exchanged(real_motion):
+    pairs = _pairs(real_motion)
+    frame = real_motion[600].copy()
+    # The tail base's label on the tail middle's dot: the pair is not as far apart as usual.
+    frame[INDEX["tail_base"]] = frame[INDEX["tail_middle"]]
+    frame[PAIR] = frame[PAIR[::-1]]
+    assert np.array_equal(order_exchanges(frame, pairs, MARGIN_MM), IDENTITY)
+
+
+def test_too_few_references_in_the_frame_leave_the_pair_alone(real_motion):
+    pairs = _pairs(real_motion)
+    frame = real_motion[600].copy()
+    frame[PAIR] = frame[PAIR[::-1]]
+    assert not np.array_equal(order_exchanges(frame, pairs, MARGIN_MM), IDENTITY)
+    references = np.concatenate([pairs[0].nearer_first, pairs[0].nearer_second])
+    frame[references[1:]] = np.nan
+    assert np.array_equal(order_exchanges(frame, pairs, MARGIN_MM), IDENTITY)
+
+
+def test_a_pair_with_references_on_one_side_only_is_left_out(real_motion):
+    # Without the tail, nothing lies behind the back bottom: the pair has no order to check.
+    tailless = real_motion.copy()
+    tailless[:, [INDEX["tail_middle"], INDEX["tail_tip"]]] = np.nan
+    assert _pairs(tailless) == []
+
+
+def test_untrusted_labels_teach_nothing(real_motion):
+    trusted = np.ones(real_motion.shape[:2], bool)
+    trusted[:, INDEX["tail_base"]] = False
+    assert _pairs(real_motion, trusted) == []

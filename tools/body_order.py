@@ -1,0 +1,138 @@
+"""Which of two close midline keypoints is which: their order along the body.
+
+The places along and above the back (:mod:`tools.body_template`) tell a hind
+paw from the tail base, but not the back bottom from the tail base, ~10 mm
+further along: their places lie within one tolerance of each other, and the
+back bottom, an end of the body axis, is never moved by the places. After an
+occlusion a tracker can take each for the other for a hundred frames, and
+both labels triangulate cleanly. Their order along the body tells them
+apart: the back top and back middle lie nearer the back bottom, the tail
+middle nearer the tail base, in the frames quality control trusts and in
+the frame at hand. :func:`order_pairs` finds such pairs and their reference
+keypoints in a run's trusted labels; :func:`order_exchanges` exchanges a
+pair's points in a frame where the references put them the wrong way round.
+
+Shapes: ``points_3d (n_frames, K, 3)`` of a run or ``(K, 3)`` of one frame,
+NaN where missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tools.body_distances import SPREAD_FLOOR_MM, SPREAD_SHARE
+from tools.body_template import ABOVE_TOLERANCE_MM, ALONG_TOLERANCE_MM
+from tools.camera import check_shape
+
+
+@dataclass(frozen=True)
+class OrderPair:
+    """Two midline keypoints and the keypoints that order them.
+
+    Attributes
+    ----------
+    first, second : int
+        The pair's keypoint indices.
+    nearer_first, nearer_second : np.ndarray
+        ``(n,)`` int reference keypoints expected nearer ``first`` than
+        ``second`` (and the other way round).
+    distance_mm : float
+        Median distance between the pair's points.
+    """
+
+    first: int
+    second: int
+    nearer_first: np.ndarray
+    nearer_second: np.ndarray
+    distance_mm: float
+
+
+def order_pairs(points_3d: np.ndarray, trusted: np.ndarray, place_mm: np.ndarray,
+                midline: np.ndarray, min_gap_mm: float = 4.0,
+                along_tolerance_mm: float = ALONG_TOLERANCE_MM,
+                above_tolerance_mm: float = ABOVE_TOLERANCE_MM) -> list[OrderPair]:
+    """Pairs of ``midline`` keypoints whose places lie within one tolerance of each other, with their references.
+
+    ``points_3d (n_frames, K, 3)`` and ``trusted (n_frames, K)`` of a run (the
+    labels quality control left unflagged), ``place_mm (K, 2)`` each
+    keypoint's place (along, above; NaN where unknown), ``midline (K,)``
+    the keypoints without a left/right twin. A reference is another midline
+    keypoint whose distance to the pair's two keypoints differs by at least
+    ``min_gap_mm`` (median over the frames that trust all three). A pair
+    needs references on both sides: with references on one side only
+    (nothing ahead of the back top but the ears, which are twins), a bend
+    of the body moves all of them the same way (at the landing from the
+    platform in the shipped motion, back top and back middle were exchanged
+    wrongly in 4 frames of every recording).
+    """
+    n_keypoints = place_mm.shape[0]
+    points_3d = check_shape("points_3d", points_3d, (None, n_keypoints, 3))
+    trusted = check_shape("trusted", trusted, points_3d.shape[:2]).astype(bool)
+    midline = np.asarray(midline, dtype=bool)
+    scale = np.array([along_tolerance_mm, above_tolerance_mm])
+    apart = np.linalg.norm((place_mm[:, None, :] - place_mm[None, :, :]) / scale, axis=2)
+    pairs: list[OrderPair] = []
+    close = np.triu(apart <= 1.0, k=1) & midline[:, None] & midline[None, :]
+    for first, second in np.argwhere(close):
+        references = np.flatnonzero(midline)
+        references = references[(references != first) & (references != second)]
+        gap = _median_gap(points_3d, trusted, int(first), int(second), references)
+        nearer_first, nearer_second = references[gap >= min_gap_mm], references[gap <= -min_gap_mm]
+        if nearer_first.size and nearer_second.size:
+            distance = np.linalg.norm(points_3d[:, first] - points_3d[:, second], axis=1)
+            both = trusted[:, first] & trusted[:, second] & np.isfinite(distance)
+            pairs.append(OrderPair(int(first), int(second), nearer_first, nearer_second,
+                                   float(np.median(distance[both]))))
+    return pairs
+
+
+def _median_gap(points_3d: np.ndarray, trusted: np.ndarray, first: int, second: int,
+                references: np.ndarray) -> np.ndarray:
+    """``(n_references,)`` median of distance to ``second`` minus distance to ``first`` (NaN: never trusted together)."""
+    to_first = np.linalg.norm(points_3d[:, references] - points_3d[:, [first]], axis=2)
+    to_second = np.linalg.norm(points_3d[:, references] - points_3d[:, [second]], axis=2)
+    gap = to_second - to_first
+    together = (trusted[:, references] & trusted[:, [first]] & trusted[:, [second]]
+                & np.isfinite(gap))
+    gap = np.where(together, gap, np.nan)
+    counted = together.any(axis=0)
+    median = np.full(references.size, np.nan)
+    median[counted] = np.nanmedian(gap[:, counted], axis=0)
+    return median
+
+
+def order_exchanges(points_3d: np.ndarray, pairs: list[OrderPair], margin_mm: float,
+                    min_references: int = 2) -> np.ndarray:
+    """A relabelling ``source (K,)`` that exchanges each pair whose references put it the wrong way round.
+
+    A pair with both points present, as far apart as usual (within the
+    body's tolerance of ``distance_mm``: a label on a foreign dot says
+    nothing of the order), is exchanged where, averaged over its references
+    present in the frame (at least ``min_references``), the distance to the
+    keypoint a reference should be nearer exceeds the distance to the other
+    by more than ``margin_mm``. Pairs are taken in order; a keypoint already
+    exchanged is not exchanged again.
+    """
+    points_3d = np.asarray(points_3d, dtype=np.float64)
+    source = np.arange(points_3d.shape[0])
+    present = np.all(np.isfinite(points_3d), axis=1)
+    for pair in pairs:
+        first, second = pair.first, pair.second
+        if not (present[first] and present[second]) or source[first] != first \
+                or source[second] != second:
+            continue
+        distance = np.linalg.norm(points_3d[first] - points_3d[second])
+        if abs(distance - pair.distance_mm) > SPREAD_FLOOR_MM + SPREAD_SHARE * pair.distance_mm:
+            continue
+        references = np.concatenate([pair.nearer_first, pair.nearer_second])
+        sign = np.r_[np.ones(pair.nearer_first.size), -np.ones(pair.nearer_second.size)]
+        seen = present[references]
+        if seen.sum() < min_references:
+            continue
+        to_first = np.linalg.norm(points_3d[references[seen]] - points_3d[first], axis=1)
+        to_second = np.linalg.norm(points_3d[references[seen]] - points_3d[second], axis=1)
+        if np.mean(sign[seen] * (to_second - to_first)) < -margin_mm:
+            source[[first, second]] = second, first
+    return source
