@@ -621,7 +621,7 @@ TEMPLATE_STAGE = "template"  # keypoints_2d.csv stage of a label the results' te
 # A midline pair is exchanged where its references put it the wrong way round by more than this,
 # on average. The shipped true motion reaches 4.6 mm (the tail base tucked ahead of the back
 # bottom, frames 245-261; a glitch at the landing); 36 recordings (results-only): 437
-# keypoint-frames right and 10 wrong at 5 mm, 377 and 6 at 6 mm, 467 and 329 at 3 mm.
+# keypoint-frames right and 10 wrong at 5 mm, 377 and 6 at 6 mm, 467 and 341 at 3 mm.
 ORDER_MARGIN_MM = 5.0
 
 
@@ -634,7 +634,9 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
     back (:func:`relabel_by_template`, with a ``review``; the seed frames'
     hand labels stay as they are), each keypoint's place the median over
     the labels quality control did not flag
-    (:func:`tools.body_template.trusted_template`), twice (``TEMPLATE_PASSES``:
+    (:func:`tools.body_template.trusted_template`), and so are the midline
+    pairs put in their order along the body
+    (:func:`tools.body_order.order_pairs`), twice (``TEMPLATE_PASSES``:
     the second pass takes its places from the first's result); with
     ``dots``, keypoints still untriangulated are looked for among the dots
     no label holds (:func:`found_in_free_dots`); then the labels are checked
@@ -842,8 +844,11 @@ AXIS_SEARCH_MAX_FIT = 2.0
 def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRecord:
     """``record`` with its points moved to the keypoints whose places they fit, where the body agrees.
 
+    First the review's midline pairs that the places cannot tell apart (the
+    back bottom and the tail base) are put in their order along the body
+    (:func:`tools.body_order.order_exchanges`, margin ``ORDER_MARGIN_MM``).
     Where quality control doubts an axis keypoint (flagged, or missing), the
-    body axis is searched first (:func:`tools.body_template.axis_search`):
+    body axis is searched (:func:`tools.body_template.axis_search`):
     its labelling replaces the tracker's where it fits the body within
     ``AXIS_SEARCH_MAX_FIT`` per point (:func:`tools.body_template.labelling_fit`)
     and moves only labels QC flagged (or missing ones), where an axis
