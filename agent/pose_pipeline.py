@@ -138,12 +138,14 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
     # Stage 4's identity and side checks (full pipeline only) compare with the seed frames' body.
     seed_window = store.window(sorted(seed_frames))
     full = ctx.ablation == "full"
-    seed_distances = steps.seed_distance_model(seed_window) if full else None
     seed_sides = (steps.seed_side_model(seed_window, recording.group, list(recording.keypoints),
                                         steps.region_indices(recording.keypoints, recording.regions))
                   if full else None)
+    body_window = steps.midline_from_one_view(seed_window, recording.group, seed_sides,
+                                              list(recording.keypoints))
+    seed_distances = steps.seed_distance_model(body_window) if full else None
     template_review = (steps.template_review(
-        seed_window, seed_sides, list(recording.keypoints),
+        body_window, seed_sides, list(recording.keypoints),
         steps.region_indices(recording.keypoints, recording.regions), ctx.max_body_deviation,
         ctx.confirm_body_deviation) if full else None)
     runtime = PoseRuntime(

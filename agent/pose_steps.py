@@ -31,7 +31,14 @@ from tools.body_distances import (
     region_relabeling,
 )
 from tools.body_order import OrderPair, order_exchanges, order_pairs
-from tools.body_side import SideModel, order_by_side, order_vouches, rig_up, side_model
+from tools.body_side import (
+    SideModel,
+    lateral_direction,
+    order_by_side,
+    order_vouches,
+    rig_up,
+    side_model,
+)
 from tools.body_template import (
     TemplateModel,
     axis_search,
@@ -43,7 +50,14 @@ from tools.body_template import (
 )
 from tools.camera import camera_centres
 from tools.confidence import QualityParams, label_score
-from tools.geometry import CameraGroup, nanmean_cameras, project, reprojection_error, triangulate
+from tools.geometry import (
+    CameraGroup,
+    nanmean_cameras,
+    project,
+    rays_on_plane,
+    reprojection_error,
+    triangulate,
+)
 from tools.keypoint_names import left_twins, mirror_groups, twin_indices
 from tools.reacquire import fit_template
 from tools.refine import RefineParams, RefineResult, refine_cross_view
@@ -154,6 +168,51 @@ def seed_side_model(seed_window: list[dict], group: CameraGroup, keypoints: list
     groups = mirror_groups(keypoints)
     up = rig_up(camera_centres(group), points_3d[known].mean(axis=0))
     return side_model(points_3d, twin_indices(groups), left_twins(keypoints, groups), regions, up)
+
+
+# A single view's ray meeting the body's midplane at a grazing angle puts the midplane's small
+# errors far along the ray; 4-camera seed frames that hid the tail base met it at 9-25 degrees,
+# 0.3-6.1 mm from the true point.
+MIDPLANE_MIN_ANGLE_DEG = 5.0
+
+
+def midline_from_one_view(seed_window: list[dict], group: CameraGroup, sides: SideModel | None,
+                          keypoints: list[str]) -> list[dict]:
+    """``seed_window`` with each midline keypoint no seed frame triangulates placed on the body's midplane.
+
+    The body's models (distances, places) have nothing to judge a keypoint
+    the seed frames never triangulate: quality control then leaves it
+    ``unchecked`` and the results' review cannot move it (on 4-camera rigs
+    the tail base is often seen by one camera in the seed frames). A midline
+    keypoint (one without a left/right twin) lies in the body's midplane,
+    through the body axis and the rig's up, so its one view's ray cut by
+    that plane gives its point (:func:`tools.geometry.rays_on_plane`) in
+    each seed frame where one camera labels it. Only keypoints that no seed
+    frame triangulates: adding a guess beside a triangulated frame changed
+    the body the tracker checks against on recordings it tracked well (4
+    cameras seed 0: 65.9 -> 64.1% within 5 mm). Only for the models: the seed
+    frames' records and the tracker's window keep the hand labels'
+    triangulation. Unchanged without a side model (no axis).
+    """
+    if sides is None:
+        return seed_window
+    seeds_3d = np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64)
+    midline = twin_indices(mirror_groups(keypoints)) == np.arange(len(keypoints))
+    missing = midline & ~np.all(np.isfinite(seeds_3d), axis=2).any(axis=0)
+    if not missing.any():
+        return seed_window
+    completed = []
+    for entry, points_3d in zip(seed_window, seeds_3d, strict=True):
+        across = lateral_direction(points_3d, sides.up, sides.axis_from, sides.axis_to, 0.8)
+        if across is None:
+            completed.append(entry)
+            continue
+        centre = (points_3d[sides.axis_from] + points_3d[sides.axis_to]) / 2
+        on_plane = rays_on_plane(group, np.asarray(entry["points_2d"], dtype=np.float64), centre,
+                                 across, MIDPLANE_MIN_ANGLE_DEG)
+        filled = np.where(missing[:, None] & np.isfinite(on_plane), on_plane, points_3d)
+        completed.append({**entry, "points_3d": filled})
+    return completed
 
 
 def template_review(seed_window: list[dict], sides: SideModel | None, keypoints: list[str],
@@ -601,7 +660,9 @@ class TemplateReview:
     (:func:`_twins_kept`); ``sides``: the side model that puts a pair which
     received a moved point on its sides (None: left as moved); ``order``:
     the midline pairs the places cannot tell apart, put in their order
-    along the body first (:func:`tools.body_order.order_exchanges`).
+    along the body first (:func:`tools.body_order.order_exchanges`; empty
+    from :func:`template_review`, found by :func:`final_records` in the
+    run's trusted labels).
     """
 
     template: TemplateModel
@@ -619,9 +680,10 @@ class TemplateReview:
 TEMPLATE_PASSES = 2
 TEMPLATE_STAGE = "template"  # keypoints_2d.csv stage of a label the results' template step moved
 # A midline pair is exchanged where its references put it the wrong way round by more than this,
-# on average. The shipped true motion reaches 4.6 mm (the tail base tucked ahead of the back
-# bottom, frames 245-261; a glitch at the landing); 36 recordings (results-only): 437
-# keypoint-frames right and 10 wrong at 5 mm, 377 and 6 at 6 mm, 467 and 341 at 3 mm.
+# on average. The shipped true motion reaches 4.4 mm with the back bottom and tail base's four
+# references (the tail base tucked ahead, frames 245-262), 4.6 mm with three (no tail tip; the
+# landing, frame 337); 36 recordings (results-only): 437 keypoint-frames right and 10 wrong
+# at 5 mm, 377 and 6 at 6 mm, 467 and 341 at 3 mm.
 ORDER_MARGIN_MM = 5.0
 
 
@@ -646,7 +708,8 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
     if review is not None and records:
         seed_template = review.template
         n_keypoints = records[0].points_3d.shape[0]
-        midline = (np.ones(n_keypoints, bool) if review.twins is None
+        # Without twins nothing tells a midline keypoint from a paw: no pairs to order.
+        midline = (np.zeros(n_keypoints, bool) if review.twins is None
                    else np.asarray(review.twins) == np.arange(n_keypoints))
         for _ in range(TEMPLATE_PASSES):
             points_3d = np.array([record.points_3d for record in records])
@@ -871,8 +934,7 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
     flagged label's score).
     """
     keypoints = np.arange(record.points_3d.shape[0])
-    record = _moved(record, order_exchanges(record.points_3d, list(review.order), ORDER_MARGIN_MM),
-                    review)
+    record = _moved(record, order_exchanges(record.points_3d, review.order, ORDER_MARGIN_MM), review)
     record = _axis_searched(record, review)
     source = template_relabeling(record.points_3d, review.template)
     if np.array_equal(source, keypoints):

@@ -18,6 +18,7 @@ NaN where missing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,17 +68,18 @@ def order_pairs(points_3d: np.ndarray, trusted: np.ndarray, place_mm: np.ndarray
     platform in the shipped motion, back top and back middle were exchanged
     wrongly in 4 frames of every recording).
     """
+    place_mm = check_shape("place_mm", place_mm, (None, 2))
     n_keypoints = place_mm.shape[0]
     points_3d = check_shape("points_3d", points_3d, (None, n_keypoints, 3))
     trusted = check_shape("trusted", trusted, points_3d.shape[:2]).astype(bool)
-    midline = np.asarray(midline, dtype=bool)
+    midline = check_shape("midline", midline, (n_keypoints,)).astype(bool)
     scale = np.array([along_tolerance_mm, above_tolerance_mm])
     apart = np.linalg.norm((place_mm[:, None, :] - place_mm[None, :, :]) / scale, axis=2)
     pairs: list[OrderPair] = []
     close = np.triu(apart <= 1.0, k=1) & midline[:, None] & midline[None, :]
+    candidates = np.flatnonzero(midline)
     for first, second in np.argwhere(close):
-        references = np.flatnonzero(midline)
-        references = references[(references != first) & (references != second)]
+        references = candidates[(candidates != first) & (candidates != second)]
         gap = _median_gap(points_3d, trusted, int(first), int(second), references)
         nearer_first, nearer_second = references[gap >= min_gap_mm], references[gap <= -min_gap_mm]
         if nearer_first.size and nearer_second.size:
@@ -90,7 +92,11 @@ def order_pairs(points_3d: np.ndarray, trusted: np.ndarray, place_mm: np.ndarray
 
 def _median_gap(points_3d: np.ndarray, trusted: np.ndarray, first: int, second: int,
                 references: np.ndarray) -> np.ndarray:
-    """``(n_references,)`` median of distance to ``second`` minus distance to ``first`` (NaN: never trusted together)."""
+    """``(n_references,)`` median of distance to ``second`` minus distance to ``first`` (NaN: never trusted together).
+
+    ``points_3d (n_frames, K, 3)`` and ``trusted (n_frames, K)`` as for
+    :func:`order_pairs`; ``references (n_references,)`` keypoint indices.
+    """
     to_first = np.linalg.norm(points_3d[:, references] - points_3d[:, [first]], axis=2)
     to_second = np.linalg.norm(points_3d[:, references] - points_3d[:, [second]], axis=2)
     gap = to_second - to_first
@@ -103,19 +109,21 @@ def _median_gap(points_3d: np.ndarray, trusted: np.ndarray, first: int, second: 
     return median
 
 
-def order_exchanges(points_3d: np.ndarray, pairs: list[OrderPair], margin_mm: float,
+def order_exchanges(points_3d: np.ndarray, pairs: Sequence[OrderPair], margin_mm: float,
                     min_references: int = 2) -> np.ndarray:
-    """A relabelling ``source (K,)`` that exchanges each pair whose references put it the wrong way round.
+    """A relabelling ``source (K,)`` of one frame's ``points_3d (K, 3)`` that exchanges each pair whose references put it the wrong way round.
 
     A pair with both points present, as far apart as usual (within the
     body's tolerance of ``distance_mm``: a label on a foreign dot says
     nothing of the order), is exchanged where, averaged over its references
-    present in the frame (at least ``min_references``), the distance to the
-    keypoint a reference should be nearer exceeds the distance to the other
-    by more than ``margin_mm``. Pairs are taken in order; a keypoint already
+    present in the frame (at least ``min_references``, and some on each
+    side: references on one side only move together when the body bends),
+    the distance to the keypoint a reference should be nearer exceeds the
+    distance to the other by more than ``margin_mm``. Pairs are taken in
+    order and judged on the frame's points as given; a keypoint already
     exchanged is not exchanged again.
     """
-    points_3d = np.asarray(points_3d, dtype=np.float64)
+    points_3d = check_shape("points_3d", points_3d, (None, 3)).astype(np.float64)
     source = np.arange(points_3d.shape[0])
     present = np.all(np.isfinite(points_3d), axis=1)
     for pair in pairs:
@@ -129,7 +137,7 @@ def order_exchanges(points_3d: np.ndarray, pairs: list[OrderPair], margin_mm: fl
         references = np.concatenate([pair.nearer_first, pair.nearer_second])
         sign = np.r_[np.ones(pair.nearer_first.size), -np.ones(pair.nearer_second.size)]
         seen = present[references]
-        if seen.sum() < min_references:
+        if seen.sum() < min_references or not (seen[sign > 0].any() and seen[sign < 0].any()):
             continue
         to_first = np.linalg.norm(points_3d[references[seen]] - points_3d[first], axis=1)
         to_second = np.linalg.norm(points_3d[references[seen]] - points_3d[second], axis=1)

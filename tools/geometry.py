@@ -235,3 +235,34 @@ def nanmean_cameras(errors: np.ndarray) -> np.ndarray:
     total = np.where(present, errors, 0.0).sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(count > 0, total / count, np.nan)
+
+
+def rays_on_plane(group: CameraGroup, points_2d: np.ndarray, plane_point: np.ndarray,
+                  plane_normal: np.ndarray, min_angle_deg: float) -> np.ndarray:
+    """Where each point's single view ray meets a plane: ``points_2d (n_cameras, n_points, 2)`` -> ``(n_points, 3)``.
+
+    For points labelled in exactly one camera: the ray from that camera's
+    centre through the undistorted pixel, cut by the plane through
+    ``plane_point (3,)`` with unit normal ``plane_normal (3,)``. NaN where a
+    point has no view or more than one (triangulate those), where the ray
+    meets the plane at less than ``min_angle_deg`` (a grazing ray puts a
+    small error in the plane's position far along it), or behind the camera.
+    """
+    points_2d = check_shape("points_2d", points_2d, (len(group), None, 2))
+    rig = rig_arrays(group)
+    normalized = undistort_rig(rig, points_2d)
+    seen = np.isfinite(normalized).all(axis=2)
+    single = seen.sum(axis=0) == 1
+    camera = np.argmax(seen, axis=0)
+    rows = np.arange(points_2d.shape[1])
+    x, y = normalized[camera, rows, 0], normalized[camera, rows, 1]
+    direction = np.einsum("nji,nj->ni", rig.rotations[camera],
+                          np.stack([x, y, np.ones_like(x)], axis=1))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    centre = -np.einsum("nji,nj->ni", rig.rotations[camera], rig.translations[camera])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        facing = direction @ plane_normal
+        distance = ((plane_point - centre) @ plane_normal) / facing
+        steep = np.abs(facing) >= np.sin(np.radians(min_angle_deg))
+        points_3d = centre + distance[:, None] * direction
+    return np.where((single & steep & (distance > 0))[:, None], points_3d, np.nan)

@@ -410,6 +410,46 @@ def test_the_results_put_the_back_bottom_and_tail_base_back_in_their_order(shipp
         assert not after.flagged.any()  # `reacquired` doubted the identities they left
 
 
+def test_the_results_leave_a_true_run_as_it_is(shipped_review):
+    from agent.pose_frames import untracked_record
+
+    points, _, _, review = shipped_review
+    run = [replace(untracked_record(frame, 6, 12), points_3d=points[frame].copy(),
+                   ncams=np.full(12, 6), flagged=np.zeros(12, bool), reason=np.full(12, ""),
+                   score=np.ones(12), centroid=np.tile(np.arange(12), (6, 1)),
+                   stage=np.full((6, 12), "within_region"))
+           for frame in range(3, points.shape[0])]
+    reviewed = steps.final_records(run, frozenset({0, 1, 2}), review)
+    assert all(after is before for after, before in zip(reviewed, run, strict=True))
+
+
+def test_a_midline_keypoint_the_seeds_saw_in_one_camera_is_placed_on_the_midplane(shipped_review):
+    points, seeds, sides, _ = shipped_review
+    group = qd_render.make_rig(4, (640, 480), points[:3].reshape(-1, 3), np.random.default_rng(5))
+    tail, paw = INDEX["tail_base"], INDEX["hindpaw_L"]
+    window = []
+    for frame in range(3):
+        points_2d = project(group, points[frame])
+        points_2d[np.ix_([0, 1, 2], [tail, paw])] = np.nan  # camera 3 alone labels them
+        points_3d = points[frame].copy()
+        points_3d[[tail, paw]] = np.nan
+        window.append({"frame": frame, "points_2d": points_2d, "points_3d": points_3d})
+    completed = steps.midline_from_one_view(window, group, sides, list(QD_KEYPOINTS))
+    for entry, frame in zip(completed, range(3), strict=True):
+        # The true tail base lies within a few mm of the midplane; its ray meets it near it.
+        assert np.linalg.norm(entry["points_3d"][tail] - points[frame, tail]) < 6.0
+        assert np.isnan(entry["points_3d"][paw]).all()  # a paw is off the midplane: left out
+        untouched = np.arange(12) != tail
+        np.testing.assert_array_equal(entry["points_3d"][untouched], window[frame]["points_3d"][untouched])
+    # The body's models now know the tail base; the window passed in is unchanged.
+    assert np.isfinite(steps.seed_distance_model(completed).median_mm[tail]).sum() > 1
+    assert np.isnan(window[0]["points_3d"][tail]).all()
+    # Triangulated in some seed frame, or no axis to find the midplane by: nothing added.
+    window[0]["points_3d"] = points[0].copy()
+    assert steps.midline_from_one_view(window, group, sides, list(QD_KEYPOINTS)) is window
+    assert steps.midline_from_one_view(window, group, None, list(QD_KEYPOINTS)) is window
+
+
 def test_a_cycle_of_moves_stands_when_the_body_fits_it_better_as_a_whole():
     # 0 <- 1 <- 2 <- 0 is one cycle, 3 <- 4 <- 3 another; 5 stays.
     source = np.array([1, 2, 0, 4, 3, 5])

@@ -83,6 +83,41 @@ def test_too_few_references_in_the_frame_leave_the_pair_alone(real_motion):
     assert np.array_equal(order_exchanges(frame, pairs, MARGIN_MM), IDENTITY)
 
 
+def test_references_on_one_side_only_in_the_frame_leave_the_pair_alone(real_motion):
+    pairs = _pairs(real_motion)
+    frame = real_motion[600].copy()
+    frame[PAIR] = frame[PAIR[::-1]]
+    ahead = pairs[0].nearer_first
+    with_one_side = frame.copy()
+    with_one_side[ahead] = np.nan  # only the tail's references left: a bend moves them together
+    assert np.array_equal(order_exchanges(with_one_side, pairs, MARGIN_MM), IDENTITY)
+    # One reference on each side is enough.
+    two = frame.copy()
+    two[ahead[1:]] = np.nan
+    two[pairs[0].nearer_second[1:]] = np.nan
+    expected = IDENTITY.copy()
+    expected[PAIR] = PAIR[::-1]
+    assert np.array_equal(order_exchanges(two, pairs, MARGIN_MM), expected)
+
+
+def test_a_pair_farther_apart_than_the_bodys_tolerance_is_left_alone(real_motion):
+    from tools.body_distances import SPREAD_FLOOR_MM, SPREAD_SHARE
+
+    pairs = _pairs(real_motion)
+    usual = pairs[0].distance_mm
+    tolerance = SPREAD_FLOOR_MM + SPREAD_SHARE * usual
+    frame = real_motion[600].copy()
+    frame[PAIR] = frame[PAIR[::-1]]
+    # Move the point now labelled tail base along the pair's line to the tolerance's edge.
+    direction = frame[PAIR[1]] - frame[PAIR[0]]
+    direction /= np.linalg.norm(direction)
+    for extra_mm, exchanged in ((tolerance - 0.5, True), (tolerance + 0.5, False)):
+        stretched = frame.copy()
+        stretched[PAIR[1]] = stretched[PAIR[0]] + direction * (usual + extra_mm)
+        source = order_exchanges(stretched, pairs, MARGIN_MM)
+        assert (not np.array_equal(source, IDENTITY)) == exchanged, extra_mm
+
+
 def test_a_pair_with_references_on_one_side_only_is_left_out(real_motion):
     # Without the tail, nothing lies behind the back bottom: the pair has no order to check.
     tailless = real_motion.copy()

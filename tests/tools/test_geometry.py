@@ -8,7 +8,7 @@ import pytest
 from aniposelib import cameras as anipose
 
 from tools.camera import DISTINCT_ENTRIES, Camera, CameraGroup, project, undistort_points
-from tools.geometry import dlt_points, reprojection_error, triangulate
+from tools.geometry import dlt_points, rays_on_plane, reprojection_error, triangulate
 
 IMAGE_SIZE = (1024, 700)
 
@@ -187,3 +187,29 @@ def test_answers_do_not_depend_on_how_many_points_come_together(rig, rng):
 def test_shape_errors_name_expected_and_actual(rig, call, message):
     with pytest.raises(ValueError, match=message):
         call(rig)
+
+
+def test_rays_on_plane_recover_points_of_the_plane_seen_by_one_camera(rig, rng):
+    normal = np.array([0.3, -0.9, 0.2])
+    normal /= np.linalg.norm(normal)
+    on_plane = random_points(rng, 20)
+    on_plane -= np.outer(on_plane @ normal, normal)  # the plane through the origin
+    pixels = project(rig, on_plane)  # (6, 20, 2)
+    single = np.full_like(pixels, np.nan)
+    camera = np.arange(20) % len(rig)
+    single[camera, np.arange(20)] = pixels[camera, np.arange(20)]
+    found = rays_on_plane(rig, single, np.zeros(3), normal, min_angle_deg=0.0)
+    facing = np.abs(np.einsum("ij,j->i", _ray_directions(rig, on_plane, camera), normal))
+    usable = facing > np.sin(np.radians(5.0))
+    np.testing.assert_allclose(found[usable], on_plane[usable], atol=1e-6)
+    # Two views: triangulate instead; no view: nothing; a grazing ray: refused.
+    assert np.isnan(rays_on_plane(rig, pixels, np.zeros(3), normal, 0.0)).all()
+    assert np.isnan(rays_on_plane(rig, np.full_like(pixels, np.nan), np.zeros(3), normal, 0.0)).all()
+    grazing = rays_on_plane(rig, single, np.zeros(3), normal, min_angle_deg=90.0)
+    assert np.isnan(grazing).all()
+
+
+def _ray_directions(rig: CameraGroup, points: np.ndarray, camera: np.ndarray) -> np.ndarray:
+    centres = np.array([-cv2.Rodrigues(c.rvec)[0].T @ c.tvec for c in rig.cameras])[camera]
+    directions = points - centres
+    return directions / np.linalg.norm(directions, axis=1, keepdims=True)
