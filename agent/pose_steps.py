@@ -170,6 +170,18 @@ def seed_side_model(seed_window: list[dict], group: CameraGroup, keypoints: list
     return side_model(points_3d, twin_indices(groups), left_twins(keypoints, groups), regions, up)
 
 
+def midline_keypoints(twins: np.ndarray | None, n_keypoints: int) -> np.ndarray:
+    """``(K,)`` bool: the keypoints without a left/right twin, where the names show some twins.
+
+    Names without any left/right pair (no ``twins``, or each keypoint its own)
+    cannot tell a midline keypoint from a paw: then none counts as midline.
+    """
+    if twins is None:
+        return np.zeros(n_keypoints, bool)
+    alone = np.asarray(twins) == np.arange(n_keypoints)
+    return alone if not alone.all() else np.zeros(n_keypoints, bool)
+
+
 # A single view's ray meeting the body's midplane at a grazing angle puts the midplane's small
 # errors far along the ray; 4-camera seed frames that hid the tail base met it at 9-25 degrees,
 # 0.3-6.1 mm from the true point.
@@ -192,12 +204,13 @@ def midline_from_one_view(seed_window: list[dict], group: CameraGroup, sides: Si
     the body the tracker checks against on recordings it tracked well (4
     cameras seed 0: 65.9 -> 64.1% within 5 mm). Only for the models: the seed
     frames' records and the tracker's window keep the hand labels'
-    triangulation. Unchanged without a side model (no axis).
+    triangulation. Unchanged without a side model (no axis), or where the
+    names show no left/right pair (:func:`midline_keypoints`).
     """
     if sides is None:
         return seed_window
     seeds_3d = np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64)
-    midline = twin_indices(mirror_groups(keypoints)) == np.arange(len(keypoints))
+    midline = midline_keypoints(twin_indices(mirror_groups(keypoints)), len(keypoints))
     missing = midline & ~np.all(np.isfinite(seeds_3d), axis=2).any(axis=0)
     if not missing.any():
         return seed_window
@@ -707,10 +720,7 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
     """
     if review is not None and records:
         seed_template = review.template
-        n_keypoints = records[0].points_3d.shape[0]
-        # Without twins nothing tells a midline keypoint from a paw: no pairs to order.
-        midline = (np.zeros(n_keypoints, bool) if review.twins is None
-                   else np.asarray(review.twins) == np.arange(n_keypoints))
+        midline = midline_keypoints(review.twins, records[0].points_3d.shape[0])
         for _ in range(TEMPLATE_PASSES):
             points_3d = np.array([record.points_3d for record in records])
             trusted = np.array([~record.flagged for record in records])

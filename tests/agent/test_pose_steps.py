@@ -448,6 +448,18 @@ def test_a_midline_keypoint_the_seeds_saw_in_one_camera_is_placed_on_the_midplan
     window[0]["points_3d"] = points[0].copy()
     assert steps.midline_from_one_view(window, group, sides, list(QD_KEYPOINTS)) is window
     assert steps.midline_from_one_view(window, group, None, list(QD_KEYPOINTS)) is window
+    window[0]["points_3d"][tail] = np.nan
+    assert steps.midline_from_one_view(window, group, sides, list(QD_KEYPOINTS)) is not window
+    # Names with no left/right pair cannot tell the midline from a paw: nothing is placed.
+    unnamed = [f"dot{index}" for index in range(12)]
+    assert steps.midline_from_one_view(window, group, sides, unnamed) is window
+
+
+def test_midline_keypoints_need_names_that_show_some_twins():
+    twins = np.array([1, 0, 2, 3])
+    assert steps.midline_keypoints(twins, 4).tolist() == [False, False, True, True]
+    assert not steps.midline_keypoints(np.arange(4), 4).any()
+    assert not steps.midline_keypoints(None, 4).any()
 
 
 def test_a_cycle_of_moves_stands_when_the_body_fits_it_better_as_a_whole():
