@@ -455,6 +455,42 @@ def test_a_midline_keypoint_the_seeds_saw_in_one_camera_is_placed_on_the_midplan
     assert steps.midline_from_one_view(window, group, sides, unnamed) is window
 
 
+def test_the_results_ask_no_review_of_labels_three_cameras_agree_on_and_the_body_accepts(
+        shipped_review):
+    from agent.pose_frames import untracked_record
+    from tools.confidence import QualityParams
+
+    points, _, _, review = shipped_review
+    tail, paw, ear = INDEX["tail_middle"], INDEX["hindpaw_L"], INDEX["ear_L"]
+
+    def tracked(frame: int):
+        ncams = np.full(12, 4)
+        ncams[[tail, ear]] = 3
+        ncams[paw] = 2
+        flagged = ncams < 4  # a 4-camera rig's review flags
+        return replace(untracked_record(frame, 4, 12), points_3d=points[frame].copy(),
+                       ncams=ncams, flagged=flagged, reason=np.where(flagged, "few_cameras", ""),
+                       score=np.where(flagged, 0.5, 1.0), centroid=np.tile(np.arange(12), (4, 1)),
+                       stage=np.full((4, 12), "within_region"))
+
+    run = [tracked(frame) for frame in range(500, 560)]
+    run[0] = replace(run[0], frame=1)  # a seed frame keeps its flags
+    search = steps.FreeDotSearch(None, lambda frame: None, QualityParams(min_cameras=3))
+    reviewed = steps.final_records(run, frozenset({0, 1, 2}), review, search)
+    assert reviewed[0] is run[0]
+    cleared = [not record.flagged[tail] for record in reviewed[1:]]
+    assert np.mean(cleared) > 0.8  # true points fit the body (but for odd postures)
+    for record in reviewed[1:]:
+        assert record.flagged[paw] and record.reason[paw] == "few_cameras"  # two views: flagged
+        assert record.score[tail] == (0.5 if record.flagged[tail] else 1.0)
+    # Moved far from where the body puts it, a 3-camera label keeps its flag.
+    wrong = run[30].points_3d.copy()
+    wrong[ear] = wrong[INDEX["tail_tip"]] + 12.0
+    moved = steps.final_records([*run[:30], replace(run[30], points_3d=wrong), *run[31:]],
+                                frozenset({0, 1, 2}), review, search)[30]
+    assert moved.flagged[ear]
+
+
 def test_midline_keypoints_need_names_that_show_some_twins():
     twins = np.array([1, 0, 2, 3])
     assert steps.midline_keypoints(twins, 4).tolist() == [False, False, True, True]
