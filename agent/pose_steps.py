@@ -714,9 +714,12 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
     (:func:`tools.body_order.order_pairs`), twice (``TEMPLATE_PASSES``:
     the second pass takes its places from the first's result); with
     ``dots``, keypoints still untriangulated are looked for among the dots
-    no label holds (:func:`found_in_free_dots`); then the labels are checked
-    against the later seed frames (:func:`review_against_seeds`). The frame
-    log itself is not changed (a resume continues from it).
+    no label holds (:func:`found_in_free_dots`) and, with the quality
+    thresholds ``dots`` carries, labels enough cameras agree on that fit the
+    body lose their ``few_cameras`` review flag (:func:`accepted_by_body`);
+    then the labels are checked against the later seed frames
+    (:func:`review_against_seeds`). The frame log itself is not changed (a
+    resume continues from it).
     """
     if review is not None and records:
         seed_template = review.template
@@ -783,7 +786,7 @@ def accepted_by_body(records: list[FrameRecord], seed_frames: frozenset[int],
             continue
         accepted.append(replace(record, flagged=record.flagged & ~clear,
                                 reason=np.where(clear, "", record.reason),
-                                score=np.where(clear, np.minimum(1.0, 2 * record.score),
+                                score=np.where(clear, _unflagged_score(record.score),
                                                record.score)))
     return accepted
 
@@ -1054,7 +1057,7 @@ def _moved(record: FrameRecord, source: np.ndarray, review: TemplateReview,
     cleared = moved & ((identity_doubt & (doubt is None or vouched))
                        | ((reason == "few_cameras") & vouched))
     doubted = moved & present & ~vouched & (~flagged | identity_doubt) & (doubt is not None)
-    score = np.where(cleared, np.minimum(1.0, 2 * score),
+    score = np.where(cleared, _unflagged_score(score),
                      np.where(doubted & ~flagged, 0.5 * score, score))
     flagged = (flagged & ~cleared) | doubted
     reason = np.where(cleared, "", np.where(doubted, doubt or "", reason))
@@ -1065,6 +1068,11 @@ def _moved(record: FrameRecord, source: np.ndarray, review: TemplateReview,
                    view_error_px=record.view_error_px[:, source],
                    stage=np.where(moved[None, :] & labelled, TEMPLATE_STAGE,
                                   record.stage[:, source]))
+
+
+def _unflagged_score(score: np.ndarray) -> np.ndarray:
+    """A flagged label's score with its flag cleared: quality control halves a flagged label's score."""
+    return np.minimum(1.0, 2 * score)
 
 
 def _twins_by_last_seen(chosen: np.ndarray, lost: np.ndarray, points_3d: np.ndarray,

@@ -77,7 +77,12 @@ def distance_model(points_3d: np.ndarray, twins: np.ndarray | None = None) -> Di
     if twins is not None:
         twins = np.asarray(twins)
         median = np.where(seen, median, median[np.ix_(twins, twins)])
-    return DistanceModel(median_mm=median, spread_mm=SPREAD_FLOOR_MM + SPREAD_SHARE * median)
+    return DistanceModel(median_mm=median, spread_mm=distance_spread(median))
+
+
+def distance_spread(distance_mm: np.ndarray | float) -> np.ndarray | float:
+    """How far a distance of ``distance_mm`` between two keypoints may move with posture (its tolerance)."""
+    return SPREAD_FLOOR_MM + SPREAD_SHARE * distance_mm
 
 
 def region_relabeling(points_3d: np.ndarray, regions: Sequence[Sequence[int]],

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.body_distances import SPREAD_FLOOR_MM, SPREAD_SHARE
+from tools.body_distances import distance_spread
 from tools.body_template import ABOVE_TOLERANCE_MM, ALONG_TOLERANCE_MM
 from tools.camera import check_shape
 
@@ -132,7 +132,7 @@ def order_exchanges(points_3d: np.ndarray, pairs: Sequence[OrderPair], margin_mm
                 or source[second] != second:
             continue
         distance = np.linalg.norm(points_3d[first] - points_3d[second])
-        if abs(distance - pair.distance_mm) > SPREAD_FLOOR_MM + SPREAD_SHARE * pair.distance_mm:
+        if abs(distance - pair.distance_mm) > distance_spread(pair.distance_mm):
             continue
         references = np.concatenate([pair.nearer_first, pair.nearer_second])
         sign = np.r_[np.ones(pair.nearer_first.size), -np.ones(pair.nearer_second.size)]

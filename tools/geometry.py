@@ -20,6 +20,7 @@ from tools.camera import (
     Camera,
     CameraGroup,
     RigArrays,
+    camera_centres,
     check_shape,
     project,
     project_rig,
@@ -259,7 +260,7 @@ def rays_on_plane(group: CameraGroup, points_2d: np.ndarray, plane_point: np.nda
     direction = np.einsum("nji,nj->ni", rig.rotations[camera],
                           np.stack([x, y, np.ones_like(x)], axis=1))
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    centre = -np.einsum("nji,nj->ni", rig.rotations[camera], rig.translations[camera])
+    centre = camera_centres(group)[camera]
     with np.errstate(invalid="ignore", divide="ignore"):
         facing = direction @ plane_normal
         distance = ((plane_point - centre) @ plane_normal) / facing
