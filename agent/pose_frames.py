@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
+from agent.allocator import keep_freed_memory
 from agent.pose_results import write_keypoints_2d, write_keypoints_3d, write_qc
 from agent.recording import Recording
 from agent.streams import FrameStream, open_stream
@@ -256,23 +258,23 @@ class CentroidPrefetch:
     With ``processes`` the work runs in one child process, ``read_ahead``
     frames ahead: in a thread it shares the interpreter lock with the graph,
     and a 300-frame run took 12.2 s against 8.6 s with every frame's
-    centroids ready (bench/results/pose-speed.md). The child is forked, so it needs no main
-    module guard and starts in milliseconds, but it holds the streams open
-    twice; short runs use a thread (``processes`` False, one frame ahead).
+    centroids ready (bench/results/pose-speed.md). The child is spawned, not
+    forked: OpenCV's thread pool does not survive a fork (opencv/opencv#5150),
+    and a child forked after the parent had run OpenCV could hang in its first
+    call. It imports this module (~0.5 s, while the parent prepares its graph)
+    and holds the streams open twice; short runs use a thread (``processes``
+    False, one frame ahead).
     """
 
     def __init__(self, recording: Recording, processes: bool = False, read_ahead: int = 4) -> None:
         self.recording = recording
         self.read_ahead = read_ahead if processes else 1
         if processes:
-            # Forked now, before the graph starts its threads (a fork copies no running
-            # thread, and a lock one of them held would stay locked in the child).
             self._pool: Executor = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_open_fluorescence,
                 initargs=([str(recording.stream_path(camera, "fluorescence"))
                            for camera in recording.cameras],))
-            self._pool.submit(int).result()
             self._detect: Callable[[int], list[np.ndarray]] = _detect_opened
             self._detect_many: Callable[[list[int]], list] = _detect_opened_many
         else:
@@ -343,7 +345,9 @@ _OPENED: list[FrameStream] = []  # the child process's fluorescence streams, one
 
 
 def _open_fluorescence(paths: list[str]) -> None:
-    """Child process initializer: open the fluorescence streams once."""
+    """Child process initializer: the parent's allocator settings, then the fluorescence streams, opened once."""
+    keep_freed_memory()
+    cv2.setNumThreads(1)  # OpenCV's own threads would only compete with the graph's process
     _OPENED[:] = [open_stream(path) for path in paths]
 
 
