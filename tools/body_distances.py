@@ -105,8 +105,13 @@ def region_relabeling(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
     a left/right pair), so only moves between groups can gain and a point
     keeps its side within its group: the body's distances cannot tell a
     left paw from the right one, but they tell a forepaw from a hindpaw,
-    even when the seeds triangulated only one of the pair. Only regions
-    that hold a pair and another group (the paws) are checked then.
+    even when the seeds triangulated only one of the pair. Only the pairs
+    of a region that holds two or more (the paws) are checked then; its
+    keypoints without a twin are anchors, never moved: between pairs such
+    as forepaws and hind paws the distances differ by tens of millimetres,
+    so a small ``min_gain`` is safe there, but a lone keypoint of the region
+    (a back keypoint beside the hind paws) can lie as near a paw as the
+    paws lie to each other.
 
     Parameters
     ----------
@@ -130,8 +135,10 @@ def region_relabeling(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
             raise ValueError(f"groups must have shape ({n_keypoints},), got {groups.shape}")
     for members in regions:
         members = np.asarray(members, dtype=np.int64)
-        if groups is not None and not _pair_and_more(groups[members]):
-            continue
+        if groups is not None:
+            members = members[_paired(groups[members])]
+            if np.unique(groups[members]).size < 2:
+                continue
         anchors = np.flatnonzero(known & ~np.isin(np.arange(n_keypoints), members))
         present_columns = np.flatnonzero(known[members])
         present = members[present_columns]
@@ -218,10 +225,10 @@ def pair_exchange(points_3d: np.ndarray, regions: Sequence[Sequence[int]], model
     return source
 
 
-def _pair_and_more(member_groups: np.ndarray) -> bool:
-    """Whether a region's keypoint groups include a pair and at least one other group."""
-    _, counts = np.unique(member_groups, return_counts=True)
-    return counts.size >= 2 and bool((counts >= 2).any())
+def _paired(member_groups: np.ndarray) -> np.ndarray:
+    """``(n_members,)`` bool: the region's members whose group is a pair within the region."""
+    _, inverse, counts = np.unique(member_groups, return_inverse=True, return_counts=True)
+    return counts[inverse] >= 2
 
 
 def _frame_points(points_3d: np.ndarray, model: DistanceModel) -> np.ndarray:

@@ -52,7 +52,7 @@ class SideModel:
     pairs : tuple of SidedPair
         The pairs :func:`order_by_side` puts on their sides.
     vouching_pairs : tuple of SidedPair
-        Pairs alone in their region (the ears): left in the tracker's order,
+        Pairs whose regions hold no other pair (the ears): left in the tracker's order,
         which :func:`order_vouches` compares with their sides.
     """
 
@@ -141,8 +141,8 @@ def side_model(seed_points_3d: np.ndarray, twin: np.ndarray, left: np.ndarray,
     pair the seed frames show apart, on average by at least
     ``min_seed_offset``, and in the same order in each frame must agree on
     it. Then every pair is sided, those the seeds never show too (a forepaw
-    hidden in the seed frames): those that share their region with other
-    keypoints in ``pairs``, the others in ``vouching_pairs``. None when
+    hidden in the seed frames): those whose regions hold keypoints of other
+    pairs in ``pairs``, the others in ``vouching_pairs``. None when
     there is no up direction or axis, or the seeds show no pair apart or
     disagree.
     """
@@ -174,20 +174,29 @@ def side_model(seed_points_3d: np.ndarray, twin: np.ndarray, left: np.ndarray,
     if len(votes) != 1:
         return None
     left_positive = votes.pop()
-    # Only pairs that share their regions with other keypoints (the paws) are put on their
-    # sides: a pair alone in its region (the ears) keeps the tracker's sides (bench/results/
-    # pose.md, session 9), and its order, being left alone, stays evidence (order_vouches).
+    # Only pairs whose regions hold other pairs (the paws) are put on their sides: any other
+    # pair (the ears, alone in their region or beside a back keypoint) keeps the tracker's
+    # sides (bench/results/pose.md, sessions 9 and 15), and its order, being left alone,
+    # stays evidence (order_vouches).
     sided = {pair: SidedPair(*pair) if left[pair[0]] == left_positive
              else SidedPair(pair[1], pair[0]) for pair in pairs}
-    return replace(model, pairs=tuple(sided[p] for p in pairs if _shares_regions(*p, regions)),
-                   vouching_pairs=tuple(sided[p] for p in pairs
-                                        if not _shares_regions(*p, regions)))
+    ordered = [p for p in pairs if _among_other_pairs(*p, twin, regions)]
+    return replace(model, pairs=tuple(sided[p] for p in ordered),
+                   vouching_pairs=tuple(sided[p] for p in pairs if p not in ordered))
 
 
-def _shares_regions(first: int, second: int, regions: Sequence[Sequence[int]]) -> bool:
-    """Whether the region of each twin holds a keypoint other than the two twins."""
-    return all(any(twin in members and set(members) - {first, second} for members in regions)
-               for twin in (first, second))
+def _among_other_pairs(first: int, second: int, twin: np.ndarray,
+                       regions: Sequence[Sequence[int]]) -> bool:
+    """Whether the region of each twin holds a keypoint of another left/right pair.
+
+    A tracker confuses keypoints of one region with each other, and a paw
+    with a paw of the other pair (forepaws and hind paws) ends up on the
+    wrong side; a pair beside midline keypoints only (ears with a back
+    keypoint) reverses with the head's turns more often than it is confused.
+    """
+    return all(any(k not in (first, second) and twin[k] != k
+                   for members in regions if member in members for k in members)
+               for member in (first, second))
 
 
 def _axis_keypoints(mean_points: np.ndarray, twin: np.ndarray, pairs: list[tuple[int, int]],

@@ -136,7 +136,11 @@ def test_a_region_with_one_midline_keypoint_takes_the_axis_from_all_of_them():
     regions = [[0, 1, 2], [4, 5, 6, 7, 3], [8, 9]]  # back_top with the ears, back_bottom with the paws
     model = side_model(np.stack([_mouse(0), _mouse(10)]), TWIN, LEFT, regions, UP)
     assert (NAMES[model.axis_from], NAMES[model.axis_to]) == ("back_top", "tail_tip")
-    assert len(model.pairs) == 3  # the ears share their region with back_top here
+    # The ears share their region with back_top, but with no other pair: their order only vouches.
+    assert [(NAMES[p.positive], NAMES[p.negative]) for p in model.pairs] == [
+        ("forepaw_R", "forepaw_L"), ("hindpaw_R", "hindpaw_L")]
+    assert [(NAMES[p.positive], NAMES[p.negative]) for p in model.vouching_pairs] == [
+        ("ear_R", "ear_L")]
 
 
 @pytest.mark.parametrize("heading", [0.0, 130.0, 250.0])
