@@ -13,6 +13,7 @@ import argparse
 import io
 import os
 import shutil
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -52,7 +53,20 @@ class SynthPoseOptions:
     format: str = "video"
     motion: str = "real"
     seed_frames: tuple[int, ...] = SEED_FRAMES
+    # (region, keypoints) pairs naming a subset of QD_KEYPOINTS; None: all 12 in QD_REGIONS.
+    regions: tuple[tuple[str, tuple[str, ...]], ...] | None = None
     overwrite: bool = False
+
+    @property
+    def layout(self) -> dict[str, tuple[str, ...]]:
+        """The recording's regions; its keypoints are their members in ``QD_KEYPOINTS`` order."""
+        return dict(self.regions) if self.regions is not None else dict(QD_REGIONS)
+
+    @property
+    def kept(self) -> np.ndarray:
+        """Indices into ``QD_KEYPOINTS`` of the recording's keypoints."""
+        members = {name for names in self.layout.values() for name in names}
+        return np.array([i for i, name in enumerate(QD_KEYPOINTS) if name in members], dtype=int)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +112,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="frames labelled in seeds.csv (at least 3; default 0 1 2)",
     )
     parser.add_argument(
+        "--regions", type=Path, default=None, metavar="TOML",
+        help="a TOML file whose [regions] table names some of the 12 quantum-dot keypoints per "
+        "region (for example 8 keypoints in 3 regions); only their dots are drawn",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace files in a non-empty --out"
     )
 
@@ -115,11 +134,43 @@ def run(args: argparse.Namespace) -> int:
         format=args.format,
         motion=args.motion,
         seed_frames=tuple(args.seed_frames),
+        regions=None if args.regions is None else read_regions(args.regions),
         overwrite=args.overwrite,
     )
     out = synthesize_pose_recording(args.out, options)
     print(f"wrote {out}")
     return 0
+
+
+def read_regions(path: Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The ``[regions]`` table of ``path``: each region's keypoints, names of ``QD_KEYPOINTS``.
+
+    Raises
+    ------
+    InputError
+        Unreadable TOML, no ``[regions]`` table, a region that is not a list of
+        names, an unknown or repeated keypoint, or fewer than 2 keypoints.
+    """
+    try:
+        table = tomllib.loads(Path(path).read_text(encoding="utf-8")).get("regions")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(path, f"cannot be read as TOML ({exc})") from None
+    if not isinstance(table, dict) or not table:
+        raise InputError(path, "needs a [regions] table naming each region's keypoints")
+    names: list[str] = []
+    for region, members in table.items():
+        if not isinstance(members, list) or not members or \
+                not all(isinstance(name, str) for name in members):
+            raise InputError(path, f"region {region!r} must be a non-empty list of keypoint names")
+        names += members
+    unknown = sorted(set(names) - set(QD_KEYPOINTS))
+    if unknown:
+        raise InputError(path, f"unknown keypoints {unknown}; choose from {list(QD_KEYPOINTS)}")
+    if len(set(names)) != len(names):
+        raise InputError(path, "a keypoint is named in more than one region or twice")
+    if len(names) < 2:
+        raise InputError(path, "needs at least 2 keypoints")
+    return tuple((region, tuple(members)) for region, members in table.items())
 
 
 def _check_options(out_dir: Path, options: SynthPoseOptions) -> None:
@@ -203,8 +254,12 @@ def _build_scene(options: SynthPoseOptions, seeds: list[np.random.SeedSequence])
     base = dot_rng.uniform(140.0, 255.0, (len(group), 1, 12))
     peaks = base * dot_rng.uniform(0.8, 1.0, unoccluded.shape)
     sigmas = options.blur * dot_rng.uniform(0.85, 1.15, (len(group), 12))
+    # Keypoints left out of the layout carry no dot (drawn after every random draw, so the
+    # rest of the recording is the one the full layout gives).
+    in_layout = np.isin(np.arange(len(QD_KEYPOINTS)), options.kept)
     return _Scene(
-        points, group, points_2d, unoccluded & in_image & ~dropped, peaks, sigmas, starts, ends
+        points, group, points_2d, unoccluded & in_image & ~dropped & in_layout, peaks, sigmas,
+        starts, ends,
     )
 
 
@@ -231,15 +286,16 @@ def synthesize_pose_recording(out_dir: str | Path, options: SynthPoseOptions) ->
                 range(options.cameras),
             )
         )
-    _write_tables(out_dir, scene, np.random.default_rng(seeds[3]), options.seed_frames)
+    _write_tables(out_dir, scene, np.random.default_rng(seeds[3]), options.seed_frames,
+                  options.kept)
     dump_calibration(scene.group, out_dir / "calibration.toml")
     write_json_atomic(out_dir / "synth.json", _summary(scene, options))
     manifest = {
         "fps": FPS,
         "units": "mm",
         "cameras": scene.group.names,
-        "keypoints": list(QD_KEYPOINTS),
-        "regions": {name: list(members) for name, members in QD_REGIONS.items()},
+        "keypoints": [QD_KEYPOINTS[k] for k in options.kept],
+        "regions": {name: list(members) for name, members in options.layout.items()},
     }
     write_text_atomic(out_dir / "recording.toml", tomli_w.dumps(manifest))
     return out_dir
@@ -250,24 +306,29 @@ def _summary(scene: _Scene, options: SynthPoseOptions) -> dict:
     cameras_per_keypoint = scene.visible.sum(axis=0).mean(axis=0)
     return {
         "generator": "agent.synth_pose",
-        "options": {key: value for key, value in asdict(options).items() if key != "overwrite"},
+        # A full layout's options read as before the regions option existed.
+        "options": {key: value for key, value in asdict(options).items()
+                    if key != "overwrite" and not (key == "regions" and value is None)},
         "motion_source": "MausHaus3D (AmadeusGPT examples, Apache-2.0), repaired"
         if options.motion == "real"
         else "procedural walker",
         "mean_cameras_seeing_keypoint": {
             name: round(float(value), 3)
             for name, value in zip(QD_KEYPOINTS, cameras_per_keypoint, strict=True)
+            if name in {QD_KEYPOINTS[k] for k in options.kept}
         },
-        "visible_fraction": round(float(scene.visible.mean()), 4),
+        "visible_fraction": round(float(scene.visible[:, :, options.kept].mean()), 4),
     }
 
 
 def _write_tables(out_dir: Path, scene: _Scene, label_rng: np.random.Generator,
-                  seed_frames: tuple[int, ...] = SEED_FRAMES) -> None:
-    """ground_truth.csv, ground_truth_2d.csv and seeds.csv (fixed float formatting)."""
-    header = ["fnum"] + [f"{name}_{axis}" for name in QD_KEYPOINTS for axis in "xyz"]
+                  seed_frames: tuple[int, ...] = SEED_FRAMES,
+                  kept: np.ndarray | None = None) -> None:
+    """ground_truth.csv, ground_truth_2d.csv and seeds.csv of the ``kept`` keypoints (fixed float formatting)."""
+    kept = np.arange(len(QD_KEYPOINTS)) if kept is None else kept
+    header = ["fnum"] + [f"{QD_KEYPOINTS[k]}_{axis}" for k in kept for axis in "xyz"]
     lines = [",".join(header)]
-    for frame, row in enumerate(scene.points.reshape(len(scene.points), -1)):
+    for frame, row in enumerate(scene.points[:, kept].reshape(len(scene.points), -1)):
         lines.append(f"{frame}," + ",".join(f"{value:.4f}" for value in row))
     write_text_atomic(out_dir / "ground_truth.csv", "\n".join(lines) + "\n")
 
@@ -275,7 +336,8 @@ def _write_tables(out_dir: Path, scene: _Scene, label_rng: np.random.Generator,
     lines = ["frame,camera,keypoint,x,y,visible"]
     for frame in range(len(scene.points)):
         for camera, name in enumerate(names):
-            for keypoint, (x, y) in enumerate(scene.points_2d[camera, frame]):
+            for keypoint in kept:
+                x, y = scene.points_2d[camera, frame, keypoint]
                 shown = int(scene.visible[camera, frame, keypoint])
                 lines.append(f"{frame},{name},{QD_KEYPOINTS[keypoint]},{x:.4f},{y:.4f},{shown}")
     write_text_atomic(out_dir / "ground_truth_2d.csv", "\n".join(lines) + "\n")

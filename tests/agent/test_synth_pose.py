@@ -177,3 +177,57 @@ def test_non_empty_out_needs_overwrite(tmp_path, capsys):
     assert main(["synth", "pose", "--out", str(out), *SMALL, "--overwrite", "--frames", "3"]) == 0
     assert (out / "notes.txt").read_text() == "mine"
     assert load_recording(out).n_frames == 3
+
+
+LAYOUT_8 = '''[regions]
+front = ["ear_L", "ear_R", "back_top"]
+rear = ["hindpaw_R", "back_bottom", "hindpaw_L"]
+tail = ["tail_base", "tail_tip"]
+'''
+
+
+def test_regions_file_keeps_its_keypoints_and_the_rest_of_the_recording(tmp_path, recording):
+    layout = tmp_path / "layout.toml"
+    layout.write_text(LAYOUT_8)
+    out = tmp_path / "rec8"
+    assert main(["synth", "pose", "--out", str(out), *SMALL, "--regions", str(layout)]) == 0
+    manifest = tomllib.loads((out / "recording.toml").read_text())
+    kept = ["ear_L", "ear_R", "back_top", "back_bottom", "hindpaw_L", "hindpaw_R", "tail_base",
+            "tail_tip"]
+    assert manifest["keypoints"] == kept  # in the 12-keypoint order
+    assert manifest["regions"] == tomllib.loads(LAYOUT_8)["regions"]
+    assert load_recording(out).keypoints == kept
+    # The same seed gives the full recording's truth for the keypoints kept.
+    for name in ("ground_truth_2d.csv", "seeds.csv"):
+        full = [row for row in _rows(recording / name) if row["keypoint"] in kept]
+        assert _rows(out / name) == full, name
+    full_3d = _rows(recording / "ground_truth.csv")
+    for row, full_row in zip(_rows(out / "ground_truth.csv"), full_3d, strict=True):
+        assert row == {key: full_row[key] for key in row}
+    assert list(_rows(out / "ground_truth.csv")[0]) == ["fnum"] + [
+        f"{name}_{axis}" for name in kept for axis in "xyz"]
+    # Only the kept keypoints' dots are drawn: fewer spots than in the full recording.
+    spots = []
+    for folder in (recording, out):
+        capture = cv2.VideoCapture(str(folder / "videos" / "cam0-fluorescence.mp4"))
+        frame = cv2.cvtColor(capture.read()[1], cv2.COLOR_BGR2GRAY)
+        spots.append(cv2.connectedComponents((frame > 100).astype(np.uint8))[0])
+    assert spots[1] < spots[0]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("[regions]\nhead = [\"nose\", \"ear_L\"]\n", "unknown keypoints ['nose']"),
+    ("[regions]\na = [\"ear_L\"]\nb = [\"ear_L\", \"ear_R\"]\n", "more than one region"),
+    ("regions = 3\n", "[regions] table"),
+    ("[regions]\na = \"ear_L\"\n", "non-empty list"),
+    ("[regions\n", "cannot be read as TOML"),
+])
+def test_a_bad_regions_file_is_one_error_naming_it(tmp_path, capsys, text, problem):
+    layout = tmp_path / "layout.toml"
+    layout.write_text(text)
+    out = tmp_path / "rec"
+    assert main(["synth", "pose", "--out", str(out), *SMALL, "--regions", str(layout)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(layout) in err and problem in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
