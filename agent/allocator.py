@@ -23,7 +23,7 @@ def keep_freed_memory() -> bool:
     """Tune glibc malloc to reuse freed memory instead of returning it; False where not glibc."""
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the running process's C library
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no CDLL(None)
         return False
     return all(mallopt(option, value) == 1 for option, value in (
         (_M_MMAP_THRESHOLD, 256 << 20), (_M_TRIM_THRESHOLD, 512 << 20), (_M_TOP_PAD, 64 << 20)))

@@ -26,3 +26,7 @@ class InputError(Exception):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+    def __reduce__(self) -> tuple:
+        # Rebuilt from both fields: raised in the detection child, it reaches the parent as is.
+        return (type(self), (self.path, self.problem))

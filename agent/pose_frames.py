@@ -261,9 +261,11 @@ class CentroidPrefetch:
     centroids ready (bench/results/pose-speed.md). The child is spawned, not
     forked: OpenCV's thread pool does not survive a fork (opencv/opencv#5150),
     and a child forked after the parent had run OpenCV could hang in its first
-    call. It imports this module (~0.5 s, while the parent prepares its graph)
-    and holds the streams open twice; short runs use a thread (``processes``
-    False, one frame ahead).
+    call. It starts here and imports this module (~0.5 s) while the parent
+    prepares its graph, and holds the streams open twice; short runs use a
+    thread (``processes`` False, one frame ahead). An error in the child (a
+    stream that cannot be opened or a frame that cannot be read) is raised by
+    :meth:`get` as in a thread.
     """
 
     def __init__(self, recording: Recording, processes: bool = False, read_ahead: int = 4) -> None:
@@ -275,6 +277,7 @@ class CentroidPrefetch:
                 initializer=_open_fluorescence,
                 initargs=([str(recording.stream_path(camera, "fluorescence"))
                            for camera in recording.cameras],))
+            self._pool.submit(int)  # start the child now; its first frame need not wait for it
             self._detect: Callable[[int], list[np.ndarray]] = _detect_opened
             self._detect_many: Callable[[list[int]], list] = _detect_opened_many
         else:
@@ -342,17 +345,27 @@ class CentroidPrefetch:
 
 
 _OPENED: list[FrameStream] = []  # the child process's fluorescence streams, one per camera
+_OPEN_ERROR: list[Exception] = []  # why the child could not open them, raised by each job
 
 
 def _open_fluorescence(paths: list[str]) -> None:
-    """Child process initializer: the parent's allocator settings, then the fluorescence streams, opened once."""
+    """Child process initializer: ``python -m agent.run``'s allocator setting, then the fluorescence streams, opened once.
+
+    An error is kept and raised by every job (an initializer's error would
+    only break the pool).
+    """
     keep_freed_memory()
     cv2.setNumThreads(1)  # OpenCV's own threads would only compete with the graph's process
-    _OPENED[:] = [open_stream(path) for path in paths]
+    try:
+        _OPENED[:] = [open_stream(path) for path in paths]
+    except Exception as exc:  # noqa: BLE001 - any error is the parent's to report
+        _OPEN_ERROR[:] = [exc]
 
 
 def _detect_opened(frame: int) -> list[np.ndarray]:
     """Centroids of ``frame`` in each stream the child process opened."""
+    if _OPEN_ERROR:
+        raise _OPEN_ERROR[0]
     return [detect_centroids(stream.read(frame)).xy for stream in _OPENED]
 
 

@@ -280,7 +280,7 @@ def side_vouched(points_3d: np.ndarray, model: SideModel | None) -> np.ndarray:
 
 
 EXCHANGE_FRAMES = 10  # a cross-region exchange must fit better over this many frames
-# Between the groups of a region with a mirror pair (forepaws vs hindpaws) the body's
+# Between the left/right pairs of one region (forepaws vs hindpaws) the body's
 # distances differ by tens of millimetres, so a small gain already relabels
 # (bench/results/pose.md, session 7).
 MIRROR_MIN_GAIN = 0.1
@@ -349,8 +349,8 @@ def triangulate_labels(group: CameraGroup, centroids: list[np.ndarray], assignme
     the body has contradicted over all those frames are exchanged
     (:func:`tools.body_distances.pair_exchange`). With ``mirror``
     (:func:`tools.keypoint_names.mirror_groups`), a point is also moved
-    between the groups of a region holding a left/right pair (a forepaw's
-    label on a hindpaw's dot) on a small gain; ``side_guessed`` marks the
+    between the left/right pairs of a region holding two or more (a
+    forepaw's label on a hindpaw's dot) on a small gain; ``side_guessed`` marks the
     keypoints that took a point that way (their side is a guess). Last, with
     ``sides`` (:func:`seed_side_model`), a pair reversed across the body by
     more than ``SIDE_ORDER_MARGIN_MM`` is exchanged (:func:`tools.body_side.order_by_side`).

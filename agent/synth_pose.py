@@ -148,8 +148,8 @@ def read_regions(path: Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
     Raises
     ------
     InputError
-        Unreadable TOML, no ``[regions]`` table, a region that is not a list of
-        names, an unknown or repeated keypoint, or fewer than 2 keypoints.
+        An unreadable file or TOML, no ``[regions]`` table, a region that is
+        not a non-empty list of names, or a layout :func:`layout_problem` refuses.
     """
     try:
         table = tomllib.loads(Path(path).read_text(encoding="utf-8")).get("regions")
@@ -157,20 +157,31 @@ def read_regions(path: Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
         raise InputError(path, f"cannot be read as TOML ({exc})") from None
     if not isinstance(table, dict) or not table:
         raise InputError(path, "needs a [regions] table naming each region's keypoints")
-    names: list[str] = []
     for region, members in table.items():
         if not isinstance(members, list) or not members or \
                 not all(isinstance(name, str) for name in members):
             raise InputError(path, f"region {region!r} must be a non-empty list of keypoint names")
-        names += members
+    regions = tuple((region, tuple(members)) for region, members in table.items())
+    problem = layout_problem(regions)
+    if problem:
+        raise InputError(path, problem)
+    return regions
+
+
+def layout_problem(regions: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
+    """What is wrong with a layout of ``QD_KEYPOINTS`` in regions ("" when nothing)."""
+    names = [name for _, members in regions for name in members]
     unknown = sorted(set(names) - set(QD_KEYPOINTS))
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if any(not members for _, members in regions):
+        return "every region needs at least one keypoint"
     if unknown:
-        raise InputError(path, f"unknown keypoints {unknown}; choose from {list(QD_KEYPOINTS)}")
-    if len(set(names)) != len(names):
-        raise InputError(path, "a keypoint is named in more than one region or twice")
+        return f"unknown keypoints {unknown}; choose from {list(QD_KEYPOINTS)}"
+    if repeated:
+        return f"keypoints named more than once (in one region or two): {repeated}"
     if len(names) < 2:
-        raise InputError(path, "needs at least 2 keypoints")
-    return tuple((region, tuple(members)) for region, members in table.items())
+        return "needs at least 2 keypoints"
+    return ""
 
 
 def _check_options(out_dir: Path, options: SynthPoseOptions) -> None:
@@ -190,6 +201,9 @@ def _check_options(out_dir: Path, options: SynthPoseOptions) -> None:
         (options.format not in ("video", "images"), "--format must be video or images"),
         (options.motion not in ("real", "walker"), "--motion must be real or walker"),
     ]
+    if options.regions is not None:
+        problems.append((bool(layout_problem(options.regions)),
+                         f"regions: {layout_problem(options.regions)}"))
     for failed, problem in problems:
         if failed:
             raise InputError("synth pose", problem)

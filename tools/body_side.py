@@ -189,6 +189,10 @@ def _among_other_pairs(first: int, second: int, twin: np.ndarray,
                        regions: Sequence[Sequence[int]]) -> bool:
     """Whether the region of each twin holds a keypoint of another left/right pair.
 
+    That keypoint's twin may lie in another region (left and right paws in
+    regions of their own); :func:`tools.body_distances.region_relabeling`
+    by contrast moves points only among pairs whole within one region.
+
     A tracker confuses keypoints of one region with each other, and a paw
     with a paw of the other pair (forepaws and hind paws) ends up on the
     wrong side; a pair beside midline keypoints only (ears with a back

@@ -70,3 +70,39 @@ def test_a_long_run_uses_a_child_process_and_gives_the_same_results(recording_di
         outputs[name] = [(tmp_path / name / f).read_bytes()
                          for f in ("keypoints_3d.csv", "keypoints_2d.csv", "qc.csv")]
     assert outputs["thread"] == outputs["process"]
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_a_frame_that_cannot_be_read_is_the_same_clear_error_in_a_thread_or_the_child(
+        tmp_path, processes):
+    from agent.errors import InputError
+
+    root = make_tiny_recording(tmp_path / "rec", n_frames=8, stream_format="png")
+    recording = load_recording(root)
+    broken = sorted(recording.stream_path(recording.cameras[0], "fluorescence").iterdir())[3]
+    broken.write_bytes(b"not an image")
+    prefetch = CentroidPrefetch(recording, processes=processes, read_ahead=2)
+    try:
+        assert len(prefetch.get(0)) == len(recording.cameras)
+        with pytest.raises(InputError, match="000003|cannot"):
+            for frame in range(1, 8):
+                prefetch.get(frame)
+    finally:
+        prefetch.close()
+        recording.close()
+
+
+def test_a_stream_the_child_cannot_open_is_a_clear_error(tmp_path, monkeypatch):
+    from agent.errors import InputError
+
+    root = make_tiny_recording(tmp_path / "rec", n_frames=8, stream_format="avi")
+    recording = load_recording(root)
+    stream = recording.stream_path(recording.cameras[1], "fluorescence")
+    stream.write_bytes(b"")  # emptied after the recording was loaded
+    prefetch = CentroidPrefetch(recording, processes=True, read_ahead=2)
+    try:
+        with pytest.raises(InputError, match=stream.name):
+            prefetch.get(0)
+    finally:
+        prefetch.close()
+        recording.close()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from agent.calibration import load_calibration
+from agent.errors import InputError
 from agent.recording import load_recording
 from agent.run import main
 from agent.synth_pose import SynthPoseOptions, synthesize_pose_recording
@@ -217,7 +218,7 @@ def test_regions_file_keeps_its_keypoints_and_the_rest_of_the_recording(tmp_path
 
 @pytest.mark.parametrize("text, problem", [
     ("[regions]\nhead = [\"nose\", \"ear_L\"]\n", "unknown keypoints ['nose']"),
-    ("[regions]\na = [\"ear_L\"]\nb = [\"ear_L\", \"ear_R\"]\n", "more than one region"),
+    ("[regions]\na = [\"ear_L\"]\nb = [\"ear_L\", \"ear_R\"]\n", "named more than once"),
     ("regions = 3\n", "[regions] table"),
     ("[regions]\na = \"ear_L\"\n", "non-empty list"),
     ("[regions\n", "cannot be read as TOML"),
@@ -230,4 +231,66 @@ def test_a_bad_regions_file_is_one_error_naming_it(tmp_path, capsys, text, probl
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(layout) in err and problem in err
     assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text, problem", [
+    (b"[regions]\n", "[regions] table"),
+    (b'[regions]\na = []\nb = ["ear_L", "ear_R"]\n', "non-empty list"),
+    (b'[regions]\na = ["ear_L", 3]\n', "non-empty list"),
+    (b'[regions]\na = ["ear_L"]\n', "at least 2 keypoints"),
+    (b'[regions]\na = ["ear_L", "\xff"]\n', "cannot be read as TOML"),  # not UTF-8
+])
+def test_more_bad_regions_files_are_one_error_naming_them(tmp_path, capsys, text, problem):
+    layout = tmp_path / "layout.toml"
+    layout.write_bytes(text)
+    out = tmp_path / "rec"
+    assert main(["synth", "pose", "--out", str(out), *SMALL, "--regions", str(layout)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(layout) in err and problem in err
+    assert not out.exists()
+
+
+def test_a_missing_regions_file_is_one_error(tmp_path, capsys):
+    layout = tmp_path / "missing.toml"
+    assert main(["synth", "pose", "--out", str(tmp_path / "rec"), *SMALL,
+                 "--regions", str(layout)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(layout) in err and "cannot be read" in err
+
+
+def test_a_regions_files_summary_counts_only_its_keypoints(tmp_path, recording):
+    import json
+
+    assert "regions" not in json.loads((recording / "synth.json").read_text())["options"]
+    layout = tmp_path / "layout.toml"
+    layout.write_text(LAYOUT_8)
+    out = tmp_path / "rec8"
+    assert main(["synth", "pose", "--out", str(out), *SMALL, "--regions", str(layout)]) == 0
+    summary = json.loads((out / "synth.json").read_text())
+    kept = load_recording(out).keypoints
+    assert sorted(summary["mean_cameras_seeing_keypoint"]) == sorted(kept)
+    shown = [int(row["visible"]) for row in _rows(out / "ground_truth_2d.csv")]
+    assert summary["visible_fraction"] == pytest.approx(np.mean(shown), abs=1e-4)
+
+
+def test_two_keypoints_in_single_keypoint_regions_are_a_layout(tmp_path):
+    layout = tmp_path / "layout.toml"
+    layout.write_text('[regions]\nhead = ["ear_L"]\ntail = ["tail_tip"]\n')
+    out = tmp_path / "rec2"
+    assert main(["synth", "pose", "--out", str(out), *SMALL, "--regions", str(layout)]) == 0
+    assert load_recording(out).keypoints == ["ear_L", "tail_tip"]
+
+
+@pytest.mark.parametrize("regions", [
+    (("head", ("nose", "ear_L")),),
+    (("a", ("ear_L",)), ("b", ("ear_L", "ear_R"))),
+    (("a", ()), ("b", ("ear_L", "ear_R"))),
+    (),
+])
+def test_the_python_api_checks_the_layout_before_writing(tmp_path, regions):
+    out = tmp_path / "rec"
+    with pytest.raises(InputError, match="regions: "):
+        synthesize_pose_recording(out, SynthPoseOptions(frames=8, cameras=4, width=320,
+                                                        height=240, regions=regions))
     assert not out.exists()

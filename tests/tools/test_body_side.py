@@ -174,3 +174,14 @@ def test_shape_errors_name_expected_and_actual_shapes():
         order_by_side(np.zeros((10, 2)), model, margin=6.0)
     with pytest.raises(ValueError, match=r"points_3d must have shape \(n, 3\), got \(10, 2\)"):
         order_vouches(np.zeros((10, 2)), model, margin=6.0)
+
+
+def test_a_pair_split_over_regions_is_ordered_only_when_each_twins_region_holds_another_pair():
+    # ear_L beside the forepaws, ear_R beside the back only: only ear_L's region holds another
+    # pair, so the ears vouch; the hind paws, alone in their region, vouch too.
+    regions = [[0, 4, 5], [1, 2, 3], [6, 7], [8, 9]]
+    model = side_model(np.stack([_mouse(0), _mouse(10)]), TWIN, LEFT, regions, UP)
+    assert [(NAMES[p.positive], NAMES[p.negative]) for p in model.pairs] == [
+        ("forepaw_R", "forepaw_L")]
+    assert [(NAMES[p.positive], NAMES[p.negative]) for p in model.vouching_pairs] == [
+        ("ear_R", "ear_L"), ("hindpaw_R", "hindpaw_L")]
