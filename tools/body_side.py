@@ -259,6 +259,29 @@ def order_by_side(points_3d: np.ndarray, model: SideModel, margin: float,
     return source
 
 
+def reversed_vouching_pairs(points_3d: np.ndarray, model: SideModel, margin: float,
+                            max_tilt: float = 0.8) -> np.ndarray:
+    """``(n_frames, K)`` bool: twins of ``model.vouching_pairs`` lying reversed across the body by more than ``margin``.
+
+    ``points_3d (n_frames, K, 3)``. The opposite of :func:`order_vouches`,
+    frame by frame: a pair the tracker keeps exchanged (the ears after a
+    landing) lies reversed for as long as the true pair lies on its sides.
+    False where a twin or an axis keypoint is missing or the axis is upright.
+    """
+    points_3d = check_shape("points_3d", points_3d, (None, None, 3))
+    reversed_twins = np.zeros(points_3d.shape[:2], bool)
+    axis = points_3d[:, model.axis_to] - points_3d[:, model.axis_from]
+    lateral, known = lateral_directions(axis, model.up, max_tilt)
+    for pair in model.vouching_pairs:
+        with np.errstate(invalid="ignore"):
+            offset = np.einsum("ij,ij->i", points_3d[:, pair.positive] - points_3d[:, pair.negative],
+                               lateral)
+            reversed_pair = known & (offset < -margin)
+        reversed_twins[reversed_pair, pair.positive] = True
+        reversed_twins[reversed_pair, pair.negative] = True
+    return reversed_twins
+
+
 def order_vouches(points_3d: np.ndarray, model: SideModel, margin: float,
                   max_tilt: float = 0.8) -> np.ndarray:
     """``(K,)`` bool: twins of ``model.vouching_pairs`` that lie on their seed frames' sides by more than ``margin``.

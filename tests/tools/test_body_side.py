@@ -185,3 +185,30 @@ def test_a_pair_split_over_regions_is_ordered_only_when_each_twins_region_holds_
         ("forepaw_R", "forepaw_L")]
     assert [(NAMES[p.positive], NAMES[p.negative]) for p in model.vouching_pairs] == [
         ("ear_R", "ear_L"), ("hindpaw_R", "hindpaw_L")]
+
+
+def test_an_exchanged_vouching_pair_shows_reversed_and_the_true_pair_never_by_12_mm():
+    from pathlib import Path
+
+    from tools.body_side import order_vouches, reversed_vouching_pairs
+    from tools.motion import QD_KEYPOINTS, QD_REGIONS
+
+    points = np.load(Path(__file__).resolve().parents[2] / "tools" / "data" /
+                     "maushaus_qd12.npz")["points_mm"].astype(np.float64)
+    names = list(QD_KEYPOINTS)
+    groups = mirror_groups(names)
+    regions = [[names.index(k) for k in members] for members in QD_REGIONS.values()]
+    model = side_model(points[:3], twin_indices(groups), left_twins(names, groups), regions, UP)
+    ears = [names.index("ear_L"), names.index("ear_R")]
+    assert {(p.positive, p.negative) for p in model.vouching_pairs} == {(ears[1], ears[0])}
+    # True ears lie reversed by at most 11.8 mm over the 1,000 frames.
+    assert not reversed_vouching_pairs(points, model, 12.0).any()
+    exchanged = points.copy()
+    exchanged[:, ears] = exchanged[:, ears[::-1]]
+    flagged = reversed_vouching_pairs(exchanged, model, 12.0)
+    on_sides = np.array([order_vouches(frame, model, 12.0)[ears[0]] for frame in points])
+    assert np.array_equal(flagged[:, ears[0]], on_sides) and on_sides.sum() > 300
+    assert np.array_equal(flagged[:, ears[1]], on_sides)
+    assert not np.delete(flagged, ears, axis=1).any()
+    exchanged[:, ears[0]] = np.nan  # a twin missing: no evidence
+    assert not reversed_vouching_pairs(exchanged, model, 12.0).any()
