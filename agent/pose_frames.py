@@ -16,8 +16,10 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import sys
 import threading
-from collections.abc import Callable, Hashable
+import types
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import (
     CancelledError,
     Executor,
@@ -25,6 +27,7 @@ from concurrent.futures import (
     ProcessPoolExecutor,
     ThreadPoolExecutor,
 )
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,21 +266,25 @@ class CentroidPrefetch:
     and a child forked after the parent had run OpenCV could hang in its first
     call. It starts here and imports this module (~0.5 s) while the parent
     prepares its graph, and holds the streams open twice; short runs use a
-    thread (``processes`` False, one frame ahead). An error in the child (a
-    stream that cannot be opened or a frame that cannot be read) is raised by
-    :meth:`get` as in a thread.
+    thread (``processes`` False, one frame ahead). It does not import the
+    caller's main module (:func:`_main_module_hidden`), so a script calling
+    the pipeline needs no ``if __name__ == "__main__"`` guard. An error in the
+    child (a stream that cannot be opened or a frame that cannot be read) is
+    raised by :meth:`get` as in a thread.
     """
 
     def __init__(self, recording: Recording, processes: bool = False, read_ahead: int = 4) -> None:
         self.recording = recording
         self.read_ahead = read_ahead if processes else 1
         if processes:
-            self._pool: Executor = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_open_fluorescence,
-                initargs=([str(recording.stream_path(camera, "fluorescence"))
-                           for camera in recording.cameras],))
-            self._pool.submit(int)  # start the child now; its first frame need not wait for it
+            with _main_module_hidden():
+                self._pool: Executor = ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_open_fluorescence,
+                    initargs=([str(recording.stream_path(camera, "fluorescence"))
+                               for camera in recording.cameras],))
+                # Starts the one child now (its first frame need not wait for it).
+                self._pool.submit(int)
             self._detect: Callable[[int], list[np.ndarray]] = _detect_opened
             self._detect_many: Callable[[list[int]], list] = _detect_opened_many
         else:
@@ -342,6 +349,25 @@ class CentroidPrefetch:
     def close(self) -> None:
         """Stop the worker (pending frames are dropped)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Spawn children that do not import the parent's ``__main__``.
+
+    A spawned child runs the parent's main script again (all but its
+    ``if __name__ == "__main__"`` block) before its first job; an unguarded
+    script calling ``run_pose`` would start a second run in the child. The
+    child's jobs live in this module, so it is started while ``__main__`` is a
+    bare module with neither a file nor a spec, which multiprocessing leaves
+    alone.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 _OPENED: list[FrameStream] = []  # the child process's fluorescence streams, one per camera

@@ -106,3 +106,29 @@ def test_a_stream_the_child_cannot_open_is_a_clear_error(tmp_path, monkeypatch):
     finally:
         prefetch.close()
         recording.close()
+
+
+def test_the_child_does_not_run_an_unguarded_callers_script_again(recording_dir, tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    marker = tmp_path / "top_level_runs.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        with open({str(marker)!r}, "a") as marker:
+            marker.write("ran\\n")
+        from agent.pose_frames import CentroidPrefetch
+        from agent.recording import load_recording
+        recording = load_recording({str(recording_dir)!r})
+        prefetch = CentroidPrefetch(recording, processes=True)
+        print(len(prefetch.get(0)))
+        prefetch.close()
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(len(load_recording(recording_dir).cameras))]
+    assert marker.read_text().splitlines() == ["ran"]  # the child did not import the script
