@@ -190,12 +190,15 @@ def _load_manifest(path: Path) -> dict:
         "units": units,
         "cameras": list(manifest["cameras"]),
         "keypoints": list(manifest["keypoints"]),
-        "regions": _check_regions(path, manifest["regions"], manifest["keypoints"]),
+        "regions": check_regions(path, manifest["regions"], manifest["keypoints"]),
     }
 
 
-def _check_regions(path: Path, regions: object, keypoints: list[str]) -> dict[str, list[str]]:
-    """Regions with their keypoints in manifest order; each keypoint in exactly one region."""
+def check_regions(path: str | Path, regions: object, keypoints: list[str]) -> dict[str, list[str]]:
+    """Regions with their keypoints in ``keypoints`` order; each keypoint in exactly one region.
+
+    Raises :class:`InputError` naming ``path`` otherwise (also used by ``synth pose --regions``).
+    """
     if not isinstance(regions, dict) or not regions:
         raise InputError(path, "[regions] must be a table of region = [keypoints]")
     owner: dict[str, str] = {}

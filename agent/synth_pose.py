@@ -26,6 +26,7 @@ import tomli_w
 from agent.atomic import write_json_atomic, write_text_atomic
 from agent.calibration import dump_calibration
 from agent.errors import InputError
+from agent.recording import check_regions
 from tools import qd_render
 from tools.camera import camera_centres
 from tools.geometry import CameraGroup, project
@@ -148,40 +149,31 @@ def read_regions(path: Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
     Raises
     ------
     InputError
-        An unreadable file or TOML, no ``[regions]`` table, a region that is
-        not a non-empty list of names, or a layout :func:`layout_problem` refuses.
+        An unreadable file or TOML, or a table :func:`layout_keypoints` refuses.
     """
     try:
         table = tomllib.loads(Path(path).read_text(encoding="utf-8")).get("regions")
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InputError(path, f"cannot be read as TOML ({exc})") from None
-    if not isinstance(table, dict) or not table:
-        raise InputError(path, "needs a [regions] table naming each region's keypoints")
-    for region, members in table.items():
-        if not isinstance(members, list) or not members or \
-                not all(isinstance(name, str) for name in members):
-            raise InputError(path, f"region {region!r} must be a non-empty list of keypoint names")
-    regions = tuple((region, tuple(members)) for region, members in table.items())
-    problem = layout_problem(regions)
-    if problem:
-        raise InputError(path, problem)
-    return regions
+    layout_keypoints(path, table)
+    return tuple((region, tuple(members)) for region, members in table.items())
 
 
-def layout_problem(regions: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
-    """What is wrong with a layout of ``QD_KEYPOINTS`` in regions ("" when nothing)."""
-    names = [name for _, members in regions for name in members]
-    unknown = sorted(set(names) - set(QD_KEYPOINTS))
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if any(not members for _, members in regions):
-        return "every region needs at least one keypoint"
-    if unknown:
-        return f"unknown keypoints {unknown}; choose from {list(QD_KEYPOINTS)}"
-    if repeated:
-        return f"keypoints named more than once (in one region or two): {repeated}"
-    if len(names) < 2:
-        return "needs at least 2 keypoints"
-    return ""
+def layout_keypoints(where: str | Path, regions: object) -> list[str]:
+    """The keypoints of a ``regions`` table (region -> list of names), in ``QD_KEYPOINTS`` order.
+
+    Checked as a recording's regions are (:func:`agent.recording.check_regions`:
+    a non-empty table of non-empty lists, each name one of ``QD_KEYPOINTS`` and
+    in one region only), and at least 2 keypoints; :class:`InputError` naming
+    ``where`` otherwise.
+    """
+    named = ({name for members in regions.values() if isinstance(members, list)
+              for name in members if isinstance(name, str)} if isinstance(regions, dict) else set())
+    keypoints = [name for name in QD_KEYPOINTS if name in named]
+    check_regions(where, regions, keypoints)
+    if len(keypoints) < 2:
+        raise InputError(where, "needs at least 2 keypoints")
+    return keypoints
 
 
 def _check_options(out_dir: Path, options: SynthPoseOptions) -> None:
@@ -202,8 +194,8 @@ def _check_options(out_dir: Path, options: SynthPoseOptions) -> None:
         (options.motion not in ("real", "walker"), "--motion must be real or walker"),
     ]
     if options.regions is not None:
-        problems.append((bool(layout_problem(options.regions)),
-                         f"regions: {layout_problem(options.regions)}"))
+        layout_keypoints("synth pose --regions",
+                         {region: list(members) for region, members in options.regions})
     for failed, problem in problems:
         if failed:
             raise InputError("synth pose", problem)
@@ -318,6 +310,7 @@ def synthesize_pose_recording(out_dir: str | Path, options: SynthPoseOptions) ->
 def _summary(scene: _Scene, options: SynthPoseOptions) -> dict:
     """Provenance and what was simulated (no timestamps: identical runs give identical files)."""
     cameras_per_keypoint = scene.visible.sum(axis=0).mean(axis=0)
+    kept = options.kept
     return {
         "generator": "agent.synth_pose",
         # A full layout's options read as before the regions option existed.
@@ -327,11 +320,9 @@ def _summary(scene: _Scene, options: SynthPoseOptions) -> dict:
         if options.motion == "real"
         else "procedural walker",
         "mean_cameras_seeing_keypoint": {
-            name: round(float(value), 3)
-            for name, value in zip(QD_KEYPOINTS, cameras_per_keypoint, strict=True)
-            if name in {QD_KEYPOINTS[k] for k in options.kept}
+            QD_KEYPOINTS[k]: round(float(cameras_per_keypoint[k]), 3) for k in kept
         },
-        "visible_fraction": round(float(scene.visible[:, :, options.kept].mean()), 4),
+        "visible_fraction": round(float(scene.visible[:, :, kept].mean()), 4),
     }
 
 

@@ -217,13 +217,13 @@ def test_regions_file_keeps_its_keypoints_and_the_rest_of_the_recording(tmp_path
 
 
 @pytest.mark.parametrize("text, problem", [
-    (b'[regions]\nhead = ["nose", "ear_L"]\n', "unknown keypoints ['nose']"),
-    (b'[regions]\na = ["ear_L"]\nb = ["ear_L", "ear_R"]\n', "named more than once"),
-    (b"regions = 3\n", "[regions] table"),
-    (b"[regions]\n", "[regions] table"),
+    (b'[regions]\nhead = ["nose", "ear_L"]\n', "names unknown keypoint 'nose'"),
+    (b'[regions]\na = ["ear_L"]\nb = ["ear_L", "ear_R"]\n', "'ear_L' is in two regions"),
+    (b"regions = 3\n", "[regions] must be a table"),
+    (b"[regions]\n", "[regions] must be a table"),
     (b'[regions]\na = "ear_L"\n', "non-empty list"),
     (b'[regions]\na = []\nb = ["ear_L", "ear_R"]\n', "non-empty list"),
-    (b'[regions]\na = ["ear_L", 3]\n', "non-empty list"),
+    (b'[regions]\na = ["ear_L", 3]\n', "names unknown keypoint 3"),
     (b'[regions]\na = ["ear_L"]\n', "at least 2 keypoints"),
     (b"[regions\n", "cannot be read as TOML"),
     (b'[regions]\na = ["ear_L", "\xff"]\n', "cannot be read as TOML"),  # not UTF-8
