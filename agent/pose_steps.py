@@ -774,16 +774,8 @@ def flag_reversed_pairs(records: list[FrameRecord], seed_frames: frozenset[int],
         return records
     reversed_twins = reversed_vouching_pairs(np.array([record.points_3d for record in records]),
                                              sides, REVERSED_PAIR_MARGIN_MM)
-    flagged: list[FrameRecord] = []
-    for record, frame_reversed in zip(records, reversed_twins, strict=True):
-        new = frame_reversed & ~record.flagged
-        if record.frame in seed_frames or not new.any():
-            flagged.append(record)
-            continue
-        flagged.append(replace(record, flagged=record.flagged | new,
-                               reason=np.where(new, "side", record.reason),
-                               score=np.where(new, _flagged_score(record.score), record.score)))
-    return flagged
+    return [record if record.frame in seed_frames else _flag_labels(record, frame_reversed, "side")
+            for record, frame_reversed in zip(records, reversed_twins, strict=True)]
 
 
 # A label that min_cameras cameras agree on and that fits the body within this many tolerances
@@ -1111,9 +1103,13 @@ def _unflagged_score(score: np.ndarray) -> np.ndarray:
     return np.minimum(1.0, 2 * score)
 
 
-def _flagged_score(score: np.ndarray) -> np.ndarray:
-    """An unflagged label's score once the results flag it, halved as quality control would."""
-    return 0.5 * score
+def _flag_labels(record: FrameRecord, labels: np.ndarray, reason: str) -> FrameRecord:
+    """``record`` with its unflagged ``labels (K,)`` flagged ``reason``, their scores halved as quality control would."""
+    new = labels & ~record.flagged
+    if not new.any():
+        return record
+    return replace(record, flagged=record.flagged | new, reason=np.where(new, reason, record.reason),
+                   score=np.where(new, 0.5 * record.score, record.score))
 
 
 def _twins_by_last_seen(chosen: np.ndarray, lost: np.ndarray, points_3d: np.ndarray,
@@ -1225,12 +1221,4 @@ def review_against_seeds(records: list[FrameRecord], seed_frames: frozenset[int]
         points_3d[record.frame] = record.points_3d
         doubted[record.frame] = np.isin(record.reason, IDENTITY_DOUBTS)
     contradicted = contradicted_by_seeds(points_3d, is_seed, doubted)
-    reviewed = []
-    for record in records:
-        newly = contradicted[record.frame] & ~record.flagged
-        if newly.any():
-            record = replace(record, flagged=record.flagged | newly,
-                             reason=np.where(newly, SEED_MISMATCH, record.reason),
-                             score=np.where(newly, _flagged_score(record.score), record.score))
-        reviewed.append(record)
-    return reviewed
+    return [_flag_labels(record, contradicted[record.frame], SEED_MISMATCH) for record in records]
