@@ -699,6 +699,14 @@ TEMPLATE_STAGE = "template"  # keypoints_2d.csv stage of a label the results' te
 # landing, frame 337); 36 recordings (results-only): 437 keypoint-frames right and 10 wrong
 # at 5 mm, 377 and 6 at 6 mm, 467 and 341 at 3 mm.
 ORDER_MARGIN_MM = 5.0
+# qc.csv reason of a label the order step moved: the tracker followed the two dots one way,
+# their order along the body says the other, and either can be wrong (the procedural walker's
+# tail base passes ahead of the back bottom for tens of frames, by ~10 mm). Flagging them:
+# walker seeds 50-53 and 4-camera 50-52, QC goal on 5 of 7 instead of 1 (6 cameras seed 51
+# recall 0.393 -> 0.971); 48 real-motion recordings 43 -> 45 of 48, 1,227 flags added,
+# lowest precision 0.515; accuracy within 0.07 points (the axis search sees the flag)
+# (bench/results/pose.md, session 16).
+ORDER_REASON = "order"
 
 
 def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
@@ -992,7 +1000,9 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
 
     First the review's midline pairs that the places cannot tell apart (the
     back bottom and the tail base) are put in their order along the body
-    (:func:`tools.body_order.order_exchanges`, margin ``ORDER_MARGIN_MM``).
+    (:func:`tools.body_order.order_exchanges`, margin ``ORDER_MARGIN_MM``);
+    the labels that moves are flagged ``ORDER_REASON`` (the tracker and the
+    order disagree, and a true pair can pass each other).
     Where quality control doubts an axis keypoint (flagged, or missing), the
     body axis is searched (:func:`tools.body_template.axis_search`):
     its labelling replaces the tracker's where it fits the body within
@@ -1017,7 +1027,8 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
     flagged label's score).
     """
     keypoints = np.arange(record.points_3d.shape[0])
-    record = _moved(record, order_exchanges(record.points_3d, review.order, ORDER_MARGIN_MM), review)
+    order = order_exchanges(record.points_3d, review.order, ORDER_MARGIN_MM)
+    record = _flag_labels(_moved(record, order, review), order != keypoints, ORDER_REASON)
     record = _axis_searched(record, review)
     source = template_relabeling(record.points_3d, review.template)
     if np.array_equal(source, keypoints):

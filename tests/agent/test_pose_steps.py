@@ -407,7 +407,38 @@ def test_the_results_put_the_back_bottom_and_tail_base_back_in_their_order(shipp
         assert np.allclose(after.points_3d, points[before.frame])
         assert after.centroid[:, pair].tolist() == [pair[::-1]] * 6
         assert set(after.stage[:, pair].ravel()) == {"template"}
-        assert not after.flagged.any()  # `reacquired` doubted the identities they left
+        # `reacquired` doubted the identities they left; the tracker and the order disagreed
+        assert after.flagged.tolist() == [k in pair for k in range(12)]
+        assert after.reason[pair].tolist() == [steps.ORDER_REASON] * 2
+
+
+def test_a_pair_the_order_step_moves_against_the_tracker_is_flagged_for_review(shipped_review):
+    """The tracker sure of a back bottom and tail base the order puts the other way round: moved,
+    and flagged, since a true pair can pass each other (the walker's does)."""
+    from agent.pose_frames import untracked_record
+
+    points, _, _, review = shipped_review
+    pair = [INDEX["back_bottom"], INDEX["tail_base"]]
+
+    def tracked(frame: int):
+        frame_points = points[frame].copy()
+        if 540 <= frame < 560:  # the other way round along the body, and nothing doubted
+            frame_points[pair] = frame_points[pair[::-1]]
+        return replace(untracked_record(frame, 6, 12), points_3d=frame_points,
+                       ncams=np.full(12, 6), flagged=np.zeros(12, bool), reason=np.full(12, ""),
+                       score=np.ones(12), centroid=np.tile(np.arange(12), (6, 1)),
+                       stage=np.full((6, 12), "within_region"))
+
+    run = [tracked(frame) for frame in range(500, 601)]
+    reviewed = steps.final_records(run, frozenset({0, 1, 2}), review)
+    for before, after in zip(run, reviewed, strict=True):
+        if not 540 <= before.frame < 560:
+            assert after is before
+            continue
+        assert after.centroid[:, pair].tolist() == [pair[::-1]] * 6
+        assert after.flagged.tolist() == [k in pair for k in range(12)]
+        assert after.reason[pair].tolist() == [steps.ORDER_REASON] * 2
+        assert np.allclose(after.score[pair], 0.5)  # halved, as quality control's flags are
 
 
 def test_the_results_leave_a_true_run_as_it_is(shipped_review):
