@@ -40,6 +40,15 @@ from tools.centroids import detect_centroids  # noqa: E402
 ABLATIONS = ("full", "no-refine", "naive")
 
 
+def simulated_recording(work: Path, cameras: int, seed: int, frames: int) -> Path:
+    """The ``synth pose`` recording of ``cameras`` and ``seed`` in ``work``, simulated on first use."""
+    recording_dir = work / f"synth-{cameras}cam-seed{seed}-{frames}f"
+    if not (recording_dir / "recording.toml").is_file():
+        synthesize_pose_recording(recording_dir, SynthPoseOptions(
+            frames=frames, cameras=cameras, seed=seed, overwrite=True))
+    return recording_dir
+
+
 def decode_seconds(recording_dir: Path, kinds: tuple[str, ...]) -> float:
     """Wall time to decode every frame of the ``kinds`` streams of every camera, in order."""
     recording = load_recording(recording_dir)
@@ -137,10 +146,7 @@ def main() -> None:
         plan.append((4, args.rig4_seed))
     rows = []
     for cameras, seed in plan:
-        recording_dir = args.work / f"synth-{cameras}cam-seed{seed}-{args.frames}f"
-        if not (recording_dir / "recording.toml").is_file():
-            synthesize_pose_recording(recording_dir, SynthPoseOptions(
-                frames=args.frames, cameras=cameras, seed=seed, overwrite=True))
+        recording_dir = simulated_recording(args.work, cameras, seed, args.frames)
         rows += bench_recording(recording_dir, args.work, tuple(args.ablations))
     command = ".venv/bin/python bench/bench_pose.py " + " ".join(sys.argv[1:])
     table = report(rows, command.strip())

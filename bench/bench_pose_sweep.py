@@ -13,7 +13,7 @@ not, at one fast move, and a small change decides which. So a change is
 judged here on many recordings at once. For every rig size and seed
 (``--rig CAMERAS:SEEDS``, seeds as ``0-3,7``) a
 recording is simulated (``synth pose`` with real MausHaus3D motion, into
-``--work`` and reused; bench/bench_pose.py names them alike), ``pose`` runs
+``--work`` and reused, as bench/bench_pose.py does), ``pose`` runs
 on it with the default settings (``--jobs`` runs at a time, each in its own
 process, as a user would run it) and ``eval``'s metrics are taken
 (tools.pose_metrics). The report gives one row per recording, then per rig
@@ -36,16 +36,11 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from agent.commands.eval_pose import score_results  # noqa: E402
 from agent.recording import load_recording  # noqa: E402
-from agent.synth_pose import SynthPoseOptions, synthesize_pose_recording  # noqa: E402
+from bench.bench_pose import simulated_recording  # noqa: E402
 from bench.report_file import write_report  # noqa: E402
 
 QC_MIN_RECALL = 0.9
 QC_MIN_PRECISION = 0.5
-
-
-def recording_dir(work: Path, cameras: int, seed: int, frames: int) -> Path:
-    """Where the recording of ``cameras`` and ``seed`` lives (bench/bench_pose.py's name)."""
-    return work / f"synth-{cameras}cam-seed{seed}-{frames}f"
 
 
 def rig_seeds(text: str) -> tuple[int, list[int]]:
@@ -115,15 +110,12 @@ def main() -> None:
     args = parser.parse_args()
     plan = [(cameras, seed) for cameras, seeds in args.rig or [(6, [0, 1, 2, 3]), (4, [0, 1, 2, 3])]
             for seed in seeds]
-    for cameras, seed in plan:  # simulated one at a time: each uses both cores
-        recording = recording_dir(args.work, cameras, seed, args.frames)
-        if not (recording / "recording.toml").is_file():
-            synthesize_pose_recording(recording, SynthPoseOptions(
-                frames=args.frames, cameras=cameras, seed=seed, overwrite=True))
+    # Simulated one at a time (each uses both cores), before any run starts.
+    recordings = {item: simulated_recording(args.work, *item, args.frames) for item in plan}
 
     def one(item: tuple[int, int]) -> dict:
         cameras, seed = item
-        recording = recording_dir(args.work, cameras, seed, args.frames)
+        recording = recordings[item]
         row = {"cameras": cameras, "seed": seed,
                **run_and_score(recording, args.work / "sweep" / recording.name)}
         print(row, flush=True)
