@@ -54,7 +54,6 @@ from tools.confidence import QualityParams, label_score
 from tools.geometry import (
     CameraGroup,
     nanmean_cameras,
-    project,
     rays_on_plane,
     reprojection_error,
     triangulate,
@@ -480,16 +479,17 @@ def seed_record(group: CameraGroup, frame: int, points_2d: np.ndarray,
 
 
 def region_tasks(group: CameraGroup, keypoints: list[str], regions: dict[str, list[str]],
-                 window: list[dict], prior_3d: np.ndarray | None, frame: int,
+                 window: list[dict], projected: np.ndarray | None, frame: int,
                  centroids: list[np.ndarray], labels: dict[str, dict[str, list]],
                  redo: dict[str, list[str]], strategy: int) -> list[dict]:
     """Stage 1 payloads (``RegionTask``), one per camera in ``redo``.
 
     Each carries the camera's view restricted to the keypoints to (re)assign,
     the regions restricted likewise, and the centroids that no kept label holds.
+    ``projected (n_cameras, n_keypoints, 2)`` is the motion prior projected into
+    every camera (:func:`tools.camera.project`; None: no prior); each view
+    takes its keypoints' rows.
     """
-    # One projection for every camera; each view then takes its keypoints' rows.
-    projected = None if prior_3d is None else project(group, prior_3d)
     tasks = []
     for camera, names in redo.items():
         index = group.names.index(camera)
@@ -602,10 +602,14 @@ def update_last_seen(last_seen_3d: list, points_3d: np.ndarray) -> list:
     """
     last_seen = np.array(last_seen_3d, dtype=np.float64)
     seen = np.all(np.isfinite(points_3d), axis=1)
-    fit = fit_template(last_seen, points_3d, SHAPE_INLIER_MM)
-    if fit.n_inliers >= MIN_CARRY_INLIERS:
-        carried = ~seen & np.all(np.isfinite(fit.fitted), axis=1)
-        last_seen[carried] = fit.fitted[carried]
+    # The fit (RANSAC over every keypoint triple) only moves keypoints this frame
+    # misses that were seen before: a frame that sees every keypoint needs none.
+    hidden = ~seen & np.all(np.isfinite(last_seen), axis=1)
+    if hidden.any():
+        fit = fit_template(last_seen, points_3d, SHAPE_INLIER_MM)
+        if fit.n_inliers >= MIN_CARRY_INLIERS:
+            carried = hidden & np.all(np.isfinite(fit.fitted), axis=1)
+            last_seen[carried] = fit.fitted[carried]
     last_seen[seen] = points_3d[seen]
     return last_seen.tolist()
 

@@ -4,9 +4,10 @@ One invocation tracks one frame: ``detect_centroids`` -> ``locate_regions``
 (Stage 1) -> ``assign_within_region`` (Stage 2) -> ``reconcile_regions``
 (Stage 3) -> ``refine_cross_view`` (Stage 4) -> ``quality_control``, which
 either sends the low-confidence views back through stages 1-3 with the next
-strategy (at most ``max_retries`` times, a counter in state) or hands the
-frame to ``accept_frame``. The accepted frame joins the rolling window and
-the invocation ends. The runner (:mod:`agent.pose_pipeline`) invokes the
+strategy (at most ``max_retries`` times, a counter in state; straight to
+Stage 4 when the backend says stages 1-3 would find nothing new in any of
+them) or hands the frame to ``accept_frame``. The accepted frame joins the
+rolling window and the invocation ends. The runner (:mod:`agent.pose_pipeline`) invokes the
 graph again on the same thread for the next frame; once every frame is
 tracked, the invocation goes to ``write_results`` instead. A checkpoint per
 frame (LangGraph durability ``"exit"``) is what a resume continues from and
@@ -54,6 +55,7 @@ from graphs.pose_state import (
     ViewTask,
 )
 from tools.confidence import assess_frame
+from tools.geometry import project
 from tools.refine import RefineParams
 
 WINDOW_FRAMES = 3
@@ -110,10 +112,13 @@ def camera_requests(state: PoseState | ViewTask, run: PoseRuntime) -> dict[str, 
            repr(state["redo"]), repr(_labels_before(state) or {}))
 
     def build() -> dict[str, CameraRequests]:
-        prior = None if naive else _predict_track(state, run, frames, with_last_seen=True)
+        # The prior is the same in every attempt of the frame: projected once.
+        projected = None if naive else run.memo.get(
+            state["frame"], ("projected_track", tuple(frames)), lambda: project(
+                run.recording.group, _predict_track(state, run, frames, with_last_seen=True)))
         return requests.camera_requests(steps.region_tasks(
             run.recording.group, run.recording.keypoints, run.regions, run.store.window(frames),
-            prior, state["frame"], run.store.load_centroids(state["centroids_path"]),
+            projected, state["frame"], run.store.load_centroids(state["centroids_path"]),
             _labels_before(state) or {}, state["redo"], state.get("attempt", 0),
         ))
 
@@ -218,7 +223,8 @@ def refine_cross_view(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[s
 
 
 def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
-                    ) -> Command[Literal["locate_regions", "camera_stages", "accept_frame"]]:
+                    ) -> Command[Literal["locate_regions", "camera_stages", "refine_cross_view",
+                                         "accept_frame"]]:
     """Stage 5: quality control; retry doubtful views through stages 1-3 while retries last."""
     run = runtime.context
     settings, cameras = run.settings, run.recording.cameras
@@ -254,8 +260,11 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
     if quality.retry.any() and attempt < settings.max_retries and changed:
         redo = {camera: [k for k, r in zip(run.recording.keypoints, row, strict=True) if r]
                 for camera, row in zip(cameras, quality.retry, strict=True) if row.any()}
+        redo = _worth_retrying(state, run, redo, attempt + 1)
         retry_state = {**state, "redo": redo, "attempt": attempt + 1}
-        return Command(goto=dispatch_regions(retry_state, runtime),  # type: ignore[arg-type]
+        # Where stages 1-3 would leave every view as it is, the retry is Stage 4's alone.
+        goto = dispatch_regions(retry_state, runtime) if redo else "refine_cross_view"
+        return Command(goto=goto,  # type: ignore[arg-type]
                        update={"redo": redo, "attempt": attempt + 1,
                                "previous_assignment": refined["assignment"]})
     flagged, reason = flag_model_labels(run.recording.keypoints, quality.flagged.tolist(),
@@ -264,6 +273,28 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
         "quality": {"flagged": flagged, "reason": reason, "score": quality.score.tolist()},
         "reacquired": reacquired.tolist(), "side_unsure": side_unsure.tolist(),
         "body_fit": body_fit})
+
+
+def _worth_retrying(state: PoseState, run: PoseRuntime, redo: dict[str, list[str]],
+                    attempt: int) -> dict[str, list[str]]:
+    """``redo`` without the views whose stages 1-3 a retry would leave as they are.
+
+    A view whose keypoints to redo are all unlabelled and where the backend
+    says the retry's requests can label none of them (its optional
+    ``finds_nothing``) would come back unchanged.
+    """
+    finds_nothing = getattr(run.backend, "finds_nothing", None)
+    if finds_nothing is None or not redo:
+        return redo
+    views = camera_requests({**state, "redo": redo, "attempt": attempt}, run)
+    keypoints = run.recording.keypoints
+    worth = {}
+    for camera, names in redo.items():
+        centroid = state["labels"][camera]["centroid"]
+        unlabelled = all(centroid[keypoints.index(name)] < 0 for name in names)
+        if not (unlabelled and finds_nothing(views[camera].locate, views[camera].centroids)):
+            worth[camera] = names
+    return worth
 
 
 def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, Any]:

@@ -120,27 +120,32 @@ def assign_points(predicted: np.ndarray, candidates: np.ndarray, gate_px: float)
     if not gate_px > 0:
         raise ValueError(f"gate_px must be positive, got {gate_px}")
     n_points, n_candidates = predicted.shape[0], candidates.shape[0]
-    distance = np.linalg.norm(predicted[:, None, :] - candidates[None, :, :], axis=2)
-    allowed = np.isfinite(distance) & (distance <= gate_px)
+    # The tracker calls this tens of thousands of times on a few points: few numpy calls.
+    # (np.linalg.norm's own formula; NaN and inf distances fail the gate test.)
+    offset = predicted[:, None, :] - candidates[None, :, :]
+    distance = np.sqrt(np.add.reduce(offset * offset, axis=2))
+    allowed = distance <= gate_px
     if not allowed.any():  # a quarter of the tracker's calls: nothing within the gate
         unassigned = np.full(n_points, np.nan)
         return Assignment(index=np.full(n_points, -1), cost=unassigned, margin=unassigned.copy())
-    cost = np.where(allowed, distance, _FORBIDDEN)
     # One private "stay unassigned" column per point, priced at the gate.
-    stay = np.full((n_points, n_points), _FORBIDDEN)
-    np.fill_diagonal(stay, gate_px)
-    rows, cols = linear_sum_assignment(np.hstack([cost, stay]))
-    index = np.full(n_points, -1)
+    cost = np.full((n_points, n_candidates + n_points), _FORBIDDEN)
+    np.copyto(cost[:, :n_candidates], distance, where=allowed)
+    points = np.arange(n_points)
+    cost[points, n_candidates + points] = gate_px
+    rows, cols = linear_sum_assignment(cost)
     real = cols < n_candidates
+    index = np.full(n_points, -1)
     index[rows[real]] = cols[real]
-    assigned = index >= 0
+    assigned_rows, assigned_cols = rows[real], cols[real]
     chosen_cost = np.full(n_points, np.nan)
-    chosen_cost[assigned] = distance[assigned, index[assigned]]
+    chosen_cost[assigned_rows] = distance[assigned_rows, assigned_cols]
     # Second-best option of an assigned point: another allowed candidate or the gate.
     others = np.where(allowed, distance, np.inf)
-    others[assigned, index[assigned]] = np.inf
+    others[assigned_rows, assigned_cols] = np.inf
     second = np.minimum(others.min(axis=1, initial=np.inf), gate_px)
-    margin = np.where(assigned, second - chosen_cost, np.nan)
+    margin = np.full(n_points, np.nan)
+    margin[assigned_rows] = second[assigned_rows] - chosen_cost[assigned_rows]
     return Assignment(index=index, cost=chosen_cost, margin=margin)
 
 

@@ -107,6 +107,21 @@ class ClassicalPoseBackend:
                                       n_conflicts=len(conflicted), flagged=missing > 0,
                                       reason="unassigned" if missing else "")
 
+    def finds_nothing(self, view: CameraView, centroids: list[Centroid]) -> bool:
+        """Whether stages 1-3 on ``view`` with the free ``centroids`` can label none of its keypoints.
+
+        True when no centroid lies within the gate of any keypoint's prediction:
+        every assignment of the attempt would come back empty. The graph skips
+        retrying such a view whose keypoints are all unlabelled.
+        """
+        predicted = predict_view(view)
+        known = predicted[np.all(np.isfinite(predicted), axis=1)]
+        if not centroids or known.size == 0:
+            return True
+        free = np.array([[c.x, c.y] for c in centroids], dtype=np.float64)
+        distance = np.linalg.norm(known[:, None, :] - free[None, :, :], axis=2)
+        return bool(distance.min() > self.gate_px * 2.0**view.strategy)
+
     def _assign(self, view: CameraView, candidates: list[Centroid], stage: str) -> list[Label]:
         gate_px = self.gate_px * 2.0**view.strategy
         predicted = predict_view(view)

@@ -135,6 +135,10 @@ class PoseBackend(Protocol):
     ``per_view`` (the default) gives every camera's (and region's) request its
     own graph task, so model calls run concurrently; ``per_stage`` runs each
     stage for all cameras in one task (:func:`agent.pose_pipeline.stage_fan_out`).
+    It may also define ``finds_nothing(view, centroids) -> bool``: True when
+    stages 1-3 on ``view`` with those free centroids could label none of its
+    keypoints, so a retry leaves out such a view whose keypoints are all
+    unlabelled (:func:`graphs.pose.quality_control`).
     """
 
     name: str

@@ -45,3 +45,19 @@ def test_the_memory_stays_bounded(monkeypatch):
     both = predict_view(_view({8: [(0.0, 0.0), (2.0, 2.0), (4.0, 4.0)]}, prior=[None] * 3, frame=30))
     np.testing.assert_array_equal(both, [[0.0, 0.0], [2.0, 2.0], [4.0, 4.0]])
     assert len(classical_pose._PREDICTIONS) <= 3
+
+
+def test_a_view_finds_nothing_only_without_a_centroid_within_the_gate():
+    from agent.backends.classical_pose import ClassicalPoseBackend
+    from agent.backends.pose_base import Centroid
+
+    backend = ClassicalPoseBackend(gate_px=10.0)
+    view = _view({}, prior=[(50.0, 50.0), None])  # the second keypoint has no prediction
+    near, far = Centroid(index=0, x=50.0, y=58.0), Centroid(index=1, x=50.0, y=65.0)
+    assert not backend.finds_nothing(view, [far, near])
+    assert backend.finds_nothing(view, [far])
+    assert backend.finds_nothing(view, [])
+    # A retry doubles the gate per strategy: 15 px away is within reach then.
+    assert not backend.finds_nothing(view.model_copy(update={"strategy": 1}), [far])
+    # Nothing predicted, nothing to find.
+    assert backend.finds_nothing(_view({}, prior=[None]), [near])

@@ -264,3 +264,39 @@ def test_frames_the_run_does_not_reach_are_written_empty_and_flagged(tmp_path):
     results = read_keypoints_3d(tmp_path / "out" / "keypoints_3d.csv")
     assert results.frames.tolist() == list(range(9))
     assert np.isnan(results.points_3d[:6]).all()
+
+
+class CountingTracker(ClassicalPoseBackend):
+    """The classical tracker, counting the views of each retry strategy that Stage 1 is asked about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        object.__setattr__(self, "views", Counter())
+
+    def locate_regions(self, request: LocateRegionsRequest) -> LocateRegionsAnswer:
+        self.views[request.strategy] += 1
+        return super().locate_regions(request)
+
+
+class CountingTrackerRetryingAll(CountingTracker):
+    """The same without ``finds_nothing``: every doubtful view is retried."""
+
+    finds_nothing = None
+
+
+def test_retries_skip_views_with_nothing_to_find_and_change_no_result(tiny, tmp_path):
+    pruned, every = CountingTracker(), CountingTrackerRetryingAll()
+    _run(tiny, tmp_path / "pruned", pruned)
+    _run(tiny, tmp_path / "every", every)
+    assert pruned.views[0] == every.views[0]
+    retried = sum(n for strategy, n in pruned.views.items() if strategy > 0)
+    assert 0 < retried < sum(n for strategy, n in every.views.items() if strategy > 0)
+    for name in ("keypoints_3d.csv", "keypoints_2d.csv", "qc.csv"):
+        assert (tmp_path / "pruned" / name).read_bytes() == (tmp_path / "every" / name).read_bytes()
+
+    def stage_4_retries(run: str) -> int:  # quality control sending the frame straight to Stage 4
+        nodes = [json.loads(line)["node"] for line in (tmp_path / run / "trace.jsonl").open()]
+        return sum(pair == ("quality_control", "refine_cross_view")
+                   for pair in zip(nodes[:-1], nodes[1:], strict=True))
+
+    assert stage_4_retries("pruned") > 0 and stage_4_retries("every") == 0
