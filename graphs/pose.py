@@ -103,17 +103,15 @@ def _labels_before(state: PoseState | CameraStagesState | ViewTask) -> dict | No
 def camera_requests(state: PoseState | ViewTask, run: PoseRuntime) -> dict[str, CameraRequests]:
     """The requests of the cameras to redo in this attempt; the naive ablation sees only the last frame.
 
-    Built once per frame and attempt (the memo key holds every input that
-    varies), rebuilt from the state after a resume.
+    Each camera's is built once per frame and attempt (the memo key holds
+    every input that varies; a retry that leaves views out reuses the
+    others'), rebuilt from the state after a resume.
     """
     naive = run.settings.ablation == "naive"
     frames = state["window"][-1:] if naive else state["window"]
-    # The requests read only the labels' centroids (what the kept labels hold).
-    held = {camera: labels["centroid"] for camera, labels in (_labels_before(state) or {}).items()}
-    key = ("camera_requests", tuple(frames), state["centroids_path"], state.get("attempt", 0),
-           repr(state["redo"]), repr(held))
+    labels = _labels_before(state) or {}
 
-    def build() -> dict[str, CameraRequests]:
+    def build(camera: str, names: list[str]) -> CameraRequests:
         # The prior is the same in every attempt of the frame: projected once.
         projected = None if naive else run.memo.get(
             state["frame"], ("projected_track", tuple(frames)), lambda: project(
@@ -121,10 +119,15 @@ def camera_requests(state: PoseState | ViewTask, run: PoseRuntime) -> dict[str, 
         return requests.camera_requests(steps.region_tasks(
             run.recording.group, run.recording.keypoints, run.regions, run.store.window(frames),
             projected, state["frame"], run.store.load_centroids(state["centroids_path"]),
-            _labels_before(state) or {}, state["redo"], state.get("attempt", 0),
-        ))
+            labels, {camera: names}, state.get("attempt", 0),
+        ))[camera]
 
-    return run.memo.get(state["frame"], key, build)
+    # A camera's requests read only its labels' centroids (what its kept labels hold).
+    return {camera: run.memo.get(state["frame"], (
+        "camera_requests", tuple(frames), state["centroids_path"], state.get("attempt", 0),
+        camera, tuple(names), tuple(labels.get(camera, {}).get("centroid", ()))),
+        lambda camera=camera, names=names: build(camera, names))
+        for camera, names in state["redo"].items()}
 
 
 def _predict_track(state: PoseState | ViewTask, run: PoseRuntime, frames: list[int], *,

@@ -197,16 +197,24 @@ def recover_lost(group: CameraGroup, centroids: Sequence[np.ndarray], assignment
                          f"n_keypoints), got {len(centroids)} and {assignment.shape}")
     predicted_3d = np.asarray(predicted_3d, dtype=np.float64)
     predicted_2d = project(group, predicted_3d)
-    for keypoint in np.flatnonzero(lost & np.all(np.isfinite(predicted_3d), axis=1)):
-        candidates = np.full((n_cameras, 1, max_candidates, 2), np.nan)
-        index = np.full((n_cameras, max_candidates), -1)
-        for camera, xy in enumerate(centroids):
-            near = _free_nearest(xy, assignment[camera], predicted_2d[camera, keypoint],
-                                 max_candidates, search_radius_px)
-            candidates[camera, 0, : near.size] = xy[near]
-            index[camera, : near.size] = near
-        if np.sum(np.isfinite(candidates[:, 0, :, 0]).any(axis=1)) < min_cameras:
+    searched = np.flatnonzero(lost & np.all(np.isfinite(predicted_3d), axis=1))
+    if searched.size == 0:
+        return assignment
+    # Distances do not depend on the assignment: one pass for every searched keypoint.
+    pixels = _padded_centroids(centroids, max_candidates)  # (C, M, 2)
+    offset = pixels[:, None] - predicted_2d[:, searched, None]  # (C, L, M, 2)
+    distance = np.sqrt(offset[..., 0] * offset[..., 0] + offset[..., 1] * offset[..., 1])
+    within = distance <= search_radius_px  # False for padding (NaN)
+    cameras = np.arange(n_cameras)[:, None]
+    for row, keypoint in enumerate(searched):
+        near = within[:, row] & _free_centroids(assignment, pixels.shape[1])
+        if np.count_nonzero(near.any(axis=1)) < min_cameras:
             continue
+        order = np.argsort(np.where(near, distance[:, row], np.inf), axis=1,
+                           kind="stable")[:, :max_candidates]
+        offered = np.take_along_axis(near, order, axis=1)
+        index = np.where(offered, order, -1)
+        candidates = np.where(offered[..., None], pixels[cameras, order], np.nan)[:, None]
         result = consensus_triangulate(group, candidates, threshold_px)
         distances = np.linalg.norm(predicted_3d - result.points_3d[0], axis=1)
         own = distances[keypoint]
@@ -286,6 +294,22 @@ def free_dot_points(group: CameraGroup, centroids: Sequence[np.ndarray], assignm
         return FreeDots(np.empty((0, 3)), np.empty((n_cameras, 0), np.int64),
                         np.empty((n_cameras, 0)))
     return FreeDots(np.array(points), np.array(views).T, np.array(errors).T)
+
+
+def _padded_centroids(centroids: Sequence[np.ndarray], min_width: int) -> np.ndarray:
+    """``(n_cameras, width, 2)`` centroid pixels, NaN-padded to at least ``min_width`` columns."""
+    width = max([min_width] + [len(xy) for xy in centroids])
+    pixels = np.full((len(centroids), width, 2), np.nan)
+    for camera, xy in enumerate(centroids):
+        pixels[camera, :len(xy)] = np.reshape(xy, (-1, 2))
+    return pixels
+
+
+def _free_centroids(assignment: np.ndarray, width: int) -> np.ndarray:
+    """``(n_cameras, width)`` bool: the centroid slots that no keypoint of ``assignment`` holds."""
+    held = np.zeros((assignment.shape[0], width + 1), dtype=bool)  # column -1: unassigned
+    held[np.arange(assignment.shape[0])[:, None], assignment] = True
+    return ~held[:, :width]
 
 
 def _free_nearest(xy: np.ndarray, held: np.ndarray, point: np.ndarray, max_candidates: int,

@@ -41,6 +41,7 @@ from scipy.optimize import linear_sum_assignment
 SPREAD_FLOOR_MM = 3.0
 SPREAD_SHARE = 0.3
 _TIE_BREAK = 1e-9  # in spreads: far below any gain that relabels
+_GAIN_MARGIN = 1e-9  # relative: far above the rounding of a mean of a dozen gains
 
 
 @dataclass(frozen=True)
@@ -137,27 +138,33 @@ def region_relabeling(points_3d: np.ndarray, regions: Sequence[Sequence[int]],
         members = np.asarray(members, dtype=np.int64)
         if groups is not None:
             members = members[_paired(groups[members])]
-            if np.unique(groups[members]).size < 2:
-                continue
-        anchors = np.flatnonzero(known & ~np.isin(np.arange(n_keypoints), members))
+            if members.size == 0 or (groups[members] == groups[members[0]]).all():
+                continue  # fewer than two groups: nothing to move between
+        outside = known.copy()
+        outside[members] = False
+        anchors = np.flatnonzero(outside)
         present_columns = np.flatnonzero(known[members])
         present = members[present_columns]
         if anchors.size < min_anchors or present.size == 0:
             continue
-        mismatch = _mismatch(distances[present][:, anchors], model.median_mm[members][:, anchors],
-                             model.spread_mm[members][:, anchors])
+        mismatch = _mismatch(distances[present[:, None], anchors],
+                             model.median_mm[members[:, None], anchors],
+                             model.spread_mm[members[:, None], anchors])
         if groups is not None:
             same_group = groups[members][:, None] == groups[members][None, :]
             mismatch = np.where(same_group[None], mismatch[:, None, :], np.inf).min(axis=2)
         current = mismatch[np.arange(present.size), present_columns]
+        # The moved points' mean gain is at most the largest gain of one point on its own:
+        # below min_gain (less a margin for the mean's rounding) no relabelling can pass.
+        if (current - mismatch.min(axis=1) <= min_gain - _GAIN_MARGIN * abs(min_gain)).all():
+            continue
+        cost = np.where(np.isfinite(mismatch), mismatch, 1e6)
         # Among equal fits (twins of one group) a point keeps its label.
-        keep_label = np.zeros_like(mismatch)
-        keep_label[np.arange(present.size), present_columns] = -_TIE_BREAK
-        rows, cols = linear_sum_assignment(np.where(np.isfinite(mismatch), mismatch, 1e6)
-                                           + keep_label)
+        cost[np.arange(present.size), present_columns] -= _TIE_BREAK
+        rows, cols = linear_sum_assignment(cost)
         moved = members[cols] != present[rows]
-        if (not moved.any() or not np.all(np.isfinite(mismatch[rows, cols]))
-                or not np.all(np.isfinite(current))):
+        if (not moved.any() or not np.isfinite(mismatch[rows, cols]).all()
+                or not np.isfinite(current).all()):
             continue
         if (current[rows][moved] - mismatch[rows, cols][moved]).mean() > min_gain:
             matched = members[cols]
@@ -196,39 +203,61 @@ def pair_exchange(points_3d: np.ndarray, regions: Sequence[Sequence[int]], model
     source = np.arange(n_keypoints)
     region_of = _region_of(regions, n_keypoints)
     known = np.all(np.isfinite(points_3d), axis=2)  # (F, K)
-    distances = _pairwise(points_3d)  # (F, K, K)
-    # deviation[f, k, slot, a]: point k's distance to anchor a against the slot keypoint's.
-    deviation = (np.abs(distances[:, :, None, :] - model.median_mm[None, None])
-                 / model.spread_mm[None, None])
-    # For the pair (i, j), axes (frame, i, j, anchor): i as i, j as j, i as j, j as i.
-    as_self = np.diagonal(deviation, axis1=1, axis2=2).transpose(0, 2, 1)  # (F, K, anchor)
-    terms = (as_self[:, :, None, :], as_self[:, None, :, :], deviation,
-             deviation.transpose(0, 2, 1, 3))
-    anchors = (known[:, None, None, :] & (region_of[None, None, None, :] != region_of[None, :, None, None])
-               & (region_of[None, None, None, :] != region_of[None, None, :, None]))
-    comparable = anchors.copy()
-    for term in terms:
-        comparable &= np.isfinite(term)
-    count = comparable.sum(axis=3)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mismatch = [np.where(comparable, term, 0.0).sum(axis=3) / count for term in terms]
-        gain = np.minimum(mismatch[0] - mismatch[2], mismatch[1] - mismatch[3]).min(axis=0)
-    both_known = (known[:, :, None] & known[:, None, :]).all(axis=0)
-    eligible = (np.triu(region_of[:, None] != region_of[None, :], k=1) & both_known
-                & (count >= min_anchors).all(axis=0))
-    gain = np.where(eligible, gain, -np.inf)
-    best = int(np.argmax(gain))  # row-major: the first pair (i < j) of the largest gain
-    best_pair = divmod(best, n_keypoints) if gain.flat[best] > min_gain else None
-    if best_pair is not None:
-        i, j = best_pair
+    # Candidate pairs (i < j, row-major): different regions, both known in every frame.
+    always = known.all(axis=0)
+    first, second = np.nonzero(np.triu(region_of[:, None] != region_of[None, :], k=1)
+                               & always[:, None] & always[None, :])
+    if first.size == 0:
+        return source
+    if min_anchors >= 1:
+        # Every frame must gain, so the current frame alone rules most pairs out for a
+        # tenth of the work; with an anchor in every frame no gain is NaN, so the first
+        # largest gain over min_gain is the same among the pairs left.
+        current = _exchange_gains(_pairwise(points_3d[-1:]), known[-1:], region_of, model,
+                                  first, second, min_anchors)
+        first, second = first[current > min_gain], second[current > min_gain]
+        if first.size == 0:
+            return source
+    gain = _exchange_gains(_pairwise(points_3d), known, region_of, model, first, second,
+                           min_anchors)
+    best = int(np.argmax(gain))  # the first pair (i < j) of the largest gain
+    if gain[best] > min_gain:
+        i, j = first[best], second[best]
         source[i], source[j] = j, i
     return source
 
 
+def _exchange_gains(distances: np.ndarray, known: np.ndarray, region_of: np.ndarray,
+                    model: DistanceModel, first: np.ndarray, second: np.ndarray,
+                    min_anchors: int) -> np.ndarray:
+    """:func:`pair_exchange`'s gain of exchanging ``first[p]`` and ``second[p]`` -> ``(n_pairs,)``.
+
+    ``distances (F, K, K)`` and ``known (F, K)`` of the frames; the gain is
+    the smallest over the frames, -inf where a frame has fewer than
+    ``min_anchors`` anchors.
+    """
+    median, spread = model.median_mm, model.spread_mm
+    # Deviation of point k's distance to anchor a from the slot keypoint's, in spreads,
+    # axes (frame, pair, anchor): i as i, j as j, i as j, j as i.
+    as_self = np.abs(distances - median) / spread  # (F, K, anchor)
+    terms = (as_self[:, first], as_self[:, second],
+             np.abs(distances[:, first] - median[second]) / spread[second],
+             np.abs(distances[:, second] - median[first]) / spread[first])
+    comparable = (known[:, None, :] & (region_of[None, None, :] != region_of[first][None, :, None])
+                  & (region_of[None, None, :] != region_of[second][None, :, None]))
+    for term in terms:
+        comparable &= np.isfinite(term)
+    count = comparable.sum(axis=2)  # (F, P)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mismatch = [np.where(comparable, term, 0.0).sum(axis=2) / count for term in terms]
+        gain = np.minimum(mismatch[0] - mismatch[2], mismatch[1] - mismatch[3]).min(axis=0)
+    return np.where((count >= min_anchors).all(axis=0), gain, -np.inf)
+
+
 def _paired(member_groups: np.ndarray) -> np.ndarray:
     """``(n_members,)`` bool: the region's members whose group is a pair within the region."""
-    _, inverse, counts = np.unique(member_groups, return_inverse=True, return_counts=True)
-    return counts[inverse] >= 2
+    # A handful of members: comparing all with all costs less than np.unique.
+    return (member_groups[:, None] == member_groups[None, :]).sum(axis=1) >= 2
 
 
 def _frame_points(points_3d: np.ndarray, model: DistanceModel) -> np.ndarray:

@@ -238,7 +238,12 @@ def _offset(points_3d: np.ndarray, model: SideModel, first: int, second: int,
             max_tilt: float) -> float:
     """How far ``first`` lies on the positive side of ``second`` across the body (NaN unknown)."""
     lateral = lateral_direction(points_3d, model.up, model.axis_from, model.axis_to, max_tilt)
-    if lateral is None or not np.all(np.isfinite(points_3d[[first, second]])):
+    return float("nan") if lateral is None else _offset_along(points_3d, lateral, first, second)
+
+
+def _offset_along(points_3d: np.ndarray, lateral: np.ndarray, first: int, second: int) -> float:
+    """:func:`_offset` given the frame's ``lateral`` direction (NaN where a twin is missing)."""
+    if not np.all(np.isfinite(points_3d[[first, second]])):
         return float("nan")
     return float((points_3d[first] - points_3d[second]) @ lateral)
 
@@ -253,8 +258,12 @@ def order_by_side(points_3d: np.ndarray, model: SideModel, margin: float,
     """
     points_3d = check_shape("points_3d", points_3d, (None, 3))
     source = np.arange(points_3d.shape[0])
+    # One lateral direction serves every pair of the frame.
+    lateral = lateral_direction(points_3d, model.up, model.axis_from, model.axis_to, max_tilt)
+    if lateral is None:
+        return source
     for pair in model.pairs:
-        if _offset(points_3d, model, pair.positive, pair.negative, max_tilt) < -margin:
+        if _offset_along(points_3d, lateral, pair.positive, pair.negative) < -margin:
             source[[pair.positive, pair.negative]] = pair.negative, pair.positive
     return source
 

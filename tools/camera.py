@@ -198,7 +198,7 @@ def distort_normalized(normalized: np.ndarray, dist: np.ndarray) -> np.ndarray:
     x, y = normalized[..., 0], normalized[..., 1]
     r2 = x * x + y * y
     scale = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3)) + 2.0 * (p1 * y + p2 * x)
-    return normalized * scale[..., None] + dist[..., [3, 2]] * r2[..., None]
+    return normalized * scale[..., None] + dist[..., 3:1:-1] * r2[..., None]  # (p2, p1)
 
 
 def project_rig(rig: RigArrays, points_3d: np.ndarray) -> np.ndarray:
@@ -277,23 +277,26 @@ def _undistort_in_place(x: np.ndarray, y: np.ndarray, dist: np.ndarray) -> None:
 
     OpenCV's fixed point ``u = (x0 - tangential(u)) / radial(u)`` with
     ``dist (n_cameras, 5)``; the tangential terms are written as
-    ``u * 2 (p1 y + p2 x) + (p2, p1) r^2``.
+    ``u * 2 (p1 y + p2 x) + (p2, p1) r^2``. ``x`` and ``y`` are iterated
+    stacked, so that both coordinates' steps share each numpy call (Stage 4
+    undistorts a few dozen centroids per frame: the calls are the cost).
     """
     k1, k2, p1, p2, k3 = dist.T[:, :, None]
-    x0, y0 = x.copy(), y.copy()
+    twice_p1, twice_p2 = 2.0 * p1, 2.0 * p2
+    tangent_r2 = np.stack([p2, p1])  # (2, n_cameras, 1): what r^2 adds to x and to y
+    u = np.stack([x, y])
+    u0 = u.copy()
     previous = 0.0
     with np.errstate(invalid="ignore", over="ignore"):  # huge input ends as NaN
         for _ in range(_UNDISTORT_MAX_ITERATIONS):
-            r2 = x * x + y * y
+            r2 = u[0] * u[0] + u[1] * u[1]
             inverse_radial = 1.0 / (1.0 + r2 * (k1 + r2 * (k2 + r2 * k3)))
-            twice_tangent = (2.0 * p1) * y + (2.0 * p2) * x
-            step_x = (x0 - x * twice_tangent - p2 * r2) * inverse_radial - x
-            step_y = (y0 - y * twice_tangent - p1 * r2) * inverse_radial - y
-            x += step_x
-            y += step_y
-            # fmax/fmin skip NaN, so one broken point does not stop the others.
-            largest = max(np.fmax.reduce(step_x, axis=None), -np.fmin.reduce(step_x, axis=None),
-                          np.fmax.reduce(step_y, axis=None), -np.fmin.reduce(step_y, axis=None))
+            twice_tangent = twice_p1 * u[1] + twice_p2 * u[0]
+            step = (u0 - u * twice_tangent - tangent_r2 * r2) * inverse_radial - u
+            u += step
+            # fmax skips NaN, so one broken point does not stop the others.
+            size = np.abs(step)
+            largest = max(np.fmax.reduce(size[0], axis=None), np.fmax.reduce(size[1], axis=None))
             # Each step shrinks by ratio = largest / previous, so what is left
             # is about largest * ratio / (1 - ratio). NaN: nothing finite left.
             if not largest > _UNDISTORT_TOLERANCE or (
@@ -301,6 +304,8 @@ def _undistort_in_place(x: np.ndarray, y: np.ndarray, dist: np.ndarray) -> None:
                     and largest * largest <= _UNDISTORT_TOLERANCE * (previous - largest)):
                 break
             previous = largest
+    x[...] = u[0]
+    y[...] = u[1]
 
 
 def check_shape(name: str, array: np.ndarray, expected: tuple[int | None, ...]) -> np.ndarray:

@@ -13,6 +13,7 @@ NaN-padded pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from itertools import combinations
 
 import numpy as np
@@ -113,16 +114,18 @@ def consensus_normalized(rig: RigArrays, pixels: np.ndarray, normalized: np.ndar
         part = slice(start, start + chunk)
         chosen[:, part] = _best_seed(rig, pixels[:, part], normalized[:, part], threshold_px)
     points_3d = _triangulate_chosen(rig, normalized, chosen)
-    repicked, _ = _nearest_within(rig, points_3d, pixels, threshold_px)
+    projected = project_rig(rig, points_3d)  # (C, n, 2)
+    repicked, _ = _nearest_within(projected, pixels, threshold_px)
     grows = (repicked >= 0).sum(axis=0) >= (chosen >= 0).sum(axis=0)
     final = np.where(grows & (chosen >= 0).any(axis=0), repicked, chosen)
     final[:, (final >= 0).sum(axis=0) < 2] = -1
     changed = (final != chosen).any(axis=0)  # usually few: only those are re-triangulated
     if changed.any():
         points_3d[changed] = _triangulate_chosen(rig, normalized[:, changed], final[:, changed])
+        projected = project_rig(rig, points_3d)
     chosen = final
     observed = _take_candidates(pixels, chosen)
-    errors = np.linalg.norm(project_rig(rig, points_3d) - observed, axis=2)
+    errors = np.linalg.norm(projected - observed, axis=2)
     return ConsensusResult(points_3d, chosen, errors, (chosen >= 0).sum(axis=0))
 
 
@@ -131,10 +134,10 @@ def _best_seed(rig: RigArrays, pixels: np.ndarray, normalized: np.ndarray,
     """Inlier choice ``(n_cameras, n_points)`` of the best two-view seed of each point."""
     n_cameras, n_points, n_candidates, _ = pixels.shape
     entries = view_entries(rig.dlt_basis, normalized)  # (10, C, n, K)
-    first, second = np.array(list(combinations(range(n_cameras), 2))).T
+    first, second = _camera_pairs(n_cameras)
     seeds = solve_inhomogeneous(entries[:, first, :, :, None] + entries[:, second, :, None, :])
-    seeds = np.moveaxis(seeds, 0, 1).reshape(n_points, -1, 3)  # (n, pairs x K x K, 3)
-    nearest, distance = _nearest_candidates(rig, seeds, pixels)  # (C, n, H)
+    seeds = seeds.swapaxes(0, 1).reshape(n_points, -1, 3)  # (n, pairs x K x K, 3)
+    nearest, distance = _nearest_candidates(project_rig(rig, seeds), pixels)  # (C, n, H)
     inlier = distance < threshold_px
     count = inlier.sum(axis=0)
     mean_error = np.where(inlier, distance, 0.0).sum(axis=0) / np.maximum(count, 1)
@@ -146,15 +149,27 @@ def _best_seed(rig: RigArrays, pixels: np.ndarray, normalized: np.ndarray,
     return chosen
 
 
-def _nearest_candidates(rig: RigArrays, points_3d: np.ndarray,
-                        pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@cache
+def _camera_pairs(n_cameras: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and second camera of every camera pair, in ``combinations`` order.
+
+    Built once per number of cameras: Stage 4 asks for them every frame.
+    """
+    pairs = np.array(list(combinations(range(n_cameras), 2)), dtype=np.int64).reshape(-1, 2)
+    first, second = pairs.T
+    first.setflags(write=False)
+    second.setflags(write=False)
+    return first, second
+
+
+def _nearest_candidates(projected: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest candidate to each projection and its distance.
 
-    ``points_3d (n_points, n_hypotheses, 3)``, ``pixels (n_cameras, n_points,
-    n_candidates, 2)`` -> index and distance ``(n_cameras, n_points,
-    n_hypotheses)``; distance inf where a camera has no candidate.
+    ``projected (n_cameras, n_points, n_hypotheses, 2)`` (:func:`project_rig`
+    of the hypotheses), ``pixels (n_cameras, n_points, n_candidates, 2)`` ->
+    index and distance ``(n_cameras, n_points, n_hypotheses)``; distance
+    inf where a camera has no candidate.
     """
-    projected = project_rig(rig, points_3d)
     x, y = projected[..., 0], projected[..., 1]
     candidates = np.where(np.isnan(pixels), np.inf, pixels)[:, :, None]  # (C, n, 1, K, 2)
     nearest, closest = np.zeros(x.shape, dtype=np.int64), np.full(x.shape, np.inf)
@@ -169,17 +184,18 @@ def _nearest_candidates(rig: RigArrays, points_3d: np.ndarray,
     return nearest, np.sqrt(closest)
 
 
-def _nearest_within(rig: RigArrays, points_3d: np.ndarray, pixels: np.ndarray,
+def _nearest_within(projected: np.ndarray, pixels: np.ndarray,
                     threshold_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """Each camera's nearest candidate to ``points_3d (n_points, 3)`` if within threshold."""
-    nearest, distance = _nearest_candidates(rig, points_3d[:, None], pixels)
+    """Each camera's nearest candidate to ``projected (n_cameras, n_points, 2)`` within threshold."""
+    nearest, distance = _nearest_candidates(projected[:, :, None], pixels)
     inlier = distance[:, :, 0] < threshold_px
     return np.where(inlier, nearest[:, :, 0], -1), distance[:, :, 0]
 
 
 def _take_candidates(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     """``values (n_cameras, n_points, n_candidates, d)`` at ``chosen`` -> ``(C, n_points, d)``."""
-    taken = np.take_along_axis(values, np.maximum(chosen, 0)[:, :, None, None], axis=2)[:, :, 0]
+    n_cameras, n_points = chosen.shape
+    taken = values[np.arange(n_cameras)[:, None], np.arange(n_points), np.maximum(chosen, 0)]
     taken[chosen < 0] = np.nan
     return taken
 

@@ -193,11 +193,11 @@ def refine_cross_view_batch(group: CameraGroup, centroids: Sequence[Sequence[np.
     locked[:, few] = consensus.chosen[:, few] >= 0
     usable = locked.sum(axis=0) >= params.min_cameras
     locked &= usable
-    anchor_points = _triangulate_reusing(rig, np.where(locked[..., None], observed, np.nan),
-                                         consensus.points_3d,
+    anchor = np.where(locked[..., None], observed, np.nan)
+    anchor_points = _triangulate_reusing(rig, anchor, consensus.points_3d,
                                          (locked == (consensus.chosen >= 0)).all(axis=0))
     options, option_cost, target = _score_alternatives(
-        rig, pixels, normalized, frame, observed_px, observed, locked, usable, anchor_points,
+        rig, pixels, normalized, frame, observed_px, anchor, locked, usable, anchor_points,
         params)
     proposal = np.where(locked | ~usable, current, -1)
     proposal[target] = options[:, 0]
@@ -230,15 +230,16 @@ def _frame_arrays(n_cameras: int, centroids: Sequence[Sequence[np.ndarray]],
         if len(per_camera) != n_cameras:
             raise ValueError(f"frame {index}: expected {n_cameras} centroid arrays, "
                              f"got {len(per_camera)}")
-        for camera, points in enumerate(per_camera):
-            points = np.asarray(points, dtype=np.float64).reshape(-1, 2) if np.size(points) \
-                else np.empty((0, 2))
-            bad = (assignment[index, camera] < -1) | (assignment[index, camera] >= len(points))
-            if bad.any():
-                raise ValueError(f"frame {index} camera {camera}: assignment "
-                                 f"{assignment[index, camera][bad].tolist()} outside "
-                                 f"-1..{len(points) - 1}")
-            arrays.append(points)
+        frame_arrays = [np.asarray(points, dtype=np.float64).reshape(-1, 2) if np.size(points)
+                        else np.empty((0, 2)) for points in per_camera]
+        counts = np.array([len(points) for points in frame_arrays])
+        bad = (assignment[index] < -1) | (assignment[index] >= counts[:, None])
+        if bad.any():  # all cameras checked at once, the first bad one reported
+            camera = int(np.argmax(bad.any(axis=1)))
+            raise ValueError(f"frame {index} camera {camera}: assignment "
+                             f"{assignment[index, camera][bad[camera]].tolist()} outside "
+                             f"-1..{counts[camera] - 1}")
+        arrays.extend(frame_arrays)
     width = max([1] + [len(points) for points in arrays])
     pixels = np.full((n_frames * n_cameras, width, 2), np.nan)
     for row, points in enumerate(arrays):
@@ -257,25 +258,26 @@ def _observe(values: np.ndarray, frame: np.ndarray, chosen: np.ndarray) -> np.nd
 
 
 def _score_alternatives(rig: RigArrays, pixels: np.ndarray, normalized: np.ndarray,
-                        frame: np.ndarray, observed_px: np.ndarray, observed: np.ndarray,
+                        frame: np.ndarray, observed_px: np.ndarray, anchor: np.ndarray,
                         locked: np.ndarray, usable: np.ndarray, anchor_points: np.ndarray,
                         params: RefineParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rank the centroids near each target view's projection.
 
     Targets are the (camera, point) cells of usable points that are not
-    locked; ``anchor_points (n_points, 3)`` are triangulated from the locked
-    views. Returns ``options (n_targets, n_alternatives)`` centroid
+    locked; ``anchor (n_cameras, n_points, 2)`` are the locked views'
+    normalized coordinates (NaN elsewhere) and ``anchor_points (n_points, 3)``
+    are triangulated from them. Returns ``options (n_targets, n_alternatives)`` centroid
     indices, best first, -1 past the acceptable ones, their mean pixel errors
     ``option_cost`` (same shape) and the ``(n_cameras, n_points)`` target mask.
     """
     target = usable[None, :] & ~locked
     camera, point = np.nonzero(target)
-    anchor = np.where(locked[..., None], observed, np.nan)
     locked_entries = view_entries(rig.dlt_basis, anchor[:, point]).sum(axis=1)  # (10, T)
-    index, distance = _nearby_centroids(rig, pixels, camera, frame[point], anchor_points[point],
+    in_frame = frame[point]
+    index, distance = _nearby_centroids(rig, pixels, camera, in_frame, anchor_points[point],
                                         params)
-    nearby_px = pixels[camera[:, None], frame[point][:, None], index]  # (T, A, 2)
-    nearby = normalized[camera[:, None], frame[point][:, None], index]
+    nearby_px = pixels[camera[:, None], in_frame[:, None], index]  # (T, A, 2)
+    nearby = normalized[camera[:, None], in_frame[:, None], index]
     own_entries = view_entries(rig.dlt_basis[camera], nearby)  # (10, T, A)
     hypotheses = solve_inhomogeneous(locked_entries[:, :, None] + own_entries)  # (T, A, 3)
     projected = project_rig(rig, hypotheses)  # (C, T, A, 2)
@@ -287,9 +289,9 @@ def _score_alternatives(rig: RigArrays, pixels: np.ndarray, normalized: np.ndarr
     mean_error = (locked_sum + own_error) / (locked_here.sum(axis=0) + 1)
     acceptable = (distance <= params.search_radius_px) & (own_error < params.inlier_threshold_px)
     rank = np.argsort(np.where(acceptable, mean_error, np.inf), axis=1, kind="stable")
-    options = np.where(np.take_along_axis(acceptable, rank, axis=1),
-                       np.take_along_axis(index, rank, axis=1), -1)
-    return options, np.take_along_axis(mean_error, rank, axis=1), target
+    ranked = (rows[:, None], rank)  # plain indexing: np.take_along_axis costs more on tiny arrays
+    options = np.where(acceptable[ranked], index[ranked], -1)
+    return options, mean_error[ranked], target
 
 
 def _nearby_centroids(rig: RigArrays, pixels: np.ndarray, camera: np.ndarray, frame: np.ndarray,
@@ -306,7 +308,7 @@ def _nearby_centroids(rig: RigArrays, pixels: np.ndarray, camera: np.ndarray, fr
     distance = np.hypot(offset[..., 0], offset[..., 1])
     distance = np.where(np.isnan(distance), np.inf, distance)
     index = np.argsort(distance, axis=1, kind="stable")[:, :params.max_alternatives]
-    return index, np.take_along_axis(distance, index, axis=1)
+    return index, distance[np.arange(len(index))[:, None], index]
 
 
 def _settle_conflicts(proposal: np.ndarray, claim_cost: np.ndarray, options: np.ndarray,
@@ -323,39 +325,43 @@ def _settle_conflicts(proposal: np.ndarray, claim_cost: np.ndarray, options: np.
     camera, point = np.nonzero(proposal >= 0)
     cell = camera * (frame.max(initial=0) + 1) + frame[point]
     keys = cell * n_centroids + proposal[camera, point]
-    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    target_row = np.full(proposal.shape, -1)
-    target_row[target] = np.arange(int(target.sum()))
-    for conflict in np.unique(cell[counts[inverse] > 1]):
-        in_cell = cell == conflict
-        here = camera[in_cell][0]
-        points = np.flatnonzero(frame == frame[point[in_cell][0]])
-        claims = []
-        for index in points:
-            row = target_row[here, index]
-            if row >= 0:
-                keep = options[row] >= 0
-                claims.append((index, options[row][keep], option_cost[row][keep]))
-            elif proposal[here, index] >= 0:
-                claims.append((index, proposal[here, index:index + 1],
-                               claim_cost[here, index:index + 1]))
-        for index, centroid in _optimal_claims(claims, drop_cost):
-            final[here, index] = centroid
+    claimed_twice = np.bincount(keys)[keys] > 1
+    if not claimed_twice.any():  # no centroid claimed twice: nothing to settle
+        return final, np.zeros(proposal.shape, dtype=bool)
+    # Each cell's claims, ``(C, P, n_alternatives)``: a target's acceptable options, another
+    # labelled cell its proposal; -1 pads. Cells with neither claim nothing.
+    claimed = np.full(proposal.shape + options.shape[1:], -1)
+    claimed[..., 0] = proposal
+    claimed[target] = options
+    costs = np.zeros(claimed.shape)
+    costs[..., 0] = claim_cost
+    costs[target] = option_cost
+    claims = target | (proposal >= 0)
+    for conflict in np.unique(cell[claimed_twice]):
+        first = np.argmax(cell == conflict)
+        here = camera[first]
+        points = np.flatnonzero((frame == frame[point[first]]) & claims[here])
+        final[here, points] = _optimal_claims(claimed[here, points], costs[here, points], drop_cost)
     return final, (final != proposal)
 
 
-def _optimal_claims(claims: list[tuple[int, np.ndarray, np.ndarray]],
-                    drop_cost: float) -> list[tuple[int, int]]:
-    """Minimum-cost matching of ``(point, centroids, costs)`` claims; -1 where dropped."""
-    columns = np.unique(np.concatenate([centroids for _, centroids, _ in claims]))
-    n_claims = len(claims)
-    cost = np.full((n_claims, len(columns) + n_claims), 1e9)
-    cost[:, len(columns):][np.diag_indices(n_claims)] = drop_cost
-    for row, (_, centroids, costs) in enumerate(claims):
-        cost[row, np.searchsorted(columns, centroids)] = costs
+def _optimal_claims(centroids: np.ndarray, costs: np.ndarray, drop_cost: float) -> np.ndarray:
+    """Minimum-cost matching of claims ``centroids, costs (n_claims, n_options)`` (-1 pads).
+
+    Returns each claim's centroid, -1 where dropped.
+    """
+    offered = centroids >= 0
+    columns = np.unique(centroids[offered])
+    n_claims, n_columns = len(centroids), len(columns)
+    cost = np.full((n_claims, n_columns + n_claims), 1e9)
+    cost[:, n_columns:][np.diag_indices(n_claims)] = drop_cost
+    rows, slots = np.nonzero(offered)
+    cost[rows, np.searchsorted(columns, centroids[rows, slots])] = costs[rows, slots]
     rows, picked = linear_sum_assignment(cost)
-    return [(claims[row][0], int(columns[column]) if column < len(columns) else -1)
-            for row, column in zip(rows, picked, strict=True)]
+    taken = np.full(n_claims, -1)
+    real = picked < n_columns
+    taken[rows[real]] = columns[picked[real]]
+    return taken
 
 
 def _assemble(rig: RigArrays, pixels: np.ndarray, normalized: np.ndarray, frame: np.ndarray,
