@@ -421,7 +421,10 @@ def _serve_jobs(paths: list[str], connection: Any) -> None:
             answer = (True, function(*args))
         except Exception as exc:  # noqa: BLE001 - the parent raises it where it asks
             answer = (False, exc)
-        connection.send(answer)
+        try:
+            connection.send(answer)
+        except OSError:  # the parent is gone (killed): nobody to answer
+            return
 
 
 @contextmanager

@@ -132,3 +132,43 @@ def test_the_child_does_not_run_an_unguarded_callers_script_again(recording_dir,
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(len(load_recording(recording_dir).cameras))]
     assert marker.read_text().splitlines() == ["ran"]  # the child did not import the script
+
+
+def test_the_child_ends_when_its_parent_is_killed(recording_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from agent.pose_frames import CentroidPrefetch
+        from agent.recording import load_recording
+        prefetch = CentroidPrefetch(load_recording({str(recording_dir)!r}), processes=True)
+        prefetch.get(0)  # the child is up and has frames 1-4 in hand
+        print(prefetch._pool._process.pid, flush=True)
+        time.sleep(120)
+    """))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              cwd=tmp_path)
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(child), f"the detection child {child} outlived its killed parent"
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie waiting for a reaper."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    state = next(line for line in status.splitlines() if line.startswith("State:"))
+    return "zombie" not in state
