@@ -7,6 +7,7 @@ backend call and the next state lives here, on arrays from
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -127,9 +128,11 @@ def free_centroids(xy: np.ndarray, claimed: set[int]) -> list[dict]:
 
 
 def _points(points: np.ndarray) -> list[tuple[float, float] | None]:
-    """``points (n, 2)`` as a list of (x, y), None where NaN."""
-    finite = np.all(np.isfinite(points), axis=1).tolist()
-    return [(x, y) if ok else None for (x, y), ok in zip(points.tolist(), finite, strict=True)]
+    """``points (n, 2)`` as a list of (x, y), None where NaN.
+
+    Plain Python after one ``tolist``: a view's dozen points cost less than numpy's calls.
+    """
+    return [(x, y) if math.isfinite(x) and math.isfinite(y) else None for x, y in points.tolist()]
 
 
 def label_positions(centroids: list[np.ndarray], assignment: np.ndarray) -> np.ndarray:

@@ -189,11 +189,12 @@ def reconcile_regions(task: PoseState | CameraStagesState, runtime: Runtime[Pose
     labels, flags = {}, {}
     for camera in _task_cameras(task, run):
         proposals = [p for p in task.get("proposals") or [] if p["camera"] == camera]
-        answer = run.backend.reconcile_regions(requests.reconcile_request(views[camera], proposals))
+        answer = run.backend.reconcile_regions(
+            requests.reconcile_request(views[camera], proposals)).model_dump()
         labels[camera] = steps.merge_labels(run.recording.keypoints, previous_labels.get(camera),
-                                            [label.model_dump() for label in answer.labels])
+                                            answer["labels"])
         flags[camera] = model_flags(previous_flags.get(camera, {}), views[camera].locate.keypoints,
-                                    [*proposals, answer.model_dump()])
+                                    [*proposals, answer])
     return {"labels": labels, "model_flags": flags, "proposals": None}
 
 

@@ -10,6 +10,7 @@ and a point belongs to the box when it falls inside one of its pixels.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -53,6 +54,10 @@ class Box:
         return (
             (x >= self.x0 - 0.5) & (x < self.x1 - 0.5) & (y >= self.y0 - 0.5) & (y < self.y1 - 0.5)
         )
+
+    def holds(self, x: float, y: float) -> bool:
+        """Whether the point ``(x, y)`` lies in one of the box's pixels (:meth:`contains` of one)."""
+        return self.x0 - 0.5 <= x < self.x1 - 0.5 and self.y0 - 0.5 <= y < self.y1 - 0.5
 
     def to_crop(self, points: np.ndarray) -> np.ndarray:
         """Full-image ``points (n, 2)`` -> coordinates in the crop ``image[y0:y1, x0:x1]``."""
@@ -179,14 +184,22 @@ def tight_box(mask: np.ndarray) -> Box | None:
 
 def box_of_points(points: np.ndarray) -> Box | None:
     """Smallest box whose pixels hold every finite point of ``points (n, 2)``; None if none."""
-    points = _checked_points(points)
-    points = points[np.all(np.isfinite(points), axis=1)]
-    if points.shape[0] == 0:
+    return box_of_xy(_checked_points(points).tolist())
+
+
+def box_of_xy(points: Iterable[Sequence[float]]) -> Box | None:
+    """:func:`box_of_points` of ``(x, y)`` pairs, in plain Python.
+
+    The tracker boxes a region's 1-4 points thousands of times per run, where
+    numpy's per-call overhead is most of the cost; the floats are the same.
+    """
+    finite = [(x, y) for x, y in points if math.isfinite(x) and math.isfinite(y)]
+    if not finite:
         return None
+    xs, ys = zip(*finite, strict=True)
     # Pixel k covers [k - 0.5, k + 0.5): the pixel of a coordinate is floor(c + 0.5).
-    low = np.floor(points.min(axis=0) + 0.5).astype(int)
-    high = np.floor(points.max(axis=0) + 0.5).astype(int) + 1
-    return Box(int(low[0]), int(low[1]), int(high[0]), int(high[1]))
+    return Box(math.floor(min(xs) + 0.5), math.floor(min(ys) + 0.5),
+               math.floor(max(xs) + 0.5) + 1, math.floor(max(ys) + 0.5) + 1)
 
 
 def pad_box(box: Box, image_size: tuple[int, int]) -> Box:

@@ -21,6 +21,7 @@ step, so a keypoint that moved faster than predicted can be found again.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
@@ -38,9 +39,10 @@ from agent.backends.pose_base import (
     ReconcileRegionsRequest,
     RegionAssignment,
     RegionBox,
+    Stage,
 )
 from tools.assignment import assign_points, predict_constant_velocity
-from tools.regions import Box, box_of_points, pad_box
+from tools.regions import Box, box_of_xy, pad_box
 
 
 @dataclass(frozen=True)
@@ -62,29 +64,29 @@ class ClassicalPoseBackend:
 
     def locate_regions(self, request: LocateRegionsRequest) -> LocateRegionsAnswer:
         """Stage 1: the padded box of each region's predicted keypoint positions."""
-        predicted = dict(zip(request.keypoints, predict_view(request), strict=True))
+        predicted = dict(zip(request.keypoints, _predicted_points(request), strict=True))
         boxes = []
         for region, members in request.regions.items():
-            points = np.array([predicted[name] for name in members], dtype=np.float64).reshape(-1, 2)
-            known = np.all(np.isfinite(points), axis=1)
+            points = [predicted[name] for name in members]
+            known = sum(math.isfinite(x) and math.isfinite(y) for x, y in points)
             box = _padded_box(points, request.image_size, 1 + request.strategy)
             if box is None:
-                reason = "outside_image" if known.any() else "no_prediction"
+                reason = "outside_image" if known else "no_prediction"
                 boxes.append(RegionBox(region=region, box=None, confidence=0.0, flagged=True,
                                        reason=reason))
                 continue
             boxes.append(RegionBox(region=region, box=(box.x0, box.y0, box.x1, box.y1),
-                                   confidence=float(known.mean())))
+                                   confidence=known / len(points)))
         return LocateRegionsAnswer(regions=boxes)
 
     def assign_within_region(self, request: AssignWithinRegionRequest) -> RegionAssignment:
         """Stage 2: gated optimal assignment of the centroids inside the box."""
         candidates = []
-        if request.box is not None and request.centroids:
-            positions = np.array([[c.x, c.y] for c in request.centroids], dtype=np.float64)
-            inside = Box(*request.box).contains(positions)
-            candidates = [c for c, keep in zip(request.centroids, inside.tolist(), strict=True) if keep]
-        labels = self._assign(request, candidates, "within_region")
+        if request.box is not None:
+            box = Box(*request.box)
+            candidates = [c for c in request.centroids if box.holds(c.x, c.y)]
+        labels = self._assign(request.keypoints, predict_view(request), request.strategy,
+                              candidates, "within_region")
         missing = sum(label.centroid < 0 for label in labels)
         return RegionAssignment(camera=request.camera, region=request.region, labels=labels,
                                 flagged=missing > 0, reason="unassigned" if missing else "")
@@ -97,10 +99,12 @@ class ClassicalPoseBackend:
         settled = {k: label for k, label in proposed.items()
                    if label.centroid >= 0 and label.centroid not in conflicted}
         taken = {label.centroid for label in settled.values()}
-        redo = [k for k in request.keypoints if k not in settled]
+        redo = [i for i, keypoint in enumerate(request.keypoints) if keypoint not in settled]
         free = [c for c in request.centroids if c.index not in taken]
-        view = request.subset(redo)
-        redone = {label.keypoint: label for label in self._assign(view, free, "reconcile")}
+        # A keypoint's prediction is its own (predict_view): the redone rows of the whole view's.
+        redone = {label.keypoint: label for label in self._assign(
+            [request.keypoints[i] for i in redo], predict_view(request)[redo], request.strategy,
+            free, "reconcile")}
         labels = [settled.get(keypoint) or redone[keypoint] for keypoint in request.keypoints]
         missing = sum(label.centroid < 0 for label in labels)
         return ReconcileRegionsAnswer(camera=request.camera, labels=labels,
@@ -122,28 +126,32 @@ class ClassicalPoseBackend:
         distance = np.linalg.norm(known[:, None, :] - free[None, :, :], axis=2)
         return bool(distance.min() > self.gate_px * 2.0**view.strategy)
 
-    def _assign(self, view: CameraView, candidates: list[Centroid], stage: str) -> list[Label]:
-        gate_px = self.gate_px * 2.0**view.strategy
-        predicted = predict_view(view)
+    def _assign(self, keypoints: list[str], predicted: np.ndarray, strategy: int,
+                candidates: list[Centroid], stage: Stage) -> list[Label]:
+        """Labels of ``keypoints`` (predicted at ``predicted (n, 2)``) among ``candidates``."""
+        gate_px = self.gate_px * 2.0**strategy
         positions = np.array([[c.x, c.y] for c in candidates], dtype=np.float64).reshape(-1, 2)
         result = assign_points(predicted, positions, gate_px)
         labels = []
-        for keypoint, index, cost, margin in zip(view.keypoints, result.index, result.cost,
-                                                 result.margin, strict=True):
+        # Python numbers: the same floats as numpy's scalars, at a fraction of the cost.
+        for keypoint, index, cost, margin in zip(keypoints, result.index.tolist(),
+                                                 result.cost.tolist(), result.margin.tolist(),
+                                                 strict=True):
             assigned = index >= 0
             labels.append(Label(
                 keypoint=keypoint,
                 centroid=candidates[index].index if assigned else -1,
-                confidence=float(max(0.0, 1.0 - cost / gate_px)) if assigned else 0.0,
-                margin_px=float(margin) if assigned else None,
+                confidence=max(0.0, 1.0 - cost / gate_px) if assigned else 0.0,
+                margin_px=margin if assigned else None,
                 stage=stage,
             ))
         return labels
 
 
-def _padded_box(points: np.ndarray, image_size: tuple[int, int], times: int) -> Box | None:
-    """The box of ``points (n, 2)`` padded ``times`` times; None if none is known or it misses the image."""
-    box = box_of_points(points)
+def _padded_box(points: list[list[float]], image_size: tuple[int, int], times: int
+                ) -> Box | None:
+    """The box of ``points`` padded ``times`` times; None if none is known or it misses the image."""
+    box = box_of_xy(points)
     width, height = image_size
     if box is None or box.x1 <= 0 or box.y1 <= 0 or box.x0 >= width or box.y0 >= height:
         return None
@@ -161,26 +169,31 @@ def predict_view(view: CameraView) -> np.ndarray:
     for all of them, Stage 2 per region, Stage 3 for the unsettled ones), so
     each is computed once and remembered (:data:`_PREDICTIONS`).
     """
-    exemplar_frames = tuple(e.frame for e in view.exemplars)
-    # Per keypoint, its points in the exemplars (zip transposes exemplars x keypoints).
-    histories = (zip(*(e.points for e in view.exemplars), strict=True) if view.exemplars
-                 else [()] * len(view.prior))
-    keys = [(view.frame, exemplar_frames, prior, history)
-            for prior, history in zip(view.prior, histories, strict=True)]
-    points = [_PREDICTIONS.get(key) for key in keys]
+    return np.array(_predicted_points(view), dtype=np.float64).reshape(-1, 2)
+
+
+def _predicted_points(view: CameraView) -> list[list[float]]:
+    """:func:`predict_view` as ``[x, y]`` lists (NaN where unknown), for callers in plain Python."""
+    context = (view.frame, tuple(e.frame for e in view.exemplars))
+    # Per keypoint: the context, its prior and its point in each exemplar (zip transposes
+    # exemplars x keypoints), every tuple built by zip itself: the key costs little to make.
+    keys = list(zip([context] * len(view.prior), view.prior, *(e.points for e in view.exemplars),
+                    strict=True))
+    points = list(map(_PREDICTIONS.get, keys))
     missing = [i for i, point in enumerate(points) if point is None]
     if missing:
         if len(_PREDICTIONS) + len(missing) > _PREDICTIONS_KEPT:
             _PREDICTIONS.clear()
         for i, point in zip(missing, _predict_rows(view, missing).tolist(), strict=True):
             points[i] = _PREDICTIONS[keys[i]] = point
-    return np.array(points, dtype=np.float64).reshape(-1, 2)
+    return points
 
 
-# Content of a keypoint's prediction (target frame, exemplar frames, prior, exemplar points)
-# -> the prediction; a few frames' worth, cleared when full. Entries never go stale: the key
-# is everything the prediction depends on. Parallel per-camera tasks share it safely: each
-# call assembles its own result, so another thread's clear costs at most a recomputation.
+# Content of a keypoint's prediction ((target frame, exemplar frames), prior, its point in
+# each exemplar) -> the prediction; a few frames' worth, cleared when full. Entries never go
+# stale: the key is everything the prediction depends on. Parallel per-camera tasks share it
+# safely: each call assembles its own result, so another thread's clear costs at most a
+# recomputation.
 _PREDICTIONS: dict[tuple, list[float]] = {}
 _PREDICTIONS_KEPT = 4096
 

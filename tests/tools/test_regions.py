@@ -138,6 +138,8 @@ def test_contains_uses_pixel_edges_and_rejects_nan():
     box = Box(10, 20, 30, 40)
     points = np.array([[9.5, 20.0], [9.49, 20.0], [29.49, 39.49], [29.5, 30.0], [np.nan, 30.0]])
     np.testing.assert_array_equal(box.contains(points), [True, False, True, False, False])
+    # One point at a time, as the tracker asks: the same answers.
+    assert [box.holds(x, y) for x, y in points] == box.contains(points).tolist()
 
 
 def test_crop_coordinates_round_trip(rng):
