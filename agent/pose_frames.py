@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import traceback
 import types
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
@@ -369,14 +370,19 @@ class _ChildWorker:
         """Settle the oldest unanswered job's future with the child's answer."""
         future = self._unanswered.popleft()
         try:
-            succeeded, value = self._connection.recv()
+            succeeded, value, remote_traceback = self._connection.recv()
         except (EOFError, OSError):
             future.set_exception(RuntimeError(
                 f"the centroid detection process ended (exit code {self._process.exitcode})"))
             return
+        except Exception as exc:  # noqa: BLE001 - an answer that cannot be unpickled
+            future.set_exception(exc)
+            return
         if succeeded:
             future.set_result(value)
         else:
+            # As ProcessPoolExecutor does: the child's traceback as the error's cause.
+            value.__cause__ = RuntimeError(f"in the centroid detection process:\n{remote_traceback}")
             future.set_exception(value)
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = True) -> None:
@@ -418,13 +424,15 @@ def _serve_jobs(paths: list[str], connection: Any) -> None:
             return
         function, args = job
         try:
-            answer = (True, function(*args))
+            answer = (True, function(*args), "")
         except Exception as exc:  # noqa: BLE001 - the parent raises it where it asks
-            answer = (False, exc)
+            answer = (False, exc, traceback.format_exc())
         try:
             connection.send(answer)
         except OSError:  # the parent is gone (killed): nobody to answer
             return
+        except Exception:  # noqa: BLE001 - an error that cannot be pickled: its text instead
+            connection.send((False, RuntimeError(repr(answer[1])), answer[2]))
 
 
 @contextmanager
@@ -451,10 +459,10 @@ _OPEN_ERROR: list[Exception] = []  # why the child could not open them, raised b
 
 
 def _open_fluorescence(paths: list[str]) -> None:
-    """Child process initializer: ``python -m agent.run``'s allocator setting, then the fluorescence streams, opened once.
+    """The detection child's start: ``python -m agent.run``'s allocator setting, then the fluorescence streams, opened once.
 
-    An error is kept and raised by every job (an initializer's error would
-    only break the pool).
+    An error is kept and raised by every job, so that the parent reports it
+    where it asks for a frame.
     """
     keep_freed_memory()
     cv2.setNumThreads(1)  # OpenCV's own threads would only compete with the graph's process

@@ -268,7 +268,8 @@ def quality_control(state: PoseState, runtime: Runtime[PoseRuntime]
                 for camera, row in zip(cameras, quality.retry, strict=True) if row.any()}
         redo = _worth_retrying(state, run, redo, attempt + 1)
         retry_state = {**state, "redo": redo, "attempt": attempt + 1}
-        # Where stages 1-3 would leave every view as it is, the retry is Stage 4's alone.
+        # Where stages 1-3 would leave every view as it is, the retry is Stage 4's alone:
+        # Stage 4 on its own refined labels may still move one (it is not idempotent).
         goto = dispatch_regions(retry_state, runtime) if redo else "refine_cross_view"
         return Command(goto=goto,  # type: ignore[arg-type]
                        update={"redo": redo, "attempt": attempt + 1,

@@ -120,11 +120,7 @@ def assign_points(predicted: np.ndarray, candidates: np.ndarray, gate_px: float)
     if not gate_px > 0:
         raise ValueError(f"gate_px must be positive, got {gate_px}")
     n_points, n_candidates = predicted.shape[0], candidates.shape[0]
-    # The tracker calls this tens of thousands of times on a few points: few numpy calls.
-    # (np.linalg.norm's own formula; NaN and inf distances fail the gate test.)
-    offset = predicted[:, None, :] - candidates[None, :, :]
-    distance = np.sqrt(np.add.reduce(offset * offset, axis=2))
-    allowed = distance <= gate_px
+    distance, allowed = gated_distances(predicted, candidates, gate_px)
     if not allowed.any():  # a quarter of the tracker's calls: nothing within the gate
         unassigned = np.full(n_points, np.nan)
         return Assignment(index=np.full(n_points, -1), cost=unassigned, margin=unassigned.copy())
@@ -147,6 +143,21 @@ def assign_points(predicted: np.ndarray, candidates: np.ndarray, gate_px: float)
     margin = np.full(n_points, np.nan)
     margin[assigned_rows] = second[assigned_rows] - chosen_cost[assigned_rows]
     return Assignment(index=index, cost=chosen_cost, margin=margin)
+
+
+def gated_distances(predicted: np.ndarray, candidates: np.ndarray, gate_px: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Distances ``(n_points, n_candidates)`` and which of them :func:`assign_points` allows.
+
+    A pair is allowed when its distance is at most ``gate_px``; NaN distances
+    never are (nor infinite ones, with a finite gate). ``predicted (n_points,
+    2)`` and ``candidates (n_candidates, 2)`` as float64 arrays.
+    """
+    # The tracker calls this tens of thousands of times on a few points: few numpy calls
+    # (np.linalg.norm's own formula).
+    offset = predicted[:, None, :] - candidates[None, :, :]
+    distance = np.sqrt(np.add.reduce(offset * offset, axis=2))
+    return distance, distance <= gate_px
 
 
 def _checked_points(name: str, points: np.ndarray) -> np.ndarray:

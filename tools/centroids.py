@@ -532,7 +532,8 @@ def _blob_response_rows(
     pad = _response_pad(sigma_px, radius)
     near = np.zeros(box_rows.stop - box_rows.start, np.intp)
     near[rows - box_rows.start] = 1
-    near = np.convolve(near, np.ones(2 * pad + 1, np.intp), mode="same") > 0
+    # "full" then cut: "same" would return the kernel's length when the box is shorter.
+    near = np.convolve(near, np.ones(2 * pad + 1, np.intp), mode="full")[pad:pad + near.size] > 0
     band_rows = box_rows.start + np.flatnonzero(near)
     values = _blob_response(_residual_in(frame, background, (band_rows, box_cols)), sigma_px)
     row_index = np.full(frame.shape[0], -1, np.intp)

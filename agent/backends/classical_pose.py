@@ -41,7 +41,7 @@ from agent.backends.pose_base import (
     RegionBox,
     Stage,
 )
-from tools.assignment import assign_points, predict_constant_velocity
+from tools.assignment import assign_points, gated_distances, predict_constant_velocity
 from tools.regions import Box, box_of_xy, pad_box
 
 
@@ -118,13 +118,10 @@ class ClassicalPoseBackend:
         every assignment of the attempt would come back empty. The graph skips
         retrying such a view whose keypoints are all unlabelled.
         """
-        predicted = predict_view(view)
-        known = predicted[np.all(np.isfinite(predicted), axis=1)]
-        if not centroids or known.size == 0:
-            return True
-        free = np.array([[c.x, c.y] for c in centroids], dtype=np.float64)
-        distance = np.linalg.norm(known[:, None, :] - free[None, :, :], axis=2)
-        return bool(distance.min() > self.gate_px * 2.0**view.strategy)
+        free = np.array([[c.x, c.y] for c in centroids], dtype=np.float64).reshape(-1, 2)
+        # The assignment's own gate test: with nothing allowed every assignment is empty.
+        _, allowed = gated_distances(predict_view(view), free, self.gate_px * 2.0**view.strategy)
+        return not allowed.any()
 
     def _assign(self, keypoints: list[str], predicted: np.ndarray, strategy: int,
                 candidates: list[Centroid], stage: Stage) -> list[Label]:

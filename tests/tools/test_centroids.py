@@ -286,3 +286,13 @@ def test_blob_response_rows_equal_the_box(rng):
     needed = np.unique(np.clip(np.concatenate([rows - 1, rows, rows + 1]), 0, 199))
     box_cols = slice(found.first_col, found.first_col + found.values.shape[1])
     np.testing.assert_array_equal(found.values[found.row_index[needed]], box[needed, box_cols])
+
+
+@pytest.mark.parametrize(("shape", "spot_yx"), [((700, 1024), (697, 500)), ((8, 40), (4, 20))])
+def test_a_spot_in_the_last_rows_or_a_frame_few_rows_tall(shape, spot_yx):
+    # The rows around the spots are fewer than the filters' reach: detection still finds it.
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    spot = 200.0 * np.exp(-((rows - spot_yx[0]) ** 2 + (cols - spot_yx[1]) ** 2) / (2 * 1.2**2))
+    found = detect_centroids(spot.astype(np.uint8))
+    assert len(found) == 1
+    np.testing.assert_allclose(found.xy[0], [spot_yx[1], spot_yx[0]], atol=0.05)
