@@ -386,7 +386,9 @@ class _ChildWorker:
             future.set_exception(value)
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = True) -> None:
-        """Stop the child; jobs not yet answered are dropped."""
+        """Stop the child; jobs not yet answered are dropped (``ThreadPoolExecutor.shutdown``'s
+        signature: ``cancel_futures`` changes nothing, and without ``wait`` the child is
+        killed at once)."""
         try:
             self._connection.send(None)
         except OSError:
@@ -400,7 +402,13 @@ class _ChildWorker:
 
 
 class _ChildFuture(Future):
-    """A :class:`_ChildWorker` job's future: asking for its result reads the answers up to it."""
+    """A :class:`_ChildWorker` job's future: asking for its result reads the answers up to it.
+
+    Only :meth:`result` reads answers (``timeout`` is not honoured while it
+    does): ``exception()``, callbacks and ``concurrent.futures.wait`` would
+    wait for a reader that never comes. :class:`CentroidPrefetch` asks for
+    results only.
+    """
 
     def __init__(self, worker: _ChildWorker) -> None:
         super().__init__()
