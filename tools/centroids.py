@@ -270,10 +270,14 @@ def _checked_frame(frame: np.ndarray) -> np.ndarray:
 
 class _Background(NamedTuple):
     """What is subtracted from a frame: a float32 ``(H, W)`` image (None: nothing) and a
-    lower bound of its values (within float32 rounding), which bounds the candidates."""
+    lower bound of its values (within float32 rounding), which bounds the candidates:
+    ``minimum`` over the frame and, where known, ``block_minimum (H / f, W / f)`` per
+    ``f x f`` block (``block`` = f; 0 when unknown)."""
 
     image: np.ndarray | None
     minimum: float
+    block_minimum: np.ndarray | None = None
+    block: int = 0
 
 
 def _background_of(
@@ -327,7 +331,13 @@ def _opening_background(frame: np.ndarray, scale_px: int) -> _Background:
     opened = _opened_downsample(frame, factor, kernel)
     smoothed = cv2.blur(opened, (kernel_px, kernel_px), borderType=cv2.BORDER_REPLICATE)
     image = cv2.resize(smoothed, (width, height), interpolation=cv2.INTER_LINEAR)
-    return _Background(image, float(smoothed.min()))
+    if smoothed.shape != (height // factor, width // factor) or height % factor or width % factor:
+        return _Background(image, float(smoothed.min()))
+    # With the frame a whole number of blocks, a pixel of block (i, j) interpolates between
+    # downsampled pixels i-1..i+1 and j-1..j+1 (clamped): their minimum bounds the block,
+    # which keeps the candidates few under a vignetted or uneven background.
+    block_minimum = cv2.erode(smoothed, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    return _Background(image, float(smoothed.min()), block_minimum, factor)
 
 
 def _opened_downsample(frame: np.ndarray, factor: int, kernel: np.ndarray) -> np.ndarray:
@@ -389,21 +399,33 @@ def _foreground_pixels(
 def _candidates(frame: np.ndarray, background: _Background, threshold: float) -> np.ndarray | None:
     """Flat indices (increasing) of a superset of the foreground pixels, None when too many.
 
-    A float32 residual ``frame - background > threshold`` needs ``frame > threshold +
-    background.minimum`` up to float32 rounding, which the margin covers many times over:
-    the integer frame is compared with the integer below that bound.
+    A float32 residual ``frame - background > threshold`` needs ``frame > threshold +``
+    the background's lower bound (per block where known, else over the frame) up to
+    float32 rounding, which the margin covers many times over: the integer frame is
+    compared with the integer below that bound.
     """
     maximum = np.iinfo(frame.dtype).max
     bound = threshold + background.minimum
     if not math.isfinite(bound):
         return None
-    limit = math.floor(bound - 1e-4 * (1.0 + abs(threshold) + abs(background.minimum) + maximum))
-    if limit < 0:
-        return None
-    if limit >= maximum:
-        return np.zeros(0, np.intp)
+    margin = 1e-4 * (1.0 + abs(threshold) + abs(background.minimum) + maximum)
+    if background.block_minimum is not None and frame.dtype == np.uint8:
+        limits = np.floor(threshold + background.block_minimum - margin)
+        if limits.min() < 0:
+            return None
+        factor = background.block
+        limit_map = np.repeat(np.repeat(np.clip(limits, 0, maximum).astype(np.uint8), factor,
+                                        axis=0), factor, axis=1)
+        above = cv2.compare(frame, limit_map, cv2.CMP_GT)
+    else:
+        limit = math.floor(bound - margin)
+        if limit < 0:
+            return None
+        if limit >= maximum:
+            return np.zeros(0, np.intp)
+        above = cv2.compare(frame, limit, cv2.CMP_GT)
     # findNonZero scans in reading order and costs less than flatnonzero of a bool frame.
-    points = cv2.findNonZero(cv2.compare(frame, limit, cv2.CMP_GT))
+    points = cv2.findNonZero(above)
     if points is None or points.size == 0:
         return np.zeros(0, np.intp)
     if points.shape[0] > frame.size // 16:

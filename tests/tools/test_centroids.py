@@ -296,3 +296,21 @@ def test_a_spot_in_the_last_rows_or_a_frame_few_rows_tall(shape, spot_yx):
     found = detect_centroids(spot.astype(np.uint8))
     assert len(found) == 1
     np.testing.assert_allclose(found.xy[0], [spot_yx[1], spot_yx[0]], atol=0.05)
+
+
+def test_candidates_under_a_vignetted_background_are_few_and_hold_the_foreground(rng):
+    from tools.centroids import _candidates, _opening_background, _residual_in
+
+    rows, cols = np.mgrid[0:700, 0:1024]
+    ramp = 8.0 + 50.0 * cols / 1024  # dark on the left, bright on the right
+    frame = ramp + rng.normal(0, 3, ramp.shape)
+    for y, x in [(100, 80), (350, 512), (600, 990)]:
+        frame += 150 * np.exp(-((rows - y) ** 2 + (cols - x) ** 2) / (2 * 1.5**2))
+    frame = np.clip(frame, 0, 255).astype(np.uint8)
+    background = _opening_background(frame, 32)
+    threshold = 18.0
+    candidates = _candidates(frame, background, threshold)
+    # A bound per block: a bound over the whole frame would pass most of the bright side.
+    assert candidates is not None and candidates.size < frame.size // 100
+    residual = _residual_in(frame, background, (slice(None), slice(None)))
+    assert set(np.flatnonzero(residual > threshold)) <= set(candidates.tolist())
