@@ -272,12 +272,11 @@ class _Background(NamedTuple):
     """What is subtracted from a frame: a float32 ``(H, W)`` image (None: nothing) and a
     lower bound of its values (within float32 rounding), which bounds the candidates:
     ``minimum`` over the frame and, where known, ``block_minimum (H / f, W / f)`` per
-    ``f x f`` block (``block`` = f; 0 when unknown)."""
+    ``f x f`` block of a frame made of whole blocks."""
 
     image: np.ndarray | None
     minimum: float
     block_minimum: np.ndarray | None = None
-    block: int = 0
 
 
 def _background_of(
@@ -337,7 +336,7 @@ def _opening_background(frame: np.ndarray, scale_px: int) -> _Background:
     # downsampled pixels i-1..i+1 and j-1..j+1 (clamped): their minimum bounds the block,
     # which keeps the candidates few under a vignetted or uneven background.
     block_minimum = cv2.erode(smoothed, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
-    return _Background(image, float(smoothed.min()), block_minimum, factor)
+    return _Background(image, float(smoothed.min()), block_minimum)
 
 
 def _opened_downsample(frame: np.ndarray, factor: int, kernel: np.ndarray) -> np.ndarray:
@@ -413,9 +412,10 @@ def _candidates(frame: np.ndarray, background: _Background, threshold: float) ->
         limits = np.floor(threshold + background.block_minimum - margin)
         if limits.min() < 0:
             return None
-        factor = background.block
-        limit_map = np.repeat(np.repeat(np.clip(limits, 0, maximum).astype(np.uint8), factor,
-                                        axis=0), factor, axis=1)
+        # Each block's limit on its pixels: a nearest-neighbour resize by the whole factor
+        # repeats every value over its block (one call, cheaper than np.repeat twice).
+        limit_map = cv2.resize(np.clip(limits, 0, maximum).astype(np.uint8),
+                               (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
         above = cv2.compare(frame, limit_map, cv2.CMP_GT)
     else:
         limit = math.floor(bound - margin)
