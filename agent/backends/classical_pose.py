@@ -40,6 +40,7 @@ from agent.backends.pose_base import (
     RegionAssignment,
     RegionBox,
     Stage,
+    centroid_xy,
 )
 from tools.assignment import assign_points, gated_distances, predict_constant_velocity
 from tools.regions import Box, box_of_xy, pad_box
@@ -118,17 +119,16 @@ class ClassicalPoseBackend:
         every assignment of the attempt would come back empty. The graph skips
         retrying such a view whose keypoints are all unlabelled.
         """
-        free = np.array([[c.x, c.y] for c in centroids], dtype=np.float64).reshape(-1, 2)
         # The assignment's own gate test: with nothing allowed every assignment is empty.
-        _, allowed = gated_distances(predict_view(view), free, self.gate_px * 2.0**view.strategy)
+        _, allowed = gated_distances(predict_view(view), centroid_xy(centroids),
+                                     self.gate_px * 2.0**view.strategy)
         return not allowed.any()
 
     def _assign(self, keypoints: list[str], predicted: np.ndarray, strategy: int,
                 candidates: list[Centroid], stage: Stage) -> list[Label]:
         """Labels of ``keypoints`` (predicted at ``predicted (n, 2)``) among ``candidates``."""
         gate_px = self.gate_px * 2.0**strategy
-        positions = np.array([[c.x, c.y] for c in candidates], dtype=np.float64).reshape(-1, 2)
-        result = assign_points(predicted, positions, gate_px)
+        result = assign_points(predicted, centroid_xy(candidates), gate_px)
         labels = []
         # Python numbers: the same floats as numpy's scalars, at a fraction of the cost.
         for keypoint, index, cost, margin in zip(keypoints, result.index.tolist(),

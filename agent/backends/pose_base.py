@@ -14,8 +14,10 @@ Keypoint lists are in manifest order; ``None`` marks a missing point.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, Protocol, Self, runtime_checkable
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 Point = tuple[float, float]
@@ -40,6 +42,11 @@ class Centroid(_Frozen):
     index: int = Field(ge=0)
     x: float
     y: float
+
+
+def centroid_xy(centroids: Sequence[Centroid]) -> np.ndarray:
+    """``(n, 2)`` float64 positions of ``centroids`` (``(0, 2)`` for none), for the array tools."""
+    return np.array([[c.x, c.y] for c in centroids], dtype=np.float64).reshape(-1, 2)
 
 
 class CameraView(_Frozen):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
-from agent.backends.pose_base import CameraView, Centroid, Label, Stage
+from agent.backends.pose_base import CameraView, Centroid, Label, Stage, centroid_xy
 from tools.assignment import assign_points
 from tools.regions import Box
 
@@ -148,8 +148,7 @@ def _excess_cost(choices: list[KeypointChoice], keypoints: list[str], shown: lis
     known = [i for i, k in enumerate(keypoints) if np.all(np.isfinite(predicted[i]))]
     elsewhere = {chosen.get(keypoints[i], -1) for i in range(len(keypoints)) if i not in known}
     candidates = [c for c in shown if c.index not in elsewhere]
-    xy = np.array([[c.x, c.y] for c in candidates], dtype=np.float64).reshape(-1, 2)
-    best = assign_points(predicted[known], xy, gate_px)
+    best = assign_points(predicted[known], centroid_xy(candidates), gate_px)
     best_cost = float(np.where(best.index >= 0, np.nan_to_num(best.cost), gate_px).sum())
     by_number = {c.index: c for c in candidates}
     answer_cost = 0.0
@@ -170,7 +169,7 @@ def can_assign(predicted: np.ndarray, centroids: list[Centroid], gate_px: float)
     """
     if not centroids or len(predicted) == 0:
         return False
-    xy = np.array([[c.x, c.y] for c in centroids], dtype=np.float64)
+    xy = centroid_xy(centroids)
     distance = np.linalg.norm(predicted[:, None, :] - xy[None, :, :], axis=2)
     unknown = ~np.all(np.isfinite(predicted), axis=1)
     return bool(unknown.any() or (distance <= gate_px).any())
@@ -180,7 +179,7 @@ def labels_with_margins(view: CameraView, choices: list[KeypointChoice], shown: 
             predicted: np.ndarray, gate_px: float, stage: Stage) -> list[Label]:
     """Labels in ``view.keypoints`` order with geometric confidence and margin."""
     chosen = {c.keypoint: c.centroid for c in choices}
-    xy = np.array([[c.x, c.y] for c in shown], dtype=np.float64).reshape(-1, 2)
+    xy = centroid_xy(shown)
     position = {c.index: i for i, c in enumerate(shown)}
     labels = []
     for keypoint, prediction in zip(view.keypoints, predicted, strict=True):

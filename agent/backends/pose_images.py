@@ -39,7 +39,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from agent.backends.pose_base import AssignWithinRegionRequest, CameraView, Centroid
+from agent.backends.pose_base import AssignWithinRegionRequest, CameraView, Centroid, centroid_xy
 from agent.recording import Recording
 from agent.streams import FrameStream, open_stream
 from tools.overlays import draw_numbered_spots, draw_region_boxes
@@ -272,7 +272,7 @@ def assign_images(cache: FrameCache, request: AssignWithinRegionRequest, box: Bo
         images.append(cache.picture(("assign", request.camera, exemplar.frame, crop_box, tuple(labelled)), draw))
         numbering.append({k: n for (k, _), n in zip(labelled, numbers, strict=True)})
     images.append(draw_numbered_spots(cache.composite(request.camera, request.frame, box),
-                                      box.to_crop(_xy(shown)), [c.index for c in shown]))
+                                      box.to_crop(centroid_xy(shown)), [c.index for c in shown]))
     return images, numbering
 
 
@@ -280,12 +280,8 @@ def reconcile_image(cache: FrameCache, view: CameraView, view_box: Box, centroid
                     proposed: dict[int, str]) -> bytes:
     """Stage 3: the target's composite view, every centroid numbered, proposed labels beside theirs."""
     return draw_numbered_spots(cache.composite(view.camera, view.frame, view_box),
-                               view_box.to_crop(_xy(centroids)), [c.index for c in centroids],
+                               view_box.to_crop(centroid_xy(centroids)), [c.index for c in centroids],
                                labels=[proposed.get(c.index, "") for c in centroids])
-
-
-def _xy(centroids: list[Centroid]) -> np.ndarray:
-    return np.array([[c.x, c.y] for c in centroids], dtype=np.float64).reshape(-1, 2)
 
 
 def _crop(image: np.ndarray, box: Box) -> np.ndarray:

@@ -30,7 +30,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
 from agent.backends.classical_pose import predict_view
-from agent.backends.pose_base import CameraView, Centroid, ReconcileRegionsRequest
+from agent.backends.pose_base import CameraView, Centroid, ReconcileRegionsRequest, centroid_xy
 from tools.geometry import CameraGroup, reprojection_error, triangulate
 
 LabelSource = Callable[[int], "np.ndarray | None"]
@@ -155,8 +155,7 @@ def nearest_centroids(view: CameraView, keypoint: str, centroids: list[Centroid]
     predicted = predict_view(view)[view.keypoints.index(keypoint)]
     if not centroids or not np.all(np.isfinite(predicted)):
         return []
-    xy = np.array([[c.x, c.y] for c in centroids])
-    distance = np.linalg.norm(xy - predicted, axis=1)
+    distance = np.linalg.norm(centroid_xy(centroids) - predicted, axis=1)
     order = np.argsort(distance, kind="stable")[:count]
     return [{"centroid": centroids[i].index, "distance_px": round(float(distance[i]), 2)} for i in order]
 
