@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
 
 from agent.config import CommonContext
+from tools.camera import pixels_per_unit
 from tools.confidence import QualityParams
+from tools.geometry import triangulate
+
+if TYPE_CHECKING:
+    from agent.recording import Recording
 
 # QC thresholds default to the QC tool's own, so the two cannot drift apart.
 _QC = QualityParams()
@@ -27,7 +34,13 @@ class PoseContext(CommonContext):
                       "at once from the last accepted frame"),
     )
     gate_px: float = field(
-        default=12.0, metadata=_doc("largest prediction-to-centroid distance of a first try, pixels")
+        default=12.0, metadata=_doc("largest prediction-to-centroid distance of a first try, pixels, "
+                                    "where gate_mm at the animal's image scale is less")
+    )
+    gate_mm: float = field(
+        default=5.5, metadata=_doc("largest prediction-to-centroid distance of a first try, "
+                                   "millimetres at the animal, where that is more than gate_px "
+                                   "(a rig that shows the animal larger)")
     )
     max_retries: int = field(
         default=2, metadata=_doc("retries of stages 1-3 for low-confidence views of one frame")
@@ -97,3 +110,22 @@ def quality_params(ctx: PoseContext, n_cameras: int) -> QualityParams:
                          review_min_cameras=review_min_cameras(ctx, n_cameras),
                          max_jump_mm=ctx.max_jump_mm, max_body_deviation=ctx.max_body_deviation,
                          confirm_body_deviation=ctx.confirm_body_deviation)
+
+
+def tracker_gate_px(ctx: PoseContext, recording: Recording) -> float:
+    """The tracker's first-try gate for ``recording``, pixels: ``ctx.gate_px``, or ``ctx.gate_mm`` where that is more.
+
+    ``gate_mm`` is converted with the animal's image scale: the median over
+    cameras of each camera's pixels per mm at the seed frames' triangulated
+    labels (:func:`tools.camera.pixels_per_unit`; the recording's rig is in
+    mm). A keypoint moves as many millimetres between frames whatever the
+    resolution, so a rig that shows the animal larger needs a wider gate in
+    pixels; below ``gate_px`` the spots' own jitter and blur (pixels) set it.
+    The defaults take ``gate_px`` on every benchmark recording (1.5-2.1 px per
+    mm) and about 24 px at twice their resolution (bench/results/pose.md).
+    """
+    seeds = recording.seeds.points_2d  # (frames, cameras, keypoints, 2)
+    by_camera = np.swapaxes(seeds, 0, 1).reshape(seeds.shape[1], -1, 2)
+    scale = pixels_per_unit(recording.group, triangulate(recording.group, by_camera))
+    scale = scale[np.isfinite(scale)]
+    return max(ctx.gate_px, ctx.gate_mm * float(np.median(scale))) if scale.size else ctx.gate_px

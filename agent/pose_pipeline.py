@@ -29,7 +29,7 @@ from agent.backends.pose_base import PoseBackend
 from agent.backends.pose_tools import LatestLabels
 from agent.config import context_to_dict
 from agent.errors import InputError
-from agent.pose_context import PoseContext, quality_params
+from agent.pose_context import PoseContext, quality_params, tracker_gate_px
 from agent.pose_frames import CentroidPrefetch, FrameRecord, FrameStore, padded_records
 from agent.recording import Recording, load_recording
 from agent.rundir import RunDir, package_versions, prepare_run_dir
@@ -76,7 +76,7 @@ def make_pose_backend(ctx: PoseContext, recording: Recording, run: RunDir, board
     ``answer_source`` serves logged model answers (replay).
     """
     if ctx.backend == "classical":
-        return ClassicalPoseBackend(gate_px=ctx.gate_px)
+        return ClassicalPoseBackend(gate_px=tracker_gate_px(ctx, recording))
     from agent.backends.factory_pose import make_pose_backend as make_model_backend
 
     return make_model_backend(ctx, recording, run.path, current_labels=board,
@@ -304,6 +304,7 @@ def _finish(run: RunDir, recording: Recording, ctx: PoseContext, backend: PoseBa
                    "flagged_by_reason": by_reason},
         "timings": {"wall_s": summary.wall_s, "ms_per_frame": summary.ms_per_frame},
         "summary": asdict(summary), "side_check": side_check,
+        "tracker_gate_px": round(tracker_gate_px(ctx, recording), 3),
         **_model_provenance(ctx, backend),
     })
     return summary

@@ -70,7 +70,7 @@ def run_and_score(recording: Path, out: Path) -> dict:
         loaded.close()
     return {"within5": metrics.share_within_5mm, "mean_mm": metrics.mean_error_mm,
             "accuracy": metrics.assignment_accuracy, "qc_recall": metrics.qc_recall,
-            "qc_precision": metrics.qc_precision}
+            "qc_precision": metrics.qc_precision, "triangulable": metrics.share_triangulable}
 
 
 def meets_qc_goal(row: dict) -> bool:

@@ -188,6 +188,25 @@ def world_to_camera(camera: Camera, points_3d: np.ndarray) -> np.ndarray:
     return points_3d @ rotation_matrix(camera.rvec).T + np.asarray(camera.tvec, dtype=np.float64)
 
 
+def pixels_per_unit(group: CameraGroup, points_3d: np.ndarray) -> np.ndarray:
+    """Each camera's image scale at ``points_3d (n_points, 3)``: ``(n_cameras,)`` pixels per world unit.
+
+    The median over the points of focal length (mean of fx and fy) over the
+    point's depth: how many pixels a unit length spans there, facing the
+    camera (lens distortion aside). Points not finite or not in front of the
+    camera are left out; NaN for a camera that has none.
+    """
+    points_3d = check_shape("points_3d", points_3d, (None, 3))
+    points_3d = points_3d[np.all(np.isfinite(points_3d), axis=1)]
+    rig = group.arrays
+    depth = np.einsum("cj,nj->cn", rig.rotations[:, 2, :], points_3d) + rig.translations[:, 2:3]
+    scale = np.where(depth > 0.0, rig.focal.mean(axis=1)[:, None] / np.where(depth > 0.0, depth, 1.0),
+                     np.nan)
+    in_front = np.isfinite(scale).any(axis=1)
+    return np.array([np.median(row[np.isfinite(row)]) if seen else np.nan
+                     for row, seen in zip(scale, in_front, strict=True)])
+
+
 def distort_normalized(normalized: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """Apply the lens model to normalized coords ``(..., 2)``; ``dist (..., 5)`` broadcasts.
 

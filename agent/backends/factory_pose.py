@@ -19,7 +19,7 @@ from agent.backends.pose_base import PoseBackend
 from agent.backends.pose_tools import LabelSource, PoseGeometry
 from agent.errors import InputError
 from agent.llm import CallLog, ModelClient, ReplayedError, load_chat_model
-from agent.pose_context import PoseContext
+from agent.pose_context import PoseContext, tracker_gate_px
 from agent.recording import Recording
 from agent.rundir import RunDir
 
@@ -51,7 +51,8 @@ def make_pose_backend(ctx: PoseContext, recording: Recording, run_dir: str | Pat
     InputError
         A model backend without a server URL or model name, or a prompt missing.
     """
-    classical = ClassicalPoseBackend(gate_px=ctx.gate_px)
+    gate_px = tracker_gate_px(ctx, recording)
+    classical = ClassicalPoseBackend(gate_px=gate_px)
     if ctx.backend == "classical":
         return classical
     if not ctx.base_url:
@@ -68,5 +69,5 @@ def make_pose_backend(ctx: PoseContext, recording: Recording, run_dir: str | Pat
                          log=log, answer_source=answer_source)
     geometry = PoseGeometry(recording.group, list(recording.keypoints), current_labels)
     model = OpenAIPoseBackend(client, recording, prompts, geometry=geometry,
-                              gate_px=MODEL_GATE_FACTOR * ctx.gate_px, tracker=classical)
+                              gate_px=MODEL_GATE_FACTOR * gate_px, tracker=classical)
     return model if ctx.backend == "openai" else HybridPoseBackend(classical, model)

@@ -39,7 +39,10 @@ def test_pose_writes_the_results_of_formats_section_2(tiny, tmp_path, capsys):
     assert len(qc) == 12 * 4
     # Its seeds (keypoints on circles) settle no left/right handedness: no side check, and
     # run.json says so.
-    assert json.loads((out / "run.json").read_text())["side_check"] is None
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["side_check"] is None
+    # The tiny rig shows the animal at about 0.5 px per mm: the gate stays gate_px.
+    assert run_json["tracker_gate_px"] == 12.0
 
 
 def _in_metres(recording: Path, copy: Path) -> Path:

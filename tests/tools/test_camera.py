@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from tools.camera import (
     CameraGroup,
     camera_centres,
     distort_normalized,
+    pixels_per_unit,
     project,
     project_camera,
     rotation_matrix,
@@ -41,6 +44,39 @@ def test_each_camera_centre_maps_to_its_cameras_origin(rig):
     assert centres.shape == (len(rig), 3)
     for camera, centre in zip(rig.cameras, centres, strict=True):
         np.testing.assert_allclose(world_to_camera(camera, centre[None]), 0.0, atol=1e-9)
+
+
+def _pinhole(camera):
+    """``camera`` without lens distortion and with fy = fx."""
+    matrix = np.array(camera.matrix, dtype=np.float64)
+    matrix[1, 1] = matrix[0, 0]
+    return dataclasses.replace(camera, matrix=matrix, dist=np.zeros(5))
+
+
+def test_pixels_per_unit_is_the_image_length_of_a_unit_step_across_the_view(rig, rng):
+    # A pinhole camera (no distortion, fx = fy): a unit step along the camera's x axis moves
+    # the image point by focal / depth pixels, whatever the point's place in the view.
+    pinhole = CameraGroup(tuple(_pinhole(camera) for camera in rig.cameras))
+    points = random_points(rng, 9)
+    scale = pixels_per_unit(pinhole, points)
+    assert scale.shape == (len(pinhole),)
+    for index, camera in enumerate(pinhole.cameras):
+        step = rotation_matrix(camera.rvec)[0]  # the camera's x axis in the world
+        moved = np.linalg.norm(project_camera(camera, points + step) - project_camera(camera, points),
+                               axis=1)
+        assert scale[index] == pytest.approx(np.median(moved), rel=1e-9)
+
+
+def test_pixels_per_unit_leaves_out_points_behind_a_camera_and_missing_ones(rig, rng):
+    points = random_points(rng, 9)
+    expected = pixels_per_unit(rig, points)
+    camera = rig.cameras[0]
+    centre = camera_centres(rig)[0]
+    behind = centre - 50.0 * rotation_matrix(camera.rvec)[2]  # on camera 0's optical axis, behind it
+    with_extra = np.vstack([points, behind, [np.nan, 0.0, 0.0]])
+    np.testing.assert_allclose(pixels_per_unit(rig, with_extra)[0], expected[0])
+    assert np.isnan(pixels_per_unit(rig, behind[None])[0])
+    assert np.isnan(pixels_per_unit(rig, np.empty((0, 3)))).all()
 
 
 def test_project_matches_opencv_and_aniposelib(rig, rng):
