@@ -45,6 +45,7 @@ CONDITIONS: dict[str, dict[str, float | int]] = {
     "10% dropout": {"dropout": 0.1},
     "4 cameras, 2x resolution": {"cameras": 4, "width": 2048, "height": 1400},
     "3 cameras": {"cameras": 3},
+    "5 cameras": {"cameras": 5},
     "8 cameras": {"cameras": 8},
 }
 

@@ -844,3 +844,24 @@ def test_the_results_flag_ears_the_tracker_keeps_exchanged(shipped_review):
     assert not any(record.reason[ear_l] == "side"
                    for record in steps.flag_reversed_pairs(true, frozenset({0, 1, 2}), with_ears))
     assert steps.flag_reversed_pairs(records, frozenset({0, 1, 2}), sides) == records
+
+
+@pytest.mark.parametrize("n_cameras, agreeing, cleared", [
+    (6, 3, True), (8, 3, False), (8, 4, True), (4, 3, True), (4, 2, False)])
+def test_the_body_clears_a_few_cameras_flag_only_where_half_the_rig_agrees(
+        shipped_review, n_cameras, agreeing, cleared):
+    from agent.pose_frames import untracked_record
+    from tools.confidence import QualityParams
+
+    points, _, _, review = shipped_review
+    keypoint = INDEX["back_middle"]
+    flagged = np.arange(12) == keypoint
+    # A right label (frame 3 of the motion the seeds come from: it fits the body) that
+    # fewer than review_min_cameras cameras agree on.
+    record = replace(untracked_record(3, n_cameras, 12), points_3d=points[3].copy(),
+                     ncams=np.where(flagged, agreeing, n_cameras), flagged=flagged,
+                     reason=np.where(flagged, "few_cameras", ""), score=np.where(flagged, 0.5, 1.0))
+    [after] = steps.accepted_by_body([record], frozenset({0, 1, 2}), review, np.zeros(12, bool),
+                                     QualityParams())
+    assert after.flagged[keypoint] == (not cleared)
+    assert after.reason[keypoint] == ("" if cleared else "few_cameras")
