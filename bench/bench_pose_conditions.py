@@ -28,6 +28,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -35,7 +38,8 @@ from agent.synth_pose import SynthPoseOptions, synthesize_pose_recording  # noqa
 from bench.bench_pose_sweep import meets_qc_goal, run_and_score  # noqa: E402
 from bench.report_file import write_report  # noqa: E402
 
-# Condition name -> the synth pose options it changes (the rest are the defaults).
+# Condition name -> the synth pose options it changes (the rest are the defaults), or
+# seed_noise_px (condition_recording).
 CONDITIONS: dict[str, dict[str, float | int]] = {
     "defaults": {},
     "2x resolution": {"width": 2048, "height": 1400},
@@ -43,6 +47,7 @@ CONDITIONS: dict[str, dict[str, float | int]] = {
     "spots of sigma 3 px": {"blur": 3.0},
     "5 spurious spots a frame": {"spurious": 5.0},
     "10% dropout": {"dropout": 0.1},
+    "seed labels 2 px off": {"seed_noise_px": 2.0},
     "4 cameras, 2x resolution": {"cameras": 4, "width": 2048, "height": 1400},
     "3 cameras": {"cameras": 3},
     "5 cameras": {"cameras": 5},
@@ -57,12 +62,29 @@ def recording_name(name: str, seed: int, frames: int) -> str:
 
 
 def condition_recording(work: Path, name: str, seed: int, frames: int) -> Path:
-    """The recording of condition ``name`` and ``seed`` in ``work``, simulated on first use."""
+    """The recording of condition ``name`` and ``seed`` in ``work``, simulated on first use.
+
+    ``seed_noise_px`` is not a simulator option: the seed labels (exact
+    projections) are moved by Gaussian noise of that sigma per axis, as a
+    hand's clicks would be.
+    """
     recording_dir = work / recording_name(name, seed, frames)
     if not (recording_dir / "recording.toml").is_file():
+        options = dict(CONDITIONS[name])
+        seed_noise_px = float(options.pop("seed_noise_px", 0.0))
         synthesize_pose_recording(recording_dir, SynthPoseOptions(
-            frames=frames, seed=seed, overwrite=True, **CONDITIONS[name]))  # type: ignore[arg-type]
+            frames=frames, seed=seed, overwrite=True, **options))  # type: ignore[arg-type]
+        if seed_noise_px:
+            add_seed_noise(recording_dir / "seeds.csv", seed_noise_px, seed)
     return recording_dir
+
+
+def add_seed_noise(seeds_csv: Path, sigma_px: float, seed: int) -> None:
+    """Move every label of ``seeds_csv`` by Gaussian noise of ``sigma_px`` per axis (seeded)."""
+    seeds = pd.read_csv(seeds_csv)
+    noise = np.random.default_rng(seed).normal(0.0, sigma_px, (len(seeds), 2))
+    seeds[["x", "y"]] = (seeds[["x", "y"]].to_numpy() + noise).round(3)
+    seeds.to_csv(seeds_csv, index=False)
 
 
 def score_condition(recording: Path, name: str, seed: int) -> dict:

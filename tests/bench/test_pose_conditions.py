@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bench.bench_pose_conditions import CONDITIONS, recording_name, report
+import pandas as pd
+
+from bench.bench_pose_conditions import CONDITIONS, add_seed_noise, recording_name, report
 
 
 def _row(condition, seed, within5, triangulable, recall, precision):
@@ -25,3 +27,16 @@ def test_the_summary_gives_each_condition_its_means_and_qc_goal_count():
     assert "| 3 cameras | 1 | 30.00% | 70.00% | 2.00 | 1 |" in text
     assert "| 3 cameras | 0 | 12.0 | 30.0% | 70.0% | 2.00 | 30.0% | 0.920 | 0.550 |" in text
     assert "2x resolution" not in text  # conditions without rows are left out
+
+
+def test_seed_noise_moves_every_label_by_about_its_sigma_and_keeps_the_rows(tmp_path):
+    seeds = tmp_path / "seeds.csv"
+    rows = [f"{frame},cam{camera},kp{k},{100.0 + k},{200.0 + k}"
+            for frame in range(3) for camera in range(4) for k in range(50)]
+    seeds.write_text("frame,camera,keypoint,x,y\n" + "\n".join(rows) + "\n")
+    before = pd.read_csv(seeds)
+    add_seed_noise(seeds, 2.0, seed=0)
+    after = pd.read_csv(seeds)
+    assert after[["frame", "camera", "keypoint"]].equals(before[["frame", "camera", "keypoint"]])
+    moved = after[["x", "y"]].to_numpy() - before[["x", "y"]].to_numpy()
+    assert (moved != 0).all() and 1.8 < moved.std() < 2.2
