@@ -89,6 +89,58 @@ def test_a_recording_in_metres_is_tracked_as_in_millimetres_and_written_in_metre
     assert scores[1]["mean_error_mm"] == pytest.approx(scores[0]["mean_error_mm"], abs=1e-3)
 
 
+def _in_another_world_frame(recording: Path, copy: Path, rotation: np.ndarray,
+                            shift: np.ndarray) -> Path:
+    """A copy of ``recording`` whose world points are ``rotation @ X + shift`` (extrinsics and truth)."""
+    import shutil
+    import tomllib
+
+    import cv2
+    import tomli_w
+
+    shutil.copytree(recording, copy)
+    calibration = tomllib.loads((copy / "calibration.toml").read_text())
+    for table in calibration.values():
+        if isinstance(table, dict) and "rotation" in table:
+            camera_rotation = cv2.Rodrigues(np.array(table["rotation"], dtype=np.float64))[0]
+            moved = camera_rotation @ rotation.T
+            table["rotation"] = cv2.Rodrigues(moved)[0].ravel().tolist()
+            table["translation"] = (np.array(table["translation"]) - moved @ shift).tolist()
+    (copy / "calibration.toml").write_text(tomli_w.dumps(calibration))
+    truth = pd.read_csv(copy / "ground_truth.csv")
+    for name in [c[:-2] for c in truth.columns if c.endswith("_x")]:
+        columns = [f"{name}_x", f"{name}_y", f"{name}_z"]
+        truth[columns] = truth[columns].to_numpy() @ rotation.T + shift
+    truth.to_csv(copy / "ground_truth.csv", index=False, float_format="%.9f")
+    return copy
+
+
+def test_the_calibrations_world_frame_does_not_change_the_labels(tiny, tmp_path):
+    # FORMATS.md fixes no world axes: up, the floor and the origin are wherever the
+    # calibration puts them (the tracker takes up from the rig). Tilted and shifted, the
+    # same recording gets the same labels and flags, and 3D points moved with the frame.
+    import cv2
+
+    rotation = cv2.Rodrigues(np.array([1.1, -0.4, 0.7]))[0]
+    shift = np.array([250.0, -1300.0, 77.0])
+    moved = _in_another_world_frame(tiny, tmp_path / "rec_moved", rotation, shift)
+    for recording, out in ((tiny, tmp_path / "base"), (moved, tmp_path / "moved")):
+        assert main(["pose", str(recording), "--out", str(out), "--quiet"]) == 0
+    base, other = (pd.read_csv(tmp_path / name / "keypoints_3d.csv") for name in ("base", "moved"))
+    names = [c[:-2] for c in base.columns if c.endswith("_x")]
+    xyz = lambda table: np.stack([table[[f"{n}_x", f"{n}_y", f"{n}_z"]].to_numpy()  # noqa: E731
+                                  for n in names], axis=1)
+    assert np.isfinite(xyz(base)).any()
+    # Linear DLT (as aniposelib's) minimises an algebraic error that depends on the world
+    # frame: points from noisy views move by a few hundredths of a millimetre.
+    np.testing.assert_allclose(xyz(other), xyz(base) @ rotation.T + shift, atol=0.1)
+    labels = [pd.read_csv(tmp_path / name / "keypoints_2d.csv") for name in ("base", "moved")]
+    columns = ["frame", "camera", "keypoint", "centroid", "stage"]
+    assert labels[0][columns].equals(labels[1][columns])
+    flags = [pd.read_csv(tmp_path / name / "qc.csv") for name in ("base", "moved")]
+    assert flags[0][["flagged", "reason"]].equals(flags[1][["flagged", "reason"]])
+
+
 def test_pose_names_frames_to_label_where_flags_rise(tiny, tmp_path, capsys, monkeypatch):
     from agent.commands import pose
     from tools.label_suggestions import LabelSuggestion
