@@ -122,7 +122,7 @@ def tracker_gate_px(ctx: PoseContext, recording: Recording) -> float:
     resolution, so a rig that shows the animal larger needs a wider gate in
     pixels; below ``gate_px`` the spots' own jitter and blur (pixels) set it.
     The defaults take ``gate_px`` on every benchmark recording (1.5-2.1 px per
-    mm) and about 24 px at twice their resolution (bench/results/pose.md).
+    mm) and about 24 px at twice their resolution (bench/results/pose-conditions.md).
     """
     seeds = recording.seeds.points_2d  # (frames, cameras, keypoints, 2)
     by_camera = np.swapaxes(seeds, 0, 1).reshape(seeds.shape[1], -1, 2)
