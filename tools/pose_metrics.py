@@ -217,3 +217,58 @@ def evaluate_pose(
             _check("flagged", flagged, (n_frames, n_keypoints)).astype(bool), really_wrong
         )
     return PoseMetrics(n_frames=n_frames, n_really_wrong=int(really_wrong.sum()), **fields)
+
+
+@dataclass(frozen=True)
+class KeypointScore:
+    """One keypoint's 3D results against the truth (:func:`keypoint_scores`).
+
+    Shares are over the frames with the keypoint's 3D truth (NaN where none).
+    ``on_other`` is the share whose point is more than ``wrong_3d_mm`` from
+    its own truth but within it of another keypoint's (an exchanged or taken
+    dot); ``most_taken`` names the keypoint it sits on most often (None where
+    it never does), ``most_taken_share`` that share.
+    """
+
+    keypoint: str
+    n_frames: int
+    share_within_5mm: float
+    share_missing: float
+    share_on_other: float
+    most_taken: str | None
+    most_taken_share: float
+
+
+def keypoint_scores(points_3d: np.ndarray, true_3d: np.ndarray, keypoints: list[str],
+                    wrong_3d_mm: float = WRONG_3D_MM) -> list[KeypointScore]:
+    """Per keypoint of ``points_3d`` and ``true_3d`` ``(n_frames, n_keypoints, 3)``: right, missing, or on another's place.
+
+    Tells a tracker that lost a keypoint from one that put it on another
+    keypoint's dot, and which: an exchange of two keypoints shows as each
+    sitting on the other.
+    """
+    points_3d = np.asarray(points_3d, dtype=np.float64)
+    true_3d = _check("true_3d", true_3d, points_3d.shape).astype(np.float64)
+    if len(keypoints) != points_3d.shape[1]:
+        raise ValueError(f"{len(keypoints)} keypoint names for {points_3d.shape[1]} keypoints")
+    has_truth = np.all(np.isfinite(true_3d), axis=-1)
+    # (frames, result keypoint, true keypoint) distances; NaN where either is missing.
+    distance = np.linalg.norm(points_3d[:, :, None] - true_3d[:, None], axis=-1)
+    near = distance <= wrong_3d_mm
+    own = np.diagonal(near, axis1=1, axis2=2)
+    missing = ~np.all(np.isfinite(points_3d), axis=-1)
+    scores = []
+    for k, name in enumerate(keypoints):
+        frames = has_truth[:, k]
+        n = int(frames.sum())
+        others = near[frames, k] & (np.arange(len(keypoints)) != k)
+        on_other = others.any(axis=1) & ~own[frames, k]
+        counts = (others & on_other[:, None]).sum(axis=0)
+        taken = int(np.argmax(counts)) if counts.any() else None
+        scores.append(KeypointScore(
+            keypoint=name, n_frames=n, share_within_5mm=_share(int(own[frames, k].sum()), n),
+            share_missing=_share(int(missing[frames, k].sum()), n),
+            share_on_other=_share(int(on_other.sum()), n),
+            most_taken=None if taken is None else keypoints[taken],
+            most_taken_share=_share(int(counts[taken]) if taken is not None else 0, n)))
+    return scores

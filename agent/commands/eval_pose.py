@@ -4,7 +4,9 @@ Reads the recording (which must have ``ground_truth.csv``; ``ground_truth_2d.csv
 adds the 2D scores) and the results in DIR (``keypoints_3d.csv``, and where
 present ``keypoints_2d.csv`` and ``qc.csv``), scores every frame of
 ``keypoints_3d.csv`` with :func:`tools.pose_metrics.evaluate_pose` and prints
-the metrics, as text or with ``--json`` as one JSON object. Nothing is written.
+the metrics, as text or with ``--json`` as one JSON object; ``--by-keypoint``
+adds each keypoint's share within 5 mm, missing, and on another keypoint's
+place (:func:`tools.pose_metrics.keypoint_scores`). Nothing is written.
 """
 
 from __future__ import annotations
@@ -18,17 +20,49 @@ from pathlib import Path
 from agent.errors import InputError
 from agent.pose_results import read_keypoints_2d, read_keypoints_3d, read_qc
 from agent.recording import Recording, load_recording
-from tools.pose_metrics import LABEL_TOLERANCE_PX, WRONG_3D_MM, PoseMetrics, evaluate_pose
+from tools.pose_metrics import (
+    LABEL_TOLERANCE_PX,
+    WRONG_3D_MM,
+    KeypointScore,
+    PoseMetrics,
+    evaluate_pose,
+    keypoint_scores,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recording", type=Path, help="recording folder with ground_truth.csv")
     parser.add_argument("results", type=Path, metavar="DIR", help="output folder of `pose`")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    parser.add_argument("--by-keypoint", action="store_true",
+                        help="also score each keypoint: within 5 mm, missing, on another's place")
 
 
 def score_results(recording: Recording, results: Path) -> PoseMetrics:
     """Score the results in ``results`` over every frame of its ``keypoints_3d.csv``.
+
+    Raises
+    ------
+    InputError
+        As :func:`_read_results`.
+    """
+    return evaluate_pose(*_read_results(recording, results))
+
+
+def score_keypoints(recording: Recording, results: Path) -> list[KeypointScore]:
+    """Each keypoint's 3D results in ``results`` (:func:`tools.pose_metrics.keypoint_scores`).
+
+    Raises
+    ------
+    InputError
+        As :func:`_read_results`.
+    """
+    points_3d, true_3d, *_ = _read_results(recording, results)
+    return keypoint_scores(points_3d, true_3d, list(recording.keypoints))
+
+
+def _read_results(recording: Recording, results: Path) -> tuple:
+    """What :func:`tools.pose_metrics.evaluate_pose` takes, for every frame of ``keypoints_3d.csv``.
 
     Raises
     ------
@@ -63,14 +97,8 @@ def score_results(recording: Recording, results: Path) -> PoseMetrics:
         true_2d = recording.ground_truth_2d[frames]
         visible = recording.ground_truth_visible[frames]
     # The recording holds its truth in millimetres; results are in calibration units.
-    return evaluate_pose(
-        table_3d.points_3d * recording.mm_per_unit,
-        recording.ground_truth_3d[frames],
-        flagged,
-        labels_2d,
-        true_2d,
-        visible,
-    )
+    return (table_3d.points_3d * recording.mm_per_unit, recording.ground_truth_3d[frames],
+            flagged, labels_2d, true_2d, visible)
 
 
 def _percent(share: float | None) -> str:
@@ -117,12 +145,28 @@ def format_metrics(metrics: PoseMetrics) -> str:
     return "\n".join(lines)
 
 
-def metrics_to_json(metrics: PoseMetrics) -> str:
-    """Stable JSON (sorted keys); NaN becomes null."""
-    payload = {
-        key: None if isinstance(value, float) and math.isnan(value) else value
-        for key, value in dataclasses.asdict(metrics).items()
-    }
+def format_keypoint_scores(scores: list[KeypointScore]) -> str:
+    """One line per keypoint: within 5 mm, missing, on another keypoint's place (the most taken)."""
+    width = max(len(score.keypoint) for score in scores)
+    lines = [f"by keypoint (3D): {'keypoint':<{width}}  within 5 mm  missing  "
+             "on another keypoint's place (most often)"]
+    for s in scores:
+        taken = f" ({s.most_taken} {_percent(s.most_taken_share)})" if s.most_taken else ""
+        lines.append(f"                  {s.keypoint:<{width}}  {_percent(s.share_within_5mm):>11}  "
+                     f"{_percent(s.share_missing):>7}  {_percent(s.share_on_other)}{taken}")
+    return "\n".join(lines)
+
+
+def _no_nan(payload: dict) -> dict:
+    return {key: None if isinstance(value, float) and math.isnan(value) else value
+            for key, value in payload.items()}
+
+
+def metrics_to_json(metrics: PoseMetrics, by_keypoint: list[KeypointScore] | None = None) -> str:
+    """Stable JSON (sorted keys); NaN becomes null; ``by_keypoint`` adds a list of per-keypoint scores."""
+    payload = _no_nan(dataclasses.asdict(metrics))
+    if by_keypoint is not None:
+        payload["by_keypoint"] = [_no_nan(dataclasses.asdict(score)) for score in by_keypoint]
     return json.dumps(payload, indent=2, sort_keys=True)
 
 
@@ -130,7 +174,13 @@ def run(args: argparse.Namespace) -> int:
     recording = load_recording(args.recording)
     try:
         metrics = score_results(recording, args.results)
+        by_keypoint = score_keypoints(recording, args.results) if args.by_keypoint else None
     finally:
         recording.close()
-    print(metrics_to_json(metrics) if args.json else format_metrics(metrics))
+    if args.json:
+        print(metrics_to_json(metrics, by_keypoint))
+    else:
+        print(format_metrics(metrics))
+        if by_keypoint is not None:
+            print(format_keypoint_scores(by_keypoint))
     return 0

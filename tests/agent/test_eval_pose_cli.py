@@ -126,3 +126,23 @@ def test_eval_needs_keypoints_3d(
     (tmp_path / "out").mkdir()
     assert main(["eval", str(recording_dir), str(tmp_path / "out")]) == 2
     assert "keypoints_3d.csv: file not found" in capsys.readouterr().err
+
+
+def test_eval_by_keypoint_names_each_keypoints_share_right_and_missing(
+    recording_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    _write_results(recording_dir, out, np.arange(N_FRAMES))
+    keypoints = load_recording(recording_dir).keypoints
+    assert main(["eval", str(recording_dir), str(out), "--json", "--by-keypoint"]) == 0
+    scores = {s["keypoint"]: s for s in json.loads(capsys.readouterr().out)["by_keypoint"]}
+    assert list(scores) == list(keypoints)
+    # Keypoint 0 is 8 mm off in one frame, keypoint 3 missing in one; the others all right.
+    assert scores[keypoints[0]]["share_within_5mm"] == pytest.approx(1 - 1 / N_FRAMES)
+    assert scores[keypoints[3]]["share_missing"] == pytest.approx(1 / N_FRAMES)
+    assert scores[keypoints[1]]["share_within_5mm"] == 1.0
+    assert all(s["share_on_other"] == 0.0 and s["most_taken"] is None for s in scores.values())
+    assert main(["eval", str(recording_dir), str(out), "--by-keypoint"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-5].startswith("by keypoint (3D):")
+    assert lines[-4].split()[:3] == [keypoints[0], "87.5%", "0.0%"]

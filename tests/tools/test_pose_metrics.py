@@ -8,7 +8,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from tools.pose_metrics import evaluate_pose
+from tools.pose_metrics import evaluate_pose, keypoint_scores
 
 N_FRAMES, N_CAMERAS, N_KEYPOINTS = 20, 3, 4
 
@@ -162,3 +162,25 @@ def test_the_triangulable_share_bounds_the_share_within_5mm(truth: dict) -> None
     assert off.share_within_5mm_of_triangulable == 0.0 and off.share_triangulable < 1.0
     without_2d = evaluate_pose(points, truth["true_3d"])
     assert without_2d.n_triangulable is None and without_2d.share_triangulable is None
+
+
+def test_keypoint_scores_tell_an_exchange_from_a_loss(truth: dict) -> None:
+    true_3d = truth["true_3d"].copy()
+    true_3d[:, 1] = true_3d[:, 0] + [40.0, 0.0, 0.0]  # keypoints 0 and 1 always 40 mm apart
+    points = true_3d.copy()
+    points[:10, [0, 1]] = true_3d[:10, [1, 0]]  # exchanged in the first half
+    points[:5, 2] = np.nan  # keypoint 2 lost in a quarter
+    points[:, 3] += [2.0, 0.0, 0.0]  # keypoint 3 right, 2 mm off
+    true_3d[:4, 3] = np.nan  # and without truth in 4 frames
+    scores = {s.keypoint: s for s in keypoint_scores(points, true_3d, ["a", "b", "c", "d"])}
+    assert (scores["a"].share_within_5mm, scores["a"].share_on_other) == (0.5, 0.5)
+    assert (scores["a"].most_taken, scores["a"].most_taken_share) == ("b", 0.5)
+    assert scores["b"].most_taken == "a" and scores["b"].share_missing == 0.0
+    assert (scores["c"].share_missing, scores["c"].share_on_other, scores["c"].most_taken) == (
+        0.25, 0.0, None)
+    assert (scores["d"].n_frames, scores["d"].share_within_5mm) == (N_FRAMES - 4, 1.0)
+
+
+def test_keypoint_scores_need_a_name_per_keypoint(truth: dict) -> None:
+    with pytest.raises(ValueError, match="3 keypoint names for 4 keypoints"):
+        keypoint_scores(truth["true_3d"], truth["true_3d"], ["a", "b", "c"])
