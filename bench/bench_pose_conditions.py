@@ -1,8 +1,9 @@
-"""Benchmark the pose pipeline on recordings unlike the benchmark's: resolution, spots, clutter, rig size.
+"""Benchmark the pose pipeline on recordings unlike the benchmark's: resolution, spots, clutter, seeds, rig size.
 
 Usage::
 
     .venv/bin/python bench/bench_pose_conditions.py [--frames 300] [--seeds 0 1] [--jobs 2]
+                                                    [--conditions NAME ...]
                                                     [--work /tmp/bench-pose-conditions]
                                                     [--report bench/results/pose-conditions.md]
 
@@ -10,8 +11,8 @@ The other pose benchmarks simulate ``synth pose``'s defaults: 1024x700
 images, spots of sigma 1.5 px, one spurious spot a frame, 2% of visible dots
 missing anyway, 6 or 4 cameras. A lab's recording can differ in each, and
 the tracker's settings were tuned on those defaults, so each condition here
-changes one or two of them (``CONDITIONS``) and the report shows what that
-costs. For every condition and seed a recording is simulated into
+changes one or two of them, or moves the seed labels as a hand's clicks would
+(``CONDITIONS``), and the report shows what that costs. For every condition and seed a recording is simulated into
 ``--work`` (reused when present), ``pose`` runs on it with the default
 settings in its own process (``--jobs`` at a time) and ``eval``'s metrics
 are taken, with the share of keypoint-frames whose dot 2 or more cameras
