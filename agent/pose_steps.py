@@ -254,7 +254,7 @@ def template_review(seed_window: list[dict], sides: SideModel | None, keypoints:
         return None
     body = seed_distance_model(seed_window, twins)
     return TemplateReview(template, body, regions, max_body_deviation, confirm_body_deviation,
-                          twins, sides)
+                          twins, sides, seed_points_3d=points_3d)
 
 
 def describe_side_model(model: SideModel | None, keypoints: list[str]) -> dict | None:
@@ -683,7 +683,8 @@ class TemplateReview:
     the midline pairs the places cannot tell apart, put in their order
     along the body first (:func:`tools.body_order.order_exchanges`; empty
     from :func:`template_review`, found by :func:`final_records` in the
-    run's trusted labels).
+    run's trusted labels and in ``seed_points_3d``, the seed frames' points
+    ``(n_seed_frames, K, 3)``).
     """
 
     template: TemplateModel
@@ -694,12 +695,34 @@ class TemplateReview:
     twins: np.ndarray | None = None
     sides: SideModel | None = None
     order: tuple[OrderPair, ...] = ()
+    seed_points_3d: np.ndarray | None = None
 
 
 # The places come from the labels QC trusts, which the moves change: a second pass, with the
 # places of the first pass's result, moved 191 more points right and 7 wrong over 24 recordings.
 TEMPLATE_PASSES = 2
 TEMPLATE_STAGE = "template"  # keypoints_2d.csv stage of a label the results' template step moved
+def _order_pairs(points_3d: np.ndarray, trusted: np.ndarray, seed_points_3d: np.ndarray | None,
+                 place_mm: np.ndarray, midline: np.ndarray) -> tuple[OrderPair, ...]:
+    """The midline pairs to put in their order: the run's trusted labels', then the seed frames' the run lacks.
+
+    Where the tracker kept a pair exchanged for most of the run, its own
+    labels show no reference on one side (:func:`tools.body_order.order_pairs`)
+    and the pair goes unchecked; the seed frames' hand labels still order it
+    (4 cameras seed 45: back bottom and tail base exchanged in 47% of frames,
+    58.5 -> 62.6% within 5 mm; of the 48 sweep recordings and the 7 walker
+    recordings two others changed: +0.2 points, and 0.03 mm more mean
+    error; bench/results/pose.md).
+    """
+    pairs = order_pairs(points_3d, trusted, place_mm, midline)
+    if seed_points_3d is None or not len(seed_points_3d):
+        return tuple(pairs)
+    known = {(pair.first, pair.second) for pair in pairs}
+    seed_pairs = order_pairs(seed_points_3d, np.all(np.isfinite(seed_points_3d), axis=2),
+                             place_mm, midline)
+    return tuple(pairs + [pair for pair in seed_pairs if (pair.first, pair.second) not in known])
+
+
 # A midline pair is exchanged where its references put it the wrong way round by more than this,
 # on average. The shipped true motion reaches 4.4 mm with the back bottom and tail base's four
 # references (the tail base tucked ahead, frames 245-262), 4.6 mm with three (no tail tip; the
@@ -744,8 +767,8 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
             points_3d = np.array([record.points_3d for record in records])
             trusted = np.array([~record.flagged for record in records])
             template = trusted_template(points_3d, trusted, seed_template, review.twins)
-            review = replace(review, template=template, order=tuple(
-                order_pairs(points_3d, trusted, template.place_mm, midline)))
+            review = replace(review, template=template, order=_order_pairs(
+                points_3d, trusted, review.seed_points_3d, template.place_mm, midline))
             records = [record if record.frame in seed_frames else relabel_by_template(record, review)
                        for record in records]
         if dots is not None:

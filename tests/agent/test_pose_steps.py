@@ -865,3 +865,18 @@ def test_the_body_clears_a_few_cameras_flag_only_where_half_the_rig_agrees(
                                      QualityParams())
     assert after.flagged[keypoint] == (not cleared)
     assert after.reason[keypoint] == ("" if cleared else "few_cameras")
+
+
+def test_the_seed_frames_order_a_pair_the_run_kept_exchanged_half_the_time():
+    # Four midline keypoints along a line (mm): a, b, c, d; b and c share a place, so only
+    # their order along the body tells them apart.
+    true = np.array([[0.0, 0, 0], [10.0, 0, 0], [18.0, 0, 0], [30.0, 0, 0]])
+    place = np.array([[-15.0, 0.0], [0.0, 0.0], [0.0, 0.0], [15.0, 0.0]])
+    midline = np.ones(4, bool)
+    run = np.repeat(true[None], 40, axis=0)
+    run[::2, [1, 2]] = true[[2, 1]]  # b and c exchanged in every other frame
+    trusted = np.ones((40, 4), bool)
+    assert steps._order_pairs(run, trusted, None, place, midline) == ()
+    [pair] = steps._order_pairs(run, trusted, true[None], place, midline)
+    assert (pair.first, pair.second) == (1, 2)
+    assert pair.nearer_first.tolist() == [0] and pair.nearer_second.tolist() == [3]
