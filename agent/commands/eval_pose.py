@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.errors import InputError
 from agent.pose_results import read_keypoints_2d, read_keypoints_3d, read_qc
@@ -28,6 +29,13 @@ from tools.pose_metrics import (
     evaluate_pose,
     keypoint_scores,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    # evaluate_pose's arguments: points and truth (mm), then flags and the 2D arrays (or None).
+    ScoredArrays = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None,
+                         np.ndarray | None, np.ndarray | None]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,19 +57,7 @@ def score_results(recording: Recording, results: Path) -> PoseMetrics:
     return evaluate_pose(*_read_results(recording, results))
 
 
-def score_keypoints(recording: Recording, results: Path) -> list[KeypointScore]:
-    """Each keypoint's 3D results in ``results`` (:func:`tools.pose_metrics.keypoint_scores`).
-
-    Raises
-    ------
-    InputError
-        As :func:`_read_results`.
-    """
-    points_3d, true_3d, *_ = _read_results(recording, results)
-    return keypoint_scores(points_3d, true_3d, list(recording.keypoints))
-
-
-def _read_results(recording: Recording, results: Path) -> tuple:
+def _read_results(recording: Recording, results: Path) -> ScoredArrays:
     """What :func:`tools.pose_metrics.evaluate_pose` takes, for every frame of ``keypoints_3d.csv``.
 
     Raises
@@ -173,8 +169,10 @@ def metrics_to_json(metrics: PoseMetrics, by_keypoint: list[KeypointScore] | Non
 def run(args: argparse.Namespace) -> int:
     recording = load_recording(args.recording)
     try:
-        metrics = score_results(recording, args.results)
-        by_keypoint = score_keypoints(recording, args.results) if args.by_keypoint else None
+        scored = _read_results(recording, args.results)  # read once for both scores
+        metrics = evaluate_pose(*scored)
+        by_keypoint = (keypoint_scores(scored[0], scored[1], list(recording.keypoints))
+                       if args.by_keypoint else None)
     finally:
         recording.close()
     if args.json:
