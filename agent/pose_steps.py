@@ -702,6 +702,22 @@ class TemplateReview:
 # places of the first pass's result, moved 191 more points right and 7 wrong over 24 recordings.
 TEMPLATE_PASSES = 2
 TEMPLATE_STAGE = "template"  # keypoints_2d.csv stage of a label the results' template step moved
+# A midline pair is exchanged where its references put it the wrong way round by more than this,
+# on average. The shipped true motion reaches 4.4 mm with the back bottom and tail base's four
+# references (the tail base tucked ahead, frames 245-262), 4.6 mm with three (no tail tip; the
+# landing, frame 337); 36 recordings (results-only): 437 keypoint-frames right and 10 wrong
+# at 5 mm, 377 and 6 at 6 mm, 467 and 341 at 3 mm.
+ORDER_MARGIN_MM = 5.0
+# qc.csv reason of a label the order step moved: the tracker followed the two dots one way,
+# their order along the body says the other, and either can be wrong (the procedural walker's
+# tail base passes ahead of the back bottom for tens of frames, by ~10 mm). Flagging them:
+# walker seeds 50-53 and 4-camera 50-52, QC goal on 5 of 7 instead of 1 (6 cameras seed 51
+# recall 0.393 -> 0.971); 48 real-motion recordings 43 -> 45 of 48, 1,227 flags added,
+# lowest precision 0.515; accuracy within 0.07 points (the axis search sees the flag)
+# (bench/results/pose.md, session 16).
+ORDER_REASON = "order"
+
+
 def _order_pairs(points_3d: np.ndarray, trusted: np.ndarray, seed_points_3d: np.ndarray | None,
                  place_mm: np.ndarray, midline: np.ndarray) -> tuple[OrderPair, ...]:
     """The midline pairs to put in their order: the run's trusted labels', then the seed frames' the run lacks.
@@ -721,22 +737,6 @@ def _order_pairs(points_3d: np.ndarray, trusted: np.ndarray, seed_points_3d: np.
     seed_pairs = order_pairs(seed_points_3d, np.all(np.isfinite(seed_points_3d), axis=2),
                              place_mm, midline)
     return tuple(pairs + [pair for pair in seed_pairs if (pair.first, pair.second) not in known])
-
-
-# A midline pair is exchanged where its references put it the wrong way round by more than this,
-# on average. The shipped true motion reaches 4.4 mm with the back bottom and tail base's four
-# references (the tail base tucked ahead, frames 245-262), 4.6 mm with three (no tail tip; the
-# landing, frame 337); 36 recordings (results-only): 437 keypoint-frames right and 10 wrong
-# at 5 mm, 377 and 6 at 6 mm, 467 and 341 at 3 mm.
-ORDER_MARGIN_MM = 5.0
-# qc.csv reason of a label the order step moved: the tracker followed the two dots one way,
-# their order along the body says the other, and either can be wrong (the procedural walker's
-# tail base passes ahead of the back bottom for tens of frames, by ~10 mm). Flagging them:
-# walker seeds 50-53 and 4-camera 50-52, QC goal on 5 of 7 instead of 1 (6 cameras seed 51
-# recall 0.393 -> 0.971); 48 real-motion recordings 43 -> 45 of 48, 1,227 flags added,
-# lowest precision 0.515; accuracy within 0.07 points (the axis search sees the flag)
-# (bench/results/pose.md, session 16).
-ORDER_REASON = "order"
 
 
 def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
