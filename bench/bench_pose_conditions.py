@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from agent.synth_pose import SynthPoseOptions, synthesize_pose_recording  # noqa: E402
-from bench.bench_pose_sweep import meets_qc_goal, run_and_score  # noqa: E402
+from bench.bench_pose_sweep import meets_qc_goal, run_and_score, score_plan  # noqa: E402
 from bench.report_file import write_report  # noqa: E402
 
 # Condition name -> the synth pose options it changes (the rest are the defaults), or
@@ -131,16 +130,8 @@ def main() -> None:
                         default=REPO_ROOT / "bench" / "results" / "pose-conditions.md")
     args = parser.parse_args()
     plan = [(name, seed) for name in args.conditions for seed in args.seeds]
-    # Simulated one at a time (each uses both cores), before any run starts.
-    recordings = {item: condition_recording(args.work, *item, args.frames) for item in plan}
-
-    def one(item: tuple[str, int]) -> dict:
-        row = score_condition(recordings[item], *item)
-        print(row, flush=True)
-        return row
-
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        rows = list(pool.map(one, plan))  # in plan order, whatever finishes first
+    rows = score_plan(plan, lambda item: condition_recording(args.work, *item, args.frames),
+                      lambda item, recording: score_condition(recording, *item), args.jobs)
     command = ".venv/bin/python bench/bench_pose_conditions.py " + " ".join(sys.argv[1:])
     write_report(args.report, report(rows, command.strip()))
     print(f"wrote {args.report}")

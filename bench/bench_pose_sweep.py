@@ -28,8 +28,10 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -38,6 +40,8 @@ from agent.commands.eval_pose import score_results  # noqa: E402
 from agent.recording import load_recording  # noqa: E402
 from bench.bench_pose import simulated_recording  # noqa: E402
 from bench.report_file import write_report  # noqa: E402
+
+Item = TypeVar("Item", bound=Hashable)
 
 QC_MIN_RECALL = 0.9
 QC_MIN_PRECISION = 0.5
@@ -71,6 +75,21 @@ def run_and_score(recording: Path, out: Path) -> dict:
     return {"within5": metrics.share_within_5mm, "mean_mm": metrics.mean_error_mm,
             "accuracy": metrics.assignment_accuracy, "qc_recall": metrics.qc_recall,
             "qc_precision": metrics.qc_precision, "triangulable": metrics.share_triangulable}
+
+
+def score_plan(plan: list[Item], simulate: Callable[[Item], Path],
+               score: Callable[[Item, Path], dict], jobs: int) -> list[dict]:
+    """One row per ``plan`` item, in plan order: each item's recording simulated first, one at
+    a time (each uses both cores), then scored ``jobs`` at a time, each row printed as it comes."""
+    recordings = {item: simulate(item) for item in plan}
+
+    def one(item: Item) -> dict:
+        row = score(item, recordings[item])
+        print(row, flush=True)
+        return row
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, plan))  # in plan order, whatever finishes first
 
 
 def meets_qc_goal(row: dict) -> bool:
@@ -110,19 +129,11 @@ def main() -> None:
     args = parser.parse_args()
     plan = [(cameras, seed) for cameras, seeds in args.rig or [(6, [0, 1, 2, 3]), (4, [0, 1, 2, 3])]
             for seed in seeds]
-    # Simulated one at a time (each uses both cores), before any run starts.
-    recordings = {item: simulated_recording(args.work, *item, args.frames) for item in plan}
-
-    def one(item: tuple[int, int]) -> dict:
-        cameras, seed = item
-        recording = recordings[item]
-        row = {"cameras": cameras, "seed": seed,
-               **run_and_score(recording, args.work / "sweep" / recording.name)}
-        print(row, flush=True)
-        return row
-
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        rows = list(pool.map(one, plan))  # in plan order, whatever finishes first
+    rows = score_plan(
+        plan, lambda item: simulated_recording(args.work, *item, args.frames),
+        lambda item, recording: {"cameras": item[0], "seed": item[1],
+                                 **run_and_score(recording, args.work / "sweep" / recording.name)},
+        args.jobs)
     command = ".venv/bin/python bench/bench_pose_sweep.py " + " ".join(sys.argv[1:])
     table = report(rows, command.strip())
     write_report(args.report, table)

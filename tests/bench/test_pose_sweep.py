@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from bench.bench_pose_sweep import report, rig_seeds
+from bench.bench_pose_sweep import report, rig_seeds, score_plan
 
 
 def test_a_rig_names_its_cameras_and_seeds_with_ranges():
@@ -32,3 +32,23 @@ def test_the_summary_gives_each_rig_its_mean_worst_and_qc_goal_count():
     assert "| 6 | 2 | 70.00% | 60.0% | 2.00 | 1 | 1 |" in text
     assert "| 4 | 1 | 50.00% | 50.0% | 5.00 | 0 | 0 |" in text
     assert "| 6 | 1 | 60.0% | 3.00 | 60.0% | 0.850 | 0.700 | **no** |" in text
+
+
+def test_a_plan_is_simulated_first_then_scored_in_plan_order(tmp_path, capsys):
+    events = []
+
+    def simulate(item):
+        events.append(("simulate", item))
+        return tmp_path / f"rec{item[0]}"
+
+    def score(item, recording):
+        events.append(("score", item))
+        return {"item": item, "recording": recording.name}
+
+    plan = [(3, 0), (1, 1), (2, 0)]
+    rows = score_plan(plan, simulate, score, jobs=2)
+    assert [row["item"] for row in rows] == plan
+    assert [row["recording"] for row in rows] == ["rec3", "rec1", "rec2"]
+    assert events[:3] == [("simulate", item) for item in plan]  # all before any scoring
+    assert sorted(events[3:]) == sorted(("score", item) for item in plan)
+    assert capsys.readouterr().out.count("\n") == 3  # one printed row each
