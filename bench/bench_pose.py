@@ -40,12 +40,14 @@ from tools.centroids import detect_centroids  # noqa: E402
 ABLATIONS = ("full", "no-refine", "naive")
 
 
-def simulated_recording(work: Path, cameras: int, seed: int, frames: int) -> Path:
-    """The ``synth pose`` recording of ``cameras`` and ``seed`` in ``work``, simulated on first use."""
-    recording_dir = work / f"synth-{cameras}cam-seed{seed}-{frames}f"
+def simulated_recording(work: Path, cameras: int, seed: int, frames: int,
+                        motion: str = "real") -> Path:
+    """The ``synth pose`` recording of ``cameras``, ``seed`` and ``motion`` in ``work``, simulated on first use."""
+    suffix = "" if motion == "real" else f"-{motion}"
+    recording_dir = work / f"synth-{cameras}cam-seed{seed}-{frames}f{suffix}"
     if not (recording_dir / "recording.toml").is_file():
         synthesize_pose_recording(recording_dir, SynthPoseOptions(
-            frames=frames, cameras=cameras, seed=seed, overwrite=True))
+            frames=frames, cameras=cameras, seed=seed, motion=motion, overwrite=True))
     return recording_dir
 
 

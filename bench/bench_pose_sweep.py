@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/bench_pose_sweep.py [--frames 500] [--rig 6:0-3] [--rig 4:0-3]
-                                               [--jobs 2]
+                                               [--motion real|walker] [--jobs 2]
                                                [--work /tmp/bench-pose]
                                                [--report bench/results/pose-sweep.md]
 
@@ -12,8 +12,9 @@ A change to the tracker moves single recordings by 10-25 points of "within
 not, at one fast move, and a small change decides which. So a change is
 judged here on many recordings at once. For every rig size and seed
 (``--rig CAMERAS:SEEDS``, seeds as ``0-3,7``) a
-recording is simulated (``synth pose`` with real MausHaus3D motion, into
-``--work`` and reused, as bench/bench_pose.py does), ``pose`` runs
+recording is simulated (``synth pose`` with real MausHaus3D motion, or the
+procedural walker with ``--motion walker``, into ``--work`` and reused, as
+bench/bench_pose.py does), ``pose`` runs
 on it with the default settings (``--jobs`` runs at a time, each in its own
 process, as a user would run it) and ``eval``'s metrics are taken
 (tools.pose_metrics). The report gives one row per recording, then per rig
@@ -122,6 +123,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--rig", type=rig_seeds, action="append",
                         help="CAMERAS:SEEDS, e.g. 6:0-3,7 (repeatable; default 6:0-3 and 4:0-3)")
+    parser.add_argument("--motion", choices=("real", "walker"), default="real",
+                        help="synth pose's motion: the real MausHaus3D mouse or the procedural walker")
     parser.add_argument("--jobs", type=int, default=2, help="pose runs at a time")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-pose"))
     parser.add_argument("--report", type=Path,
@@ -130,7 +133,7 @@ def main() -> None:
     plan = [(cameras, seed) for cameras, seeds in args.rig or [(6, [0, 1, 2, 3]), (4, [0, 1, 2, 3])]
             for seed in seeds]
     rows = score_plan(
-        plan, lambda item: simulated_recording(args.work, *item, args.frames),
+        plan, lambda item: simulated_recording(args.work, *item, args.frames, args.motion),
         lambda item, recording: {"cameras": item[0], "seed": item[1],
                                  **run_and_score(recording, args.work / "sweep" / recording.name)},
         args.jobs)
