@@ -124,6 +124,19 @@ def test_walker_is_seeded_and_stays_in_arena():
     assert np.linalg.norm(np.diff(first, axis=0), axis=2).max() < 40.0  # no teleporting
 
 
+def test_a_rearing_walker_keeps_its_tail_base_behind_its_hips():
+    points = walk_procedural(500, seed=53)  # rears several times in 500 frames
+    ears_height = points[:, [INDEX["ear_L"], INDEX["ear_R"]], 2].mean(axis=1)
+    assert ears_height.max() > 2.0 * np.median(ears_height)  # it does rear
+    back = points[:, INDEX["back_bottom"]] - points[:, INDEX["back_middle"]]
+    back /= np.linalg.norm(back, axis=1, keepdims=True)
+    behind = np.einsum("ij,ij->i", points[:, INDEX["tail_base"]] - points[:, INDEX["back_bottom"]],
+                       back)
+    assert behind.min() > 5.0  # pitched about the floor instead, it came 14 mm ahead
+    hind = points[:, [INDEX["hindpaw_L"], INDEX["hindpaw_R"]], 2]
+    assert hind.max() < 20.0  # the hind paws stay on the floor
+
+
 def test_bad_shape_names_expected_and_actual():
     with pytest.raises(ValueError, match=r"\(n_frames, n_keypoints, 3\).*\(5, 3\)"):
         interpolate_gaps(np.zeros((5, 3)))
