@@ -566,7 +566,10 @@ def side_still_unsure(side_unsure: list[bool] | None, side_guessed: list[bool],
     its twin is or was just lost, or moved more than ``margin_mm`` from its
     last seen place (either could have taken the other's dot), unless the
     point is nearer the keypoint's last seen place than its twin's by
-    ``margin_mm``. They stay a guess while one of the pair is
+    ``margin_mm``, or when one moves more than ``margin_mm`` from its last
+    seen place while its twin is lost (it may be on the twin's dot, whatever
+    the twin's last seen place, carried with the body while it was lost,
+    says). They stay a guess while one of the pair is
     still triangulated and was unsure in the frame before (``side_unsure``).
     ``lost_frames`` as in :func:`update_lost` (before this frame);
     ``twin (K,)`` from :func:`tools.keypoint_names.twin_indices`;
@@ -583,7 +586,11 @@ def side_still_unsure(side_unsure: list[bool] | None, side_guessed: list[bool],
         # NaN (never seen): no evidence, the side stays a guess.
         kept_side = to_own + margin_mm < np.linalg.norm(points_3d - last_seen[twin], axis=1)
     came_back = lost & (lost | ~seen | moved_far)[twin]
-    placed = seen & has_twin & (np.asarray(side_guessed, dtype=bool) | came_back) & ~kept_side
+    # Moved away while the twin is lost: it may have taken the twin's dot (whose last
+    # seen place, carried with the body while it is lost, cannot say).
+    jumped = moved_far & (lost | ~seen)[twin]
+    placed = seen & has_twin & (np.asarray(side_guessed, dtype=bool) | (came_back & ~kept_side)
+                                | jumped)
     before = np.zeros(seen.size, bool) if side_unsure is None else np.asarray(side_unsure, bool)
     unsure = before | placed
     return seen & has_twin & (unsure | unsure[twin])

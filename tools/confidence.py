@@ -39,11 +39,11 @@ every geometric check; the body is what still sees it):
 ``side``
     one of a left/right pair whose sides are a guess the body cannot check
     (mirror twins sit at the same distances): the body moved a point into
-    the pair from another group (a forepaw's label onto a hindpaw), or a
-    twin came back while the other was lost or had just moved away (the
-    caller says which keypoints, leaving out a pair whose order across the
-    body vouches for it in this frame); both ask for review while the pair
-    stays tracked.
+    the pair from another group (a forepaw's label onto a hindpaw), a
+    twin came back while the other was lost or had just moved away, or
+    one moved far while the other was lost (the caller says which
+    keypoints, leaving out a pair whose order across the body vouches for
+    it in this frame); both ask for review while the pair stays tracked.
 """
 
 from __future__ import annotations

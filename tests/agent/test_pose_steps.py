@@ -275,6 +275,32 @@ def test_a_twin_back_where_the_other_twin_just_left_is_a_guess():
                                        last_seen).any()
 
 
+def test_a_twin_that_moves_far_while_the_other_is_lost_is_a_guess():
+    twin = twin_indices(mirror_groups(["paw_L", "paw_R", "back"]))
+    last_seen = [[0.0, 0.0, 0.0], [25.0, 0.0, 0.0], [10.0, 50.0, 0.0]]
+    # paw_R lost for 3 frames; paw_L now on paw_R's last place, 24 mm from its own.
+    thief = np.array([[24.0, 0.0, 0.0], [np.nan] * 3, [10.0, 50.0, 0.0]])
+    assert steps.side_still_unsure(None, [False] * 3, [0, 3, 0], thief, twin,
+                                   last_seen).tolist() == [True, False, False]
+    # Lost in this frame only: the same.
+    assert steps.side_still_unsure(None, [False] * 3, [0, 0, 0], thief, twin,
+                                   last_seen).tolist() == [True, False, False]
+    # paw_R's last seen place, carried with the body while it was lost, lies far away: a
+    # move of 18 mm is a guess even though it leads away from that place.
+    carried = [last_seen[0], [-60.0, 0.0, 0.0], last_seen[2]]
+    moved = np.array([[18.0, 0.0, 0.0], [np.nan] * 3, [10.0, 50.0, 0.0]])
+    assert steps.side_still_unsure(None, [False] * 3, [0, 3, 0], moved, twin,
+                                   carried).tolist() == [True, False, False]
+    # A step within SIDE_MARGIN_MM keeps the side.
+    stepped = np.array([[8.0, 0.0, 0.0], [np.nan] * 3, [10.0, 50.0, 0.0]])
+    assert not steps.side_still_unsure(None, [False] * 3, [0, 3, 0], stepped, twin,
+                                       last_seen).any()
+    # With the twin tracked a far move is no guess (Stage 4 orders the pair).
+    both = np.array([[24.0, 0.0, 0.0], [40.0, 0.0, 0.0], [10.0, 50.0, 0.0]])
+    assert not steps.side_still_unsure(None, [False] * 3, [0, 0, 0], both, twin,
+                                       last_seen).any()
+
+
 def test_labels_a_later_seed_frame_contradicts_are_flagged_in_the_results(scene):
     from agent.pose_frames import untracked_record
 
