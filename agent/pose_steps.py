@@ -290,6 +290,8 @@ MIRROR_MIN_GAIN = 0.1
 # A twin that comes back this much nearer its own last seen place than the other
 # twin's kept its side (a walking mouse's paws are 20-30 mm apart).
 SIDE_MARGIN_MM = 10.0
+# A side guess outlives this many frames of its keypoint's loss.
+SIDE_GUESS_KEPT_FRAMES = 10
 # A pair reversed across the body by more than this is put back on its sides; true pairs
 # reverse by more in 8-14% of frames (tools/body_side.py), a mouse's hind paws are
 # 25-30 mm apart (bench/results/pose.md, session 9).
@@ -558,7 +560,7 @@ def side_still_unsure(side_unsure: list[bool] | None, side_guessed: list[bool],
                       lost_frames: list[int], points_3d: np.ndarray, twin: np.ndarray,
                       last_seen_3d: list | None, margin_mm: float = SIDE_MARGIN_MM
                       ) -> np.ndarray:
-    """``(K,)`` bool: triangulated keypoints of a left/right pair whose sides are a guess.
+    """``(K,)`` bool: keypoints of a left/right pair whose sides are a guess.
 
     Distances cannot tell the two sides of a pair apart, so a pair's sides
     become a guess when Stage 4 moved a point into the pair from another
@@ -570,7 +572,10 @@ def side_still_unsure(side_unsure: list[bool] | None, side_guessed: list[bool],
     seen place while its twin is lost (it may be on the twin's dot, whatever
     the twin's last seen place, carried with the body while it was lost,
     says). They stay a guess while one of the pair is
-    still triangulated and was unsure in the frame before (``side_unsure``).
+    still triangulated and was unsure in the frame before (``side_unsure``),
+    and a lost keypoint's guess is kept for ``SIDE_GUESS_KEPT_FRAMES`` frames:
+    back near its last seen place, it is on the dot the guess gave it (QC
+    flags only triangulated keypoints).
     ``lost_frames`` as in :func:`update_lost` (before this frame);
     ``twin (K,)`` from :func:`tools.keypoint_names.twin_indices`;
     ``last_seen_3d (K, 3)`` as in :func:`update_last_seen`.
@@ -593,7 +598,10 @@ def side_still_unsure(side_unsure: list[bool] | None, side_guessed: list[bool],
                                 | jumped)
     before = np.zeros(seen.size, bool) if side_unsure is None else np.asarray(side_unsure, bool)
     unsure = before | placed
-    return seen & has_twin & (unsure | unsure[twin])
+    # A guess lost for a few frames is still one when the keypoint comes back near its last
+    # seen place: that place was the guess.
+    kept = ~seen & before & (np.asarray(lost_frames) < SIDE_GUESS_KEPT_FRAMES)
+    return has_twin & ((seen & (unsure | unsure[twin])) | kept)
 
 
 def update_lost(lost_frames: list[int], points_3d: np.ndarray) -> list[int]:

@@ -227,8 +227,32 @@ def test_a_pairs_sides_stay_a_guess_while_one_twin_stays_tracked():
         flags.append(unsure[:2])
         assert not unsure[2]  # the back has no twin
         lost_frames = steps.update_lost(lost_frames, points)
-    assert flags == [[False, False], [True, True], [True, False], [True, True], [False, True],
+    # A lost twin's guess is kept for when it comes back (QC flags only triangulated ones).
+    assert flags == [[False, False], [True, True], [True, True], [True, True], [True, True],
                      [True, True]]
+
+
+def test_a_side_guess_outlives_a_short_loss_of_both_twins_but_not_a_long_one():
+    twin = twin_indices(mirror_groups(["paw_L", "paw_R", "back"]))
+    last_seen = [[0.0, 0.0, 0.0], [25.0, 0.0, 0.0], [10.0, 50.0, 0.0]]
+    back = np.array([[1.0, 0.0, 0.0], [24.0, 0.0, 0.0], [10.0, 50.0, 0.0]])  # each near its own place
+    gone = np.full((3, 3), np.nan)
+    gone[2] = back[2]
+    unsure = [True, True, False]
+    for lost_frames in ([0, 0, 0], [3, 3, 0]):
+        unsure = steps.side_still_unsure(unsure, [False] * 3, lost_frames, gone, twin,
+                                         last_seen).tolist()
+    assert unsure == [True, True, False]
+    # Back where they were last seen, on the dots the guess gave them: still a guess.
+    assert steps.side_still_unsure(unsure, [False] * 3, [5, 5, 0], back, twin,
+                                   last_seen).tolist() == [True, True, False]
+    # Lost for SIDE_GUESS_KEPT_FRAMES frames, the guess is gone; back near their own places
+    # they keep their sides.
+    long = steps.SIDE_GUESS_KEPT_FRAMES
+    ended = steps.side_still_unsure(unsure, [False] * 3, [long, long, 0], gone, twin, last_seen)
+    assert not ended.any()
+    assert not steps.side_still_unsure(ended.tolist(), [False] * 3, [long + 1, long + 1, 0], back,
+                                       twin, last_seen).any()
 
 
 def test_a_twin_found_again_while_the_other_was_lost_makes_the_sides_a_guess():
