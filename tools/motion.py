@@ -345,7 +345,8 @@ def walk_procedural(
     local[:, 11, 1] += 18.0 * np.sin(sway_phase - 0.9)  # the wave runs down the tail
     head_yaw = gaussian_filter1d(rng.normal(0.0, 1.2, n_frames), fps / 3.0)
     local[:, :2] = _yaw_about(local[:, :2], head_yaw, pivot_x=16.0)
-    local[:, :9] = _rear(local[:, :9], np.radians(55.0) * rearing, forepaws=(5, 6), hindpaws=(7, 8))
+    local[:, :9] = _rear(local[:, :9], np.radians(55.0) * rearing, forepaws=(5, 6), hindpaws=(7, 8),
+                         hips=4)
     bend = np.clip(turn * fps * 0.15, -0.5, 0.5)  # body bends into a turn
     local = _yaw_about(local, bend[:, None] * np.clip(local[..., 0] / 40.0, -1.0, 1.0), 0.0)
     local += rng.normal(0.0, 0.3, local.shape)
@@ -408,17 +409,18 @@ def _yaw_about(local: np.ndarray, angle: np.ndarray, pivot_x: float) -> np.ndarr
 
 
 def _rear(
-    local: np.ndarray, pitch: np.ndarray, forepaws: tuple[int, int], hindpaws: tuple[int, int]
+    local: np.ndarray, pitch: np.ndarray, forepaws: tuple[int, int], hindpaws: tuple[int, int],
+    hips: int,
 ) -> np.ndarray:
     """Pitch the body up about the hips by ``pitch (n_frames,)``; hind paws stay down.
 
-    The pivot is the template's back bottom (the hips), which stays where it
+    The pivot is the template's ``hips`` keypoint (the back bottom), which stays where it
     is, as the tail (not among ``local``'s points) does: pitched about the
     floor under the hind paws instead, the lower back swept back and down
     past the tail base (ahead of it along the back in a fifth of the frames,
     against 3% of the real motion's).
     """
-    pivot_x, pivot_z = _WALKER_TEMPLATE[4, 0], _WALKER_TEMPLATE[4, 2]
+    pivot_x, pivot_z = _WALKER_TEMPLATE[hips, 0], _WALKER_TEMPLATE[hips, 2]
     cos, sin = np.cos(pitch)[:, None], np.sin(pitch)[:, None]
     out = local.copy()
     x, z = local[..., 0] - pivot_x, local[..., 2] - pivot_z
