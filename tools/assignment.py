@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from tools.consensus import consensus_triangulate
-from tools.geometry import CameraGroup, project
+from tools.geometry import CameraGroup, project, reprojection_error, triangulate
 
 # Cost of forbidden pairs: far above any gate so the solver never picks one.
 _FORBIDDEN = 1e9
@@ -333,3 +334,70 @@ def _free_nearest(xy: np.ndarray, held: np.ndarray, point: np.ndarray, max_candi
     distance = np.linalg.norm(xy[free] - point, axis=1)
     order = np.argsort(distance, kind="stable")
     return free[order][distance[order] <= radius_px][:max_candidates]
+
+
+@dataclass(frozen=True)
+class TwinSplit:
+    """Result of :func:`split_shared_views`: one keypoint's views parted into two consistent points.
+
+    Attributes
+    ----------
+    first, second : np.ndarray
+        ``(n_cameras,)`` bool, the views of each part (disjoint, 2 or more each).
+    first_3d, second_3d : np.ndarray
+        ``(3,)`` each part's triangulated point.
+    """
+
+    first: np.ndarray
+    second: np.ndarray
+    first_3d: np.ndarray
+    second_3d: np.ndarray
+
+
+def split_shared_views(group: CameraGroup, points_2d: np.ndarray, max_part_error_px: float,
+                       min_joint_error_px: float, min_separation_px: float) -> TwinSplit | None:
+    """Part one keypoint's labelled views ``points_2d (n_cameras, 2)`` into two consistent points.
+
+    Two paws close together: where a paw's dot is hidden, its label may sit on
+    its twin's dot a few pixels away, and Stage 4 keeps it as an inlier. The
+    label then triangulates one point from two dots (its views disagree by a
+    few pixels) while each dot's views agree closely. Every partition of the
+    labelled views into two parts of 2 or more is triangulated; the one whose
+    worse part has the lowest largest reprojection error is returned when
+    that error is at most ``max_part_error_px``, all views together leave
+    a largest error of at least ``min_joint_error_px`` and the two points
+    project at least ``min_separation_px`` apart in the median labelled view
+    (two parts of one dot's noisy views triangulate to about one point);
+    else None (also with fewer than 4 views). NaN marks an unlabelled view.
+    """
+    labelled = np.flatnonzero(np.all(np.isfinite(points_2d), axis=1))
+    if labelled.size < 4:
+        return None
+    n_cameras = points_2d.shape[0]
+    joint = triangulate(group, points_2d[:, None])
+    if not np.nanmax(reprojection_error(group, joint, points_2d[:, None])) >= min_joint_error_px:
+        return None
+    # Partitions with the first labelled view in the first part, each part of 2 or more.
+    rest = labelled[1:]
+    firsts = []
+    for size in range(1, labelled.size - 2):
+        for chosen in combinations(rest.tolist(), size):
+            part = np.zeros(n_cameras, dtype=bool)
+            part[[labelled[0], *chosen]] = True
+            firsts.append(part)
+    first = np.array(firsts)  # (P, C)
+    second = ~first & np.isin(np.arange(n_cameras), labelled)[None]
+    parts = np.concatenate([first, second])  # (2P, C)
+    views = np.where(parts.T[..., None], points_2d[:, None], np.nan)  # (C, 2P, 2)
+    points_3d = triangulate(group, views)
+    worst = np.nanmax(reprojection_error(group, points_3d, views), axis=0)  # (2P,)
+    n_parts = len(firsts)
+    score = np.maximum(worst[:n_parts], worst[n_parts:])
+    best = int(np.argmin(score))
+    if not score[best] <= max_part_error_px:
+        return None
+    projected = project(group, points_3d[[best, n_parts + best]])[labelled]  # (L, 2, 2)
+    if not np.median(np.linalg.norm(projected[:, 0] - projected[:, 1], axis=1)) >= min_separation_px:
+        return None
+    return TwinSplit(first=first[best], second=second[best], first_3d=points_3d[best],
+                     second_3d=points_3d[n_parts + best])

@@ -289,6 +289,19 @@ def reversed_vouching_pairs(points_3d: np.ndarray, model: SideModel, margin: flo
     return reversed_twins
 
 
+def lies_on_sides(points_3d: np.ndarray, model: SideModel, keypoint: int, margin: float,
+                  max_tilt: float = 0.8) -> bool:
+    """Whether ``keypoint``'s pair in ``model.pairs`` lies on its seed frames' sides by more than ``margin``.
+
+    False where the keypoint has no such pair, a twin or an axis keypoint is
+    missing, or the axis is upright.
+    """
+    for pair in model.pairs:
+        if keypoint in (pair.positive, pair.negative):
+            return _offset(points_3d, model, pair.positive, pair.negative, max_tilt) > margin
+    return False
+
+
 def order_vouches(points_3d: np.ndarray, model: SideModel, margin: float,
                   max_tilt: float = 0.8) -> np.ndarray:
     """``(K,)`` bool: twins of ``model.vouching_pairs`` that lie on their seed frames' sides by more than ``margin``.

@@ -930,3 +930,70 @@ def test_the_seed_frames_order_a_pair_the_run_kept_exchanged_half_the_time():
     [pair] = steps._order_pairs(run, trusted, true[None], place, midline)
     assert (pair.first, pair.second) == (1, 2)
     assert pair.nearer_first.tolist() == [0] and pair.nearer_second.tolist() == [3]
+
+
+
+def test_a_lost_paw_takes_back_its_dot_from_its_twins_label(shipped_review):
+    from agent.pose_frames import untracked_record
+    from tools.body_side import lies_on_sides, side_model
+    from tools.confidence import QualityParams
+    from tools.geometry import reprojection_error, triangulate
+    from tools.keypoint_names import left_twins
+
+    points, _, _, review = shipped_review
+    groups = mirror_groups(list(QD_KEYPOINTS))
+    review = replace(review, sides=side_model(points[:3], twin_indices(groups),
+                                              left_twins(list(QD_KEYPOINTS), groups), REGIONS,
+                                              np.array([0.0, 0.0, 1.0])))
+    group = qd_render.make_rig(6, (640, 480), points[300:400].reshape(-1, 3),
+                               np.random.default_rng(3))
+    frame, left, right = 380, INDEX["forepaw_L"], INDEX["forepaw_R"]
+    true_2d = project(group, points[frame])
+    # The left paw's label: its own dot in cameras 0-2, the lost right paw's in 3-5.
+    label = np.tile(np.arange(12), (6, 1))
+    label[:, right] = -1
+    label[3:, left] = right
+    points_2d = np.where(label[..., None] >= 0, true_2d[np.arange(6)[:, None], np.maximum(label, 0)],
+                         np.nan)
+    mixed = points[frame].copy()
+    mixed[left] = triangulate(group, points_2d[:, [left]])[0]
+    mixed[right] = np.nan
+    lost = np.arange(12) == right
+    record = replace(untracked_record(frame, 6, 12), points_3d=mixed, ncams=np.where(lost, 0, 6),
+                     flagged=lost, reason=np.where(lost, "unassigned", ""),
+                     score=np.where(lost, 0.0, 1.0), centroid=label, points_2d=points_2d,
+                     view_error_px=reprojection_error(group, mixed, points_2d),
+                     stage=np.where(label >= 0, "within_region", ""))
+    assert np.nanmax(record.view_error_px[:, left]) > steps.SPLIT_JOINT_ERROR_PX
+    search = steps.FreeDotSearch(group, lambda f: None, QualityParams())
+    parted = steps.parted_twins(record, review, search, last_seen=points[frame - 1])
+    np.testing.assert_allclose(parted.points_3d[[left, right]], points[frame, [left, right]],
+                               atol=1e-6)
+    assert parted.centroid[:3, left].tolist() == [left] * 3 and (parted.centroid[3:, left] == -1).all()
+    assert parted.centroid[3:, right].tolist() == [right] * 3 and (parted.centroid[:3, right] == -1).all()
+    assert set(parted.stage[3:, right]) == {steps.SPLIT_STAGE} and parted.ncams[[left, right]].tolist() == [3, 3]
+    # The pair lies on its seed frames' sides here: unflagged, and the left paw's reprojection
+    # flag (its views held two dots) goes with its own views alone.
+    assert lies_on_sides(points[frame], review.sides, right, steps.SIDE_ORDER_MARGIN_MM)
+    assert not parted.flagged[[left, right]].any() and parted.score[[left, right]].tolist() == [1.0, 1.0]
+    doubted = replace(record, flagged=record.flagged | (np.arange(12) == left),
+                      reason=np.where(np.arange(12) == left, "reprojection", record.reason))
+    assert not steps.parted_twins(doubted, review, search, points[frame - 1]).flagged[left]
+    # Reversed across the body (each paw last seen at the other's place, so each keeps the
+    # other's part): put on its sides again.
+    crossed = points[frame - 1].copy()
+    crossed[[left, right]] = points[frame - 1, [right, left]]
+    ordered = steps.parted_twins(record, review, search, last_seen=crossed)
+    np.testing.assert_allclose(ordered.points_3d[[left, right]], points[frame, [left, right]],
+                               atol=1e-6)
+    # Where the pair lies too near the midline to tell, both labels' sides are a guess.
+    unsided = replace(review, sides=replace(review.sides, pairs=()))
+    guessed = steps.parted_twins(record, review=unsided, search=search, last_seen=points[frame - 1])
+    assert guessed.reason[[left, right]].tolist() == ["side", "side"]
+    # Views over quality control's limits, or too few views to part (2 + 2): left as it is.
+    strict = replace(search, quality=QualityParams(max_view_error_px=-1.0))
+    assert steps.parted_twins(record, review, strict, last_seen=points[frame - 1]) is record
+    three_views = replace(record, points_2d=np.where(np.arange(6)[:, None, None] < 3, np.nan, points_2d))
+    assert steps.parted_twins(three_views, review, search, points[frame - 1]) is three_views
+    # Never seen before: nothing tells which part is the paw's own.
+    assert steps.parted_twins(record, review, search, np.full((12, 3), np.nan)) is record

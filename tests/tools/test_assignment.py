@@ -10,6 +10,7 @@ from tools.assignment import (
     free_dot_points,
     predict_constant_velocity,
     recover_lost,
+    split_shared_views,
 )
 
 
@@ -145,3 +146,41 @@ def test_free_dots_need_min_cameras_and_stop_at_max_points():
         two_views[camera][1] = [-500.0, -500.0]
     assert free_dot_points(group, two_views, assignment, centre, 2.0).points_3d.shape == (0, 3)
     assert free_dot_points(group, two_views, assignment, centre, 2.0, min_cameras=2).points_3d.shape == (1, 3)
+
+
+def _twins_on_one_label():
+    """Two dots 10 units apart; one label on the first in cameras 0-1, on the second in 2-3."""
+    from tests.fixtures.tiny_recording import tiny_rig
+    from tools.geometry import project
+
+    group = tiny_rig(4)
+    dots = np.array([[15.0, 5.0, 20.0], [15.0, 5.0, 30.0]])
+    pixels = project(group, dots)  # (4, 2, 2): every camera sees both, ~5 px apart
+    return group, dots, pixels
+
+
+def test_a_label_on_two_dots_is_parted_into_them():
+    group, dots, pixels = _twins_on_one_label()
+    views = np.stack([pixels[0, 0], pixels[1, 0], pixels[2, 1], pixels[3, 1]])
+    split = split_shared_views(group, views, max_part_error_px=1.0, min_joint_error_px=2.0,
+                               min_separation_px=4.0)
+    assert split is not None
+    np.testing.assert_array_equal(split.first, [True, True, False, False])
+    np.testing.assert_array_equal(split.second, [False, False, True, True])
+    np.testing.assert_allclose(split.first_3d, dots[0], atol=1e-6)
+    np.testing.assert_allclose(split.second_3d, dots[1], atol=1e-6)
+    # An unlabelled camera leaves too few views to part (2 + 2 needed).
+    views[3] = np.nan
+    assert split_shared_views(group, views, 1.0, 2.0, 4.0) is None
+
+
+def test_one_dot_seen_with_noise_is_not_parted(rng):
+    group, _, pixels = _twins_on_one_label()
+    one_dot = pixels[:, 0] + rng.normal(0.0, 0.3, size=(4, 2))
+    assert split_shared_views(group, one_dot, 1.0, 2.0, 4.0) is None
+    # Two dots, but closer together than the separation asked for.
+    two_dots = np.stack([pixels[0, 0], pixels[1, 0], pixels[2, 1], pixels[3, 1]])
+    assert split_shared_views(group, two_dots, 1.0, 2.0, min_separation_px=20.0) is None
+    # Or views that agree better than the joint error asked for.
+    assert split_shared_views(group, two_dots, 1.0, min_joint_error_px=10.0,
+                              min_separation_px=4.0) is None
