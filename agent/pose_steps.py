@@ -796,11 +796,11 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
             for record in records:
                 if record.frame not in seed_frames:
                     both_lost = _twins_lost(record, review.twins)
-                    last_seen = (_last_seen(found, np.where(both_lost, last_index, -1))
-                                 if both_lost.any() else None)
-                    record = parted_twins(record, review, dots, _last_seen(found, last_index),
-                                          misfit)
-                    record = found_in_free_dots(record, review, dots, misfit, last_seen)
+                    last_seen = _last_seen(found, last_index)
+                    record = parted_twins(record, review, dots, last_seen, misfit)
+                    record = found_in_free_dots(
+                        record, review, dots, misfit,
+                        np.where(both_lost[:, None], last_seen, np.nan) if both_lost.any() else None)
                 seen = np.all(np.isfinite(record.points_3d), axis=1)
                 last_index[seen] = len(found)
                 found.append(record)
@@ -971,11 +971,11 @@ def parted_twins(record: FrameRecord, review: TemplateReview, search: FreeDotSea
     own views pass quality control. Then the pair is put on its seed frames' sides
     (:func:`tools.body_side.order_by_side`, as Stage 4 orders a pair); where
     it does not lie on them by ``SIDE_ORDER_MARGIN_MM`` both labels are
-    flagged ``side`` (which twin took which part is a guess). Six-camera sweep recordings (9):
-    +0.08 to +0.65 points within 5 mm each, QC recall unchanged, precision
-    0.003-0.023 lower (the labels it mends were flagged).
+    flagged ``side`` (which twin took which part is a guess). The 29 six-camera
+    sweep recordings: 80.27 -> 80.55% within 5 mm (28 gain), QC recall at most
+    0.004 lower, precision 0.003-0.018 lower (the labels it mends were flagged).
     """
-    twins, quality = review.twins, search.quality
+    twins = review.twins
     if twins is None:
         return record
     present = np.all(np.isfinite(record.points_3d), axis=1)
@@ -994,14 +994,10 @@ def parted_twins(record: FrameRecord, review: TemplateReview, search: FreeDotSea
         own = [float(np.linalg.norm(point - last_seen[keypoint])) for _, point in parts]
         (kept, _), (moved, _) = parts if own[0] <= own[1] else parts[::-1]
         candidate = _parted(record, keypoint, twin, kept, moved, search)
-        error = candidate.view_error_px[:, twin]
-        trial_deviation = body_deviation(candidate.points_3d, review.regions, review.body)[twin]
-        if misfit is not None and misfit[twin]:
-            trial_deviation = np.nan
-        vouched = np.nan_to_num(trial_deviation, nan=np.inf) < review.confirm_body_deviation
-        if (np.nanmean(error) <= quality.max_error_px and np.nanmax(error) <= quality.max_view_error_px
-                and np.nan_to_num(trial_deviation) <= review.max_body_deviation
-                and (candidate.ncams[twin] >= quality.review_min_cameras or vouched)):
+        error = candidate.view_error_px[:, [twin]]
+        if _found_points_pass(candidate.points_3d, np.array([twin]), np.nanmean(error, axis=0),
+                              np.nanmax(error, axis=0), candidate.ncams[[twin]], review,
+                              search.quality, misfit)[0]:
             record, present = candidate, np.all(np.isfinite(candidate.points_3d), axis=1)
             record = _parted_by_side(record, keypoint, twin, review)
     return record
@@ -1050,6 +1046,27 @@ def _parted(record: FrameRecord, keypoint: int, twin: int, kept: np.ndarray, mov
     return replace(record, points_3d=points_3d, error_px=error_px, ncams=ncams, score=score,
                    flagged=flagged, reason=reason, points_2d=points_2d, centroid=centroid,
                    view_error_px=view_error, stage=stage)
+
+
+def _found_points_pass(points_3d: np.ndarray, found: np.ndarray, mean_error: np.ndarray,
+                       worst_view: np.ndarray, ncams: np.ndarray, review: TemplateReview,
+                       quality: QualityParams, misfit: np.ndarray | None) -> np.ndarray:
+    """``(len(found),)`` bool: the ``found`` keypoints' new points in ``points_3d (K, 3)`` pass QC's checks.
+
+    Mean error at most ``max_error_px`` and every view at most
+    ``max_view_error_px``, a body deviation at most ``max_body_deviation``
+    (not judged for the ``misfit (K,)`` keypoints), and ``review_min_cameras``
+    cameras or the body's vouching (deviation under ``confirm_body_deviation``):
+    what :func:`found_in_free_dots` and :func:`parted_twins` ask of a point
+    they give a lost keypoint.
+    """
+    deviation = body_deviation(points_3d, review.regions, review.body)[found]
+    if misfit is not None:
+        deviation = np.where(misfit[found], np.nan, deviation)
+    vouched = np.nan_to_num(deviation, nan=np.inf) < review.confirm_body_deviation
+    return ((mean_error <= quality.max_error_px) & (worst_view <= quality.max_view_error_px)
+            & (np.nan_to_num(deviation) <= review.max_body_deviation)
+            & ((ncams >= quality.review_min_cameras) | vouched))
 
 
 def found_in_free_dots(record: FrameRecord, review: TemplateReview, search: FreeDotSearch,
@@ -1105,19 +1122,14 @@ def found_in_free_dots(record: FrameRecord, review: TemplateReview, search: Free
     worst_view = np.nanmax(dots.error_px[:, dot], axis=0)
     trial = record.points_3d.copy()
     trial[found] = dots.points_3d[dot]
-    deviation = body_deviation(trial, review.regions, review.body)[found]
-    if misfit is not None:
-        deviation = np.where(misfit[found], np.nan, deviation)
-    vouched = np.nan_to_num(deviation, nan=np.inf) < review.confirm_body_deviation
     # Twins share a place: with both lost, which one a dot is would be a guess.
     twin_lost = _twins_lost(record, review.twins)[found]
     if last_seen is not None and twin_lost.any():
         to_own = np.linalg.norm(trial[found] - last_seen[found], axis=1)
         to_twin = np.linalg.norm(trial[found] - last_seen[review.twins[found]], axis=1)
         twin_lost &= ~(to_own + SIDE_MARGIN_MM < to_twin)  # NaN (never seen): still a guess
-    accepted = ((mean_error <= quality.max_error_px) & (worst_view <= quality.max_view_error_px)
-                & (np.nan_to_num(deviation) <= review.max_body_deviation)
-                & ((ncams >= quality.review_min_cameras) | vouched) & ~twin_lost)
+    accepted = _found_points_pass(trial, found, mean_error, worst_view, ncams, review, quality,
+                                  misfit) & ~twin_lost
     found, dot, ncams, mean_error = found[accepted], dot[accepted], ncams[accepted], mean_error[accepted]
     if found.size == 0:
         return record
