@@ -787,8 +787,9 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
             template = trusted_template(points_3d, trusted, seed_template, review.twins)
             review = replace(review, template=template, order=_order_pairs(
                 points_3d, trusted, review.seed_points_3d, template.place_mm, midline))
-            records = [record if record.frame in seed_frames else relabel_by_template(record, review)
-                       for record in records]
+            streak = AxisSearchStreak()
+            records = [record if record.frame in seed_frames
+                       else relabel_by_template(record, review, streak) for record in records]
         if dots is not None:
             misfit = body_misfits(records, review)
             found: list[FrameRecord] = []
@@ -1168,9 +1169,35 @@ AXIS_SEARCH_GAIN = 3.0
 # The worst fit per point a searched labelling may have (true labels of the shipped motion fit
 # 0.9-1.1; a head-to-tail reversal found in a rearing frame, 2.7).
 AXIS_SEARCH_MAX_FIT = 2.0
+# A smaller gain stands where the search has proposed the same relabelling in this many
+# consecutive frames: a tracker that lost the body keeps its wrong labels frame after frame,
+# while a search that wins by chance seldom repeats itself. 48 recordings (results-only
+# replays): 3 per point alone, then 1 per point over 1 / 3 / 5 frames: within 5 mm +0.11 /
+# +0.16 / +0.15 points with six cameras (seed 7 then under QC precision 0.5 in the first
+# two), +0.90 / +0.50 / +0.37 with four, but up to -0.35 / -0.24 / -0.12 on single
+# recordings; 1.5 per point over 10 frames +0.02 / +0.20.
+AXIS_SEARCH_STREAK_GAIN = 1.0
+AXIS_SEARCH_STREAK_FRAMES = 5
 
 
-def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRecord:
+@dataclass
+class AxisSearchStreak:
+    """The axis search's latest proposal in one pass of the review, and for how many consecutive frames it stood."""
+
+    frame: int = -2
+    source: tuple[int, ...] = ()
+    frames: int = 0
+
+    def repeated(self, frame: int, source: np.ndarray) -> int:
+        """How many consecutive frames up to ``frame`` proposed ``source (K,)``, this one counted."""
+        proposal = tuple(source.tolist())
+        same = frame == self.frame + 1 and proposal == self.source
+        self.frame, self.source, self.frames = frame, proposal, self.frames + 1 if same else 1
+        return self.frames
+
+
+def relabel_by_template(record: FrameRecord, review: TemplateReview,
+                        streak: AxisSearchStreak | None = None) -> FrameRecord:
     """``record`` with its points moved to the keypoints whose places they fit, where the body agrees.
 
     First the review's midline pairs that the places cannot tell apart (the
@@ -1186,7 +1213,11 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
     keypoint is lost or the tracker's labels fit worse by
     ``AXIS_SEARCH_GAIN`` per point (labels on an upright axis are left
     alone). Its moved labels the body does not vouch for are flagged
-    ``axis_search``. Then
+    ``axis_search``. With a ``streak`` (the frames reviewed in order), a gain
+    of ``AXIS_SEARCH_STREAK_GAIN`` per point is enough where the search has
+    proposed the same relabelling in ``AXIS_SEARCH_STREAK_FRAMES``
+    consecutive frames; the labels it moves are then not flagged
+    ``axis_search`` (the repeated proposal is the evidence). Then
     :func:`tools.body_template.template_relabeling` proposes moves on the
     frame's axis; each cycle of them stands only if the body confirms it
     (:class:`TemplateReview`). Pairs that received a moved point are put on
@@ -1204,7 +1235,7 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
     keypoints = np.arange(record.points_3d.shape[0])
     order = order_exchanges(record.points_3d, review.order, ORDER_MARGIN_MM)
     record = _flag_labels(_moved(record, order, review), order != keypoints, ORDER_REASON)
-    record = _axis_searched(record, review)
+    record = _axis_searched(record, review, streak)
     source = template_relabeling(record.points_3d, review.template)
     if np.array_equal(source, keypoints):
         return record
@@ -1220,7 +1251,8 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview) -> FrameRec
     return _moved(record, _moved_pairs_by_side(record.points_3d, source, review.sides), review)
 
 
-def _axis_searched(record: FrameRecord, review: TemplateReview) -> FrameRecord:
+def _axis_searched(record: FrameRecord, review: TemplateReview,
+                   streak: AxisSearchStreak | None = None) -> FrameRecord:
     """``record`` relabelled by the axis search where it doubts an axis keypoint (:func:`relabel_by_template`)."""
     template = review.template
     axis = np.array([template.axis_from, template.axis_to])
@@ -1233,10 +1265,16 @@ def _axis_searched(record: FrameRecord, review: TemplateReview) -> FrameRecord:
                labelling_fit(record.points_3d, template, review.body, review.regions))
     # A search fits no better than 0, so it cannot gain enough on labels that fit well; and
     # labels on an upright axis (no body frame, both present) are a rearing, not a mistake.
-    if not (lost.size or current > AXIS_SEARCH_GAIN * n_points):
+    least_gain = AXIS_SEARCH_GAIN if streak is None else AXIS_SEARCH_STREAK_GAIN
+    if not (lost.size or current > least_gain * n_points):
         return record
     source, fit = axis_search(record.points_3d, template, review.body, review.regions)
-    if not fit <= AXIS_SEARCH_MAX_FIT * n_points or current - fit <= AXIS_SEARCH_GAIN * n_points:
+    if not fit <= AXIS_SEARCH_MAX_FIT * n_points or current - fit <= least_gain * n_points:
+        return record
+    # NaN - fit (an axis keypoint lost) compares False: such a frame needs no gain.
+    on_streak_only = current - fit <= AXIS_SEARCH_GAIN * n_points
+    if streak is not None and (streak.repeated(record.frame, source) < AXIS_SEARCH_STREAK_FRAMES
+                               and on_streak_only):
         return record
     # The search only relabels what QC already doubts: with an axis dot hidden and the labels
     # right, a labelling shifted one step along the back can fit as well. 24 recordings: 255
@@ -1247,7 +1285,7 @@ def _axis_searched(record: FrameRecord, review: TemplateReview) -> FrameRecord:
     if not (record.flagged[donors] | ~present[donors]).all():
         return record
     source = _moved_pairs_by_side(record.points_3d, source, review.sides)
-    return _moved(record, source, review, doubt=AXIS_SEARCH_REASON)
+    return _moved(record, source, review, doubt=None if on_streak_only else AXIS_SEARCH_REASON)
 
 
 def _moved(record: FrameRecord, source: np.ndarray, review: TemplateReview,

@@ -697,6 +697,26 @@ def test_the_review_finds_the_body_axis_when_the_back_top_was_lost_to_the_tail_t
     framed = replace(framed, points_3d=taken, flagged=np.arange(12) == back_top,
                      reason=np.where(np.arange(12) == back_top, "body", ""))
     assert steps._axis_searched(framed, trusted) is framed
+    # The same labelling frame after frame, QC doubting the tail tip too: the search proposes
+    # the same relabelling each time, and on the AXIS_SEARCH_STREAK_FRAMES-th consecutive
+    # frame its smaller gain stands. The moved labels are not flagged axis_search.
+    framed = replace(framed, flagged=np.isin(np.arange(12), [back_top, tip]),
+                     reason=np.where(np.isin(np.arange(12), [back_top, tip]), "body", ""))
+    assert steps._axis_searched(framed, trusted) is framed
+    streak = steps.AxisSearchStreak()
+    frames = [replace(framed, frame=600 + i) for i in range(steps.AXIS_SEARCH_STREAK_FRAMES)]
+    reviewed = [steps._axis_searched(record, trusted, streak) for record in frames]
+    assert all(after is before for after, before in zip(reviewed[:-1], frames[:-1], strict=True))
+    found = reviewed[-1]
+    assert np.allclose(found.points_3d[ear], points[600, ear])
+    assert np.allclose(found.points_3d[back_top], points[600, back_top])
+    assert np.isnan(found.points_3d[tip]).all()  # its own dot was never labelled
+    assert not found.flagged.any() and steps.AXIS_SEARCH_REASON not in found.reason
+    # A frame missing from the run (or one the search does not win) starts the count again.
+    streak = steps.AxisSearchStreak()
+    gapped = [replace(framed, frame=600 + i + (i == steps.AXIS_SEARCH_STREAK_FRAMES - 1))
+              for i in range(steps.AXIS_SEARCH_STREAK_FRAMES)]
+    assert all(steps._axis_searched(record, trusted, streak) is record for record in gapped)
     # A point the search moves where the body does not vouch for it is flagged axis_search
     # (score halved); one it vouches for loses the flag that doubted its old identity.
     ear_left = INDEX["ear_L"]
