@@ -292,22 +292,21 @@ def axis_search(points_3d: np.ndarray, model: TemplateModel, body: DistanceModel
     pairs, places = pairs[framed], places[framed]  # (H, n, 2)
     costs = np.linalg.norm((places[:, :, None, :] - model.place_mm) / scale, axis=3)
     costs = np.nan_to_num(costs, nan=UNPLACED_COST)
-    labellings, placings = [], []
-    for (first, second), cost, placed_rows in zip(pairs, costs, places, strict=True):
-        cost[[first, second]] = 1e9
-        cost[first, axis_from] = cost[second, axis_to] = 0.0
-        rows, cols = linear_sum_assignment(cost)
-        source = np.full(n_keypoints, -1)
-        source[cols] = present[rows]
-        placed = np.full_like(model.place_mm, np.nan)
-        placed[cols] = placed_rows[rows]
-        labellings.append(source)
-        placings.append(placed)
-    if not labellings:
+    if not len(pairs):
         return unsearched
-    sources = np.array(labellings)
+    # The pair's two points are the axis keypoints and nothing else.
+    tried = np.arange(len(pairs))
+    costs[tried, pairs[:, 0]] = costs[tried, pairs[:, 1]] = 1e9
+    costs[tried, pairs[:, 0], axis_from] = costs[tried, pairs[:, 1], axis_to] = 0.0
+    # Every point gets a keypoint (there are no more points than keypoints), so each
+    # assignment's rows are 0..n-1 in order and its columns say where they go.
+    columns = np.array([linear_sum_assignment(cost)[1] for cost in costs])  # (H, n)
+    sources = np.full((len(pairs), n_keypoints), -1)
+    sources[tried[:, None], columns] = present
+    placings = np.full((len(pairs), *model.place_mm.shape), np.nan)
+    placings[tried[:, None], columns] = places
     labelled = np.where(sources[..., None] >= 0, points_3d[np.maximum(sources, 0)], np.nan)
-    fits = _fits(labelled, np.array(placings), model, body, regions, scale)
+    fits = _fits(labelled, placings, model, body, regions, scale)
     best = int(np.argmin(fits))  # the first pair wins a tie
     source = sources[best]
     # The keypoints left without a point take the missing keypoints' (empty) records: each
