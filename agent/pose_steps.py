@@ -1172,10 +1172,10 @@ AXIS_SEARCH_MAX_FIT = 2.0
 # A smaller gain stands where the search has proposed the same relabelling in this many
 # consecutive frames: a tracker that lost the body keeps its wrong labels frame after frame,
 # while a search that wins by chance seldom repeats itself. 48 recordings (results-only
-# replays): 3 per point alone, then 1 per point over 1 / 3 / 5 frames: within 5 mm +0.11 /
-# +0.16 / +0.15 points with six cameras (seed 7 then under QC precision 0.5 in the first
-# two), +0.90 / +0.50 / +0.37 with four, but up to -0.35 / -0.24 / -0.12 on single
-# recordings; 1.5 per point over 10 frames +0.02 / +0.20.
+# replays), the moves flagged axis_search: 1 per point over 1 / 3 / 5 frames gave within
+# 5 mm +0.11 / +0.16 / +0.15 points with six cameras (QC precision of seed 7 under 0.5 in
+# all three), +0.90 / +0.50 / +0.37 with four, single recordings down to -0.35 / -0.24 /
+# -0.12; over 5 frames and unflagged (kept): +0.15 / +0.39, none below -0.05.
 AXIS_SEARCH_STREAK_GAIN = 1.0
 AXIS_SEARCH_STREAK_FRAMES = 5
 
