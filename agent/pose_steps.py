@@ -848,31 +848,45 @@ ACCEPT_BODY_DEVIATION = 0.8
 def accepted_by_body(records: list[FrameRecord], seed_frames: frozenset[int],
                      review: TemplateReview, misfit: np.ndarray,
                      quality: QualityParams) -> list[FrameRecord]:
-    """``records`` with the ``few_cameras`` review flags of labels the body accepts cleared.
+    """``records`` with the review flags of labels the review's body accepts cleared.
 
-    Quality control flags a label fewer than ``review_min_cameras`` cameras
-    confirm unless the body vouches for it (deviation under
-    ``confirm_body_deviation``); the review moves only what it flagged. For
-    the results, a label at least ``quality.min_cameras`` cameras and half
-    the rig agree on whose deviation from the review's body is under
-    ``ACCEPT_BODY_DEVIATION`` asks for no review (a 4-camera rig flags every
-    label 3 cameras see; on an 8-camera rig a third of the unflagged labels
-    only 3 cameras agreed on were wrong, mostly paws 7-28 mm off on another
-    dot, so there it takes 4: QC recall 0.879-0.938 -> 0.928-0.980 over 5
-    recordings, bench/results/pose-conditions.md). Not
-    for keypoints the body does not judge (``misfit``) nor seed frames. A
-    cleared flag's score is restored.
+    Quality control judged the tracker's labels with the seed frames' body;
+    the results are judged again with the review's body on the final labels.
+    ``few_cameras``: quality control flags a label fewer than
+    ``review_min_cameras`` cameras confirm unless the body vouches for it
+    (deviation under ``confirm_body_deviation``); the review moves only what
+    it flagged. For the results, a label at least ``quality.min_cameras``
+    cameras and half the rig agree on whose deviation from the review's body
+    is under ``ACCEPT_BODY_DEVIATION`` asks for no review (a 4-camera rig
+    flags every label 3 cameras see; on an 8-camera rig a third of the
+    unflagged labels only 3 cameras agreed on were wrong, mostly paws 7-28 mm
+    off on another dot, so there it takes 4: QC recall 0.879-0.938 ->
+    0.928-0.980 over 5 recordings, bench/results/pose-conditions.md).
+    ``body`` and ``reacquired``: a label more cameras agree on than
+    ``review_min_cameras`` asks for no review where its deviation is at most
+    ``max_body_deviation`` (``body``) or under ``ACCEPT_BODY_DEVIATION``
+    (``reacquired``); on the 29 six-camera sweep recordings 1,914 such
+    ``body`` flags were on right labels and 3 on wrong ones, 672 and 81
+    ``reacquired`` ones (on four cameras no label has more cameras than
+    the review asks). Not for keypoints the body does not judge
+    (``misfit``) nor seed frames. A cleared flag's score is restored.
     """
     if not records:
         return records
     deviation = body_deviations(np.array([record.points_3d for record in records]),
                                 review.regions, review.body)
     deviation[:, misfit] = np.nan
+    deviation = np.nan_to_num(deviation, nan=np.inf)
     min_agreeing = max(quality.min_cameras, records[0].points_2d.shape[0] // 2)
     accepted: list[FrameRecord] = []
     for record, frame_deviation in zip(records, deviation, strict=True):
-        clear = ((record.reason == "few_cameras") & (record.ncams >= min_agreeing)
-                 & (np.nan_to_num(frame_deviation, nan=np.inf) < ACCEPT_BODY_DEVIATION))
+        confirmed = record.ncams > quality.review_min_cameras
+        clear = (((record.reason == "few_cameras") & (record.ncams >= min_agreeing)
+                  & (frame_deviation < ACCEPT_BODY_DEVIATION))
+                 | ((record.reason == "body") & confirmed
+                    & (frame_deviation <= review.max_body_deviation))
+                 | ((record.reason == "reacquired") & confirmed
+                    & (frame_deviation < ACCEPT_BODY_DEVIATION)))
         if record.frame in seed_frames or not clear.any():
             accepted.append(record)
             continue
@@ -964,9 +978,10 @@ def parted_twins(record: FrameRecord, review: TemplateReview, search: FreeDotSea
     parts such a label's views into two consistent points (parts of 2 or
     more views); the part nearer the keypoint's ``last_seen (K, 3)`` point
     stays (never seen: nothing is parted), and the other goes to the twin
-    where it passes what :func:`found_in_free_dots` asks of a found dot:
-    quality control's view errors, the body's deviation, and
-    ``review_min_cameras`` cameras or the body's vouching. Both keypoints are
+    where it passes quality control's view errors and the body's deviation
+    (:func:`_found_points_pass`; unlike a free dot, it needs neither
+    ``review_min_cameras`` cameras nor the body's vouching: the two parts'
+    own agreement is the evidence). Both keypoints are
     triangulated again from their parts; the twin's views take stage
     ``SPLIT_STAGE``, and the keypoint's ``reprojection`` flag goes where its
     own views pass quality control. Then the pair is put on its seed frames' sides
@@ -996,9 +1011,10 @@ def parted_twins(record: FrameRecord, review: TemplateReview, search: FreeDotSea
         (kept, _), (moved, _) = parts if own[0] <= own[1] else parts[::-1]
         candidate = _parted(record, keypoint, twin, kept, moved, search)
         error = candidate.view_error_px[:, [twin]]
+        # The part's own agreement is the evidence: it needs neither review_min_cameras
+        # cameras nor the body's vouching.
         if _found_points_pass(candidate.points_3d, np.array([twin]), np.nanmean(error, axis=0),
-                              np.nanmax(error, axis=0), candidate.ncams[[twin]], review,
-                              search.quality, misfit)[0]:
+                              np.nanmax(error, axis=0), None, review, search.quality, misfit)[0]:
             record, present = candidate, np.all(np.isfinite(candidate.points_3d), axis=1)
             record = _parted_by_side(record, keypoint, twin, review)
     return record
@@ -1050,24 +1066,26 @@ def _parted(record: FrameRecord, keypoint: int, twin: int, kept: np.ndarray, mov
 
 
 def _found_points_pass(points_3d: np.ndarray, found: np.ndarray, mean_error: np.ndarray,
-                       worst_view: np.ndarray, ncams: np.ndarray, review: TemplateReview,
+                       worst_view: np.ndarray, ncams: np.ndarray | None, review: TemplateReview,
                        quality: QualityParams, misfit: np.ndarray | None) -> np.ndarray:
     """``(len(found),)`` bool: the ``found`` keypoints' new points in ``points_3d (K, 3)`` pass QC's checks.
 
     Mean error at most ``max_error_px`` and every view at most
     ``max_view_error_px``, a body deviation at most ``max_body_deviation``
-    (not judged for the ``misfit (K,)`` keypoints), and ``review_min_cameras``
-    cameras or the body's vouching (deviation under ``confirm_body_deviation``):
-    what :func:`found_in_free_dots` and :func:`parted_twins` ask of a point
-    they give a lost keypoint.
+    (not judged for the ``misfit (K,)`` keypoints), and, with ``ncams``,
+    ``review_min_cameras`` cameras or the body's vouching (deviation under
+    ``confirm_body_deviation``): what :func:`found_in_free_dots` asks of a
+    point it gives a lost keypoint (:func:`parted_twins` gives no ``ncams``).
     """
     deviation = body_deviation(points_3d, review.regions, review.body)[found]
     if misfit is not None:
         deviation = np.where(misfit[found], np.nan, deviation)
+    passed = ((mean_error <= quality.max_error_px) & (worst_view <= quality.max_view_error_px)
+              & (np.nan_to_num(deviation) <= review.max_body_deviation))
+    if ncams is None:
+        return passed
     vouched = np.nan_to_num(deviation, nan=np.inf) < review.confirm_body_deviation
-    return ((mean_error <= quality.max_error_px) & (worst_view <= quality.max_view_error_px)
-            & (np.nan_to_num(deviation) <= review.max_body_deviation)
-            & ((ncams >= quality.review_min_cameras) | vouched))
+    return passed & ((ncams >= quality.review_min_cameras) | vouched)
 
 
 def found_in_free_dots(record: FrameRecord, review: TemplateReview, search: FreeDotSearch,

@@ -937,6 +937,39 @@ def test_the_body_clears_a_few_cameras_flag_only_where_half_the_rig_agrees(
     assert after.reason[keypoint] == ("" if cleared else "few_cameras")
 
 
+@pytest.mark.parametrize("reason, agreeing, deviation_factor, cleared", [
+    ("body", 5, 1.0, True), ("body", 4, 1.0, False), ("body", 5, None, False),
+    ("reacquired", 5, 1.0, True), ("reacquired", 4, 1.0, False),
+    ("reprojection", 6, 1.0, False)])
+def test_the_review_body_clears_body_and_reacquired_flags_of_labels_more_cameras_confirm(
+        shipped_review, reason, agreeing, deviation_factor, cleared):
+    from agent.pose_frames import untracked_record
+    from tools.confidence import QualityParams
+
+    points, _, _, review = shipped_review
+    keypoint = INDEX["back_middle"]
+    flagged = np.arange(12) == keypoint
+    label = points[3].copy()  # frame 3 of the motion the seeds come from: it fits the body
+    if deviation_factor is None:
+        label[keypoint] += [0.0, 0.0, 40.0]  # 40 mm off: the body doubts it
+    record = replace(untracked_record(3, 6, 12), points_3d=label,
+                     ncams=np.where(flagged, agreeing, 6), flagged=flagged,
+                     reason=np.where(flagged, reason, ""), score=np.where(flagged, 0.5, 1.0))
+    quality = QualityParams(review_min_cameras=4)
+    [after] = steps.accepted_by_body([record], frozenset({0, 1, 2}), review, np.zeros(12, bool),
+                                     quality)
+    assert after.flagged[keypoint] == (not cleared)
+    assert after.reason[keypoint] == ("" if cleared else reason)
+    assert after.score[keypoint] == (1.0 if cleared else 0.5)
+    # Nothing is cleared for a keypoint the body does not judge, nor on a seed frame.
+    misfit = np.arange(12) == keypoint
+    [kept] = steps.accepted_by_body([record], frozenset({0, 1, 2}), review, misfit, quality)
+    assert kept.flagged[keypoint]
+    [seed] = steps.accepted_by_body([replace(record, frame=2)], frozenset({0, 1, 2}), review,
+                                    np.zeros(12, bool), quality)
+    assert seed.flagged[keypoint]
+
+
 def test_the_seed_frames_order_a_pair_the_run_kept_exchanged_half_the_time():
     # Four midline keypoints along a line (mm): a, b, c, d; b and c share a place, so only
     # their order along the body tells them apart.
@@ -1010,6 +1043,13 @@ def test_a_lost_paw_takes_back_its_dot_from_its_twins_label(shipped_review):
     unsided = replace(review, sides=replace(review.sides, pairs=()))
     guessed = steps.parted_twins(record, review=unsided, search=search, last_seen=points[frame - 1])
     assert guessed.reason[[left, right]].tolist() == ["side", "side"]
+    # The twin's part needs neither review_min_cameras cameras nor the body's vouching: the
+    # parts' own agreement is the evidence (a free dot would need one of them).
+    unvouched = replace(review, confirm_body_deviation=0.0)
+    demanding = replace(search, quality=QualityParams(review_min_cameras=6))
+    np.testing.assert_allclose(
+        steps.parted_twins(record, unvouched, demanding, points[frame - 1]).points_3d[[left, right]],
+        points[frame, [left, right]], atol=1e-6)
     # Views over quality control's limits, or too few views to part (2 + 2): left as it is.
     strict = replace(search, quality=QualityParams(max_view_error_px=-1.0))
     assert steps.parted_twins(record, review, strict, last_seen=points[frame - 1]) is record
