@@ -773,7 +773,8 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
     (:func:`parted_twins`), keypoints still untriangulated are looked for
     among the dots no label holds (:func:`found_in_free_dots`) and, with the quality
     thresholds ``dots`` carries, labels enough cameras agree on that fit the
-    body lose their ``few_cameras`` review flag (:func:`accepted_by_body`);
+    review's body lose their ``few_cameras``, ``body`` or ``reacquired``
+    review flag (:func:`accepted_by_body`);
     then the labels are checked against the later seed frames
     (:func:`review_against_seeds`). The frame log itself is not changed (a
     resume continues from it).
@@ -1011,8 +1012,6 @@ def parted_twins(record: FrameRecord, review: TemplateReview, search: FreeDotSea
         (kept, _), (moved, _) = parts if own[0] <= own[1] else parts[::-1]
         candidate = _parted(record, keypoint, twin, kept, moved, search)
         error = candidate.view_error_px[:, [twin]]
-        # The part's own agreement is the evidence: it needs neither review_min_cameras
-        # cameras nor the body's vouching.
         if _found_points_pass(candidate.points_3d, np.array([twin]), np.nanmean(error, axis=0),
                               np.nanmax(error, axis=0), None, review, search.quality, misfit)[0]:
             record, present = candidate, np.all(np.isfinite(candidate.points_3d), axis=1)
