@@ -344,10 +344,16 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 def _read_dlc_csv(path: Path) -> pd.DataFrame:
     with path.open(encoding="utf-8", newline="") as handle:
-        rows = itertools.islice(csv.reader(handle), 4)
-        first_cells = [row[0].strip().lower() if row else "" for row in rows]
+        rows = list(itertools.islice(csv.reader(handle), 4))
+    first_cells = [row[0].strip().lower() if row else "" for row in rows]
     n_header = 4 if len(first_cells) == 4 and first_cells[3] == "coords" else 3
-    table = pd.read_csv(path, header=list(range(n_header)), index_col=0)
+    # A prediction table has one index column (the frame); a DeepLabCut 2.2+ label table
+    # (CollectedData_*.csv) three (folder, video, image), left blank in the header rows.
+    scorer_row = rows[0] if rows else []
+    n_index = 1
+    while n_index < len(scorer_row) and not scorer_row[n_index].strip():
+        n_index += 1
+    table = pd.read_csv(path, header=list(range(n_header)), index_col=list(range(n_index)))
     if n_header == 3 and not isinstance(table.columns, pd.MultiIndex):
         raise InputError(path, "unknown keypoint layout: no multi-row header")
     return table

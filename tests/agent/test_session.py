@@ -87,6 +87,18 @@ def test_csv_and_h5_give_the_same_arrays(tmp_path: Path) -> None:
     np.testing.assert_allclose(from_h5.keypoints, from_csv.keypoints)
 
 
+def test_a_deeplabcut_label_table_csv_with_three_index_columns_loads(tmp_path: Path) -> None:
+    from_h5 = load_session(_write_session(tmp_path / "a", np.random.default_rng(1)))
+    root = _write_session(tmp_path / "b", np.random.default_rng(1), kp_name="keypoints.csv")
+    # DeepLabCut 2.2+ labels (CollectedData_*.csv): rows indexed by folder, video and image.
+    table = _keypoint_table(N_FRAMES, ANIMALS, np.random.default_rng(1))
+    table.index = pd.MultiIndex.from_tuples(
+        [("labeled-data", "video", f"img{frame:05d}.png") for frame in range(N_FRAMES)])
+    table.to_csv(root / "keypoints.csv")
+    assert (root / "keypoints.csv").read_text().startswith("scorer,,,scorer")
+    np.testing.assert_allclose(load_session(root).keypoints, from_h5.keypoints)
+
+
 def test_animals_are_matched_by_name_not_order(tmp_path: Path, rng: np.random.Generator) -> None:
     root = _write_session(tmp_path / "s", rng, kp_animals=["mouse2", "mouse1"])
     table = pd.read_hdf(root / "keypoints.h5")
