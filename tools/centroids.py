@@ -191,6 +191,10 @@ def detect_centroids(
     # scaled up from 8 or 12 bits (steps of 257 or 16) has MAD 0 like a clean
     # 8-bit one, and a floor of 12 raw units would turn every noise step into a spot.
     floor = params.threshold_floor * _quantization_step(frame, step)
+    if frame.dtype == np.uint16:
+        # Native 16-bit data with a little noise has steps of 1, and 12 raw units let a
+        # faint glow through: there a grey level is 1/255 of the bright range, as in 8 bits.
+        floor = max(floor, params.threshold_floor / 255.0 * (float(frame.max()) - level))
     threshold = level + max(floor, params.threshold_k_sigma * noise_sigma)
 
     flat_index, values = _foreground_pixels(frame, background_image, threshold)

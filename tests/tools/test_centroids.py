@@ -120,6 +120,20 @@ def test_translating_the_frame_translates_the_centroids(rng):
     np.testing.assert_array_equal(moved.area, original.area)
 
 
+def test_native_16_bit_data_with_little_noise_leaves_a_faint_glow_alone(rng):
+    # 8-bit values scaled to 16 bits plus noise under one 8-bit level: the steps are 1, and
+    # a floor of 12 raw units would let a glow 6 levels (of 8 bits) high through.
+    frame = np.full((120, 160), 10.0)
+    yy, xx = np.mgrid[:120, :160]
+    frame += 6.0 * np.exp(-((yy - 40.0) ** 2 + (xx - 50.0) ** 2) / (2 * 4.0 ** 2))  # the glow
+    frame += 190.0 * np.exp(-((yy - 80.0) ** 2 + (xx - 110.0) ** 2) / (2 * 1.5 ** 2))  # a dot
+    as_uint8 = detect_centroids(np.round(frame).astype(np.uint8))
+    noisy = np.round(frame * 257.0 + rng.integers(0, 200, frame.shape)).astype(np.uint16)
+    as_uint16 = detect_centroids(noisy)
+    assert len(as_uint8.xy) == 1
+    np.testing.assert_allclose(as_uint16.xy, as_uint8.xy, atol=0.1)
+
+
 def test_reruns_are_identical(rng):
     frame = render_spots(rng, spread_points(rng, 8), np.full(8, 150.0))
     first, second = detect_centroids(frame), detect_centroids(frame.copy())
