@@ -24,7 +24,7 @@ from tools.clip_video import ClipVideoRequest, cut_clip_videos
 from tools.clips import change_scores, cut_clips, smooth_labels
 from tools.dec import DecInputError, DecParams, fit_dec
 from tools.feature_fusion import fuse, match_tracks_to_keypoints
-from tools.features import keypoint_features, kinematics
+from tools.features import fill_missing, keypoint_features, kinematics
 from tools.visual_features import visual_features
 from tools.visual_tracking import track_blobs
 
@@ -66,7 +66,8 @@ def extract_features(session: Session, mode: str, cache_dir: Path) -> dict[str, 
         kin = tracks_kinematics(tracks.centroid, tracks.orientation, tracks.elongation, tracks.area,
                                 session.fps, session.food_zone, bend=tracks.bend)
     if mode == "session":
-        values, names = session.features, [f"feature{i}" for i in range(session.features.shape[2])]
+        values = fill_missing(session.features)
+        names = [f"feature{i}" for i in range(session.features.shape[2])]
     elif mode == "keypoint":
         feature_set = keypoint_features(session.keypoints, session.bodyparts, session.fps, session.food_zone)
         values, names = feature_set.values, feature_set.names

@@ -178,11 +178,13 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
         inputs: PoseState | None = None if in_flight else _next_frame(snapshot.values["frame"])
         done = not in_flight and bool(snapshot.values.get("finished"))
         progress = _Progress(end_frame, quiet)
-        while not done:
-            following = _invoke_once(graph, inputs, config, runtime, trace, progress)
-            done = following is None
-            inputs = None if done else _next_frame(following)
-        progress.close()
+        try:
+            while not done:
+                following = _invoke_once(graph, inputs, config, runtime, trace, progress)
+                done = following is None
+                inputs = None if done else _next_frame(following)
+        finally:  # an error or an interrupt is printed on a line of its own
+            progress.close()
     recording.close()
     # run.json counts the rows the results files hold (padded_records, as write_results writes).
     records = padded_records(reviewed_records(runtime), len(recording.cameras),
@@ -331,24 +333,30 @@ def _finite(value: float) -> float | None:
 class _Progress:
     """One stderr line: frames done, frames per second, flagged labels."""
 
+    MIN_INTERVAL_S = 0.2  # between redraws
+
     def __init__(self, total: int, quiet: bool) -> None:
         self.total, self.quiet = total, quiet
         self.started = self.last = time.perf_counter()
         self.first_done: int | None = None
+        self.shown = False
 
     def show(self, done: int, flagged: int) -> None:
         now = time.perf_counter()
-        if self.quiet or now - self.last < 0.2:
+        if self.quiet or now - self.last < self.MIN_INTERVAL_S:
             return
         self.first_done = done if self.first_done is None else self.first_done
         rate = (done - self.first_done) / max(now - self.started, 1e-9)
         sys.stderr.write(f"\rpose {done}/{self.total} frames  {rate:5.1f} fps  flagged {flagged}   ")
         sys.stderr.flush()
-        self.last = now
+        self.last, self.shown = now, True
 
     def close(self) -> None:
-        if not self.quiet:
+        """End the progress line, if one was written."""
+        if self.shown:
             sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.shown = False
 
 
 def summary_lines(summary: PoseRunSummary) -> list[str]:

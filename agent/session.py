@@ -373,9 +373,12 @@ def _read_features(path: Path, n_animals: int) -> np.ndarray:
     if not np.issubdtype(features.dtype, np.number):
         raise InputError(path, f"expected a numeric array, got dtype {features.dtype}")
     features = features.astype(np.float64)
-    n_bad = int(np.count_nonzero(~np.isfinite(features)))
-    if n_bad:
-        raise InputError(path, f"{n_bad} values are NaN or infinite")
+    # NaN marks a missing value (FORMATS.md); infinity is not a value anything could mean.
+    n_infinite = int(np.count_nonzero(np.isinf(features)))
+    if n_infinite:
+        raise InputError(path, f"{n_infinite} values are infinite (missing values are NaN)")
+    if features.size and np.isnan(features).all():
+        raise InputError(path, "every value is NaN (missing)")
     return features
 
 

@@ -153,6 +153,24 @@ def test_bad_input_is_one_error_line_and_writes_nothing(session_copy, tmp_path, 
     assert not out.exists()
 
 
+def test_session_features_with_missing_values_run(session_copy, tmp_path):
+    """NaN cells of features.npy (missing values) are filled, not refused and not clustered as NaN."""
+    rng = np.random.default_rng(3)
+    values = np.repeat(rng.normal(size=(8, 2, 3)), 30, axis=0) + rng.normal(0, 0.05, (240, 2, 3))
+    values[40:70, 1, :] = np.nan
+    values[::7, 0, 2] = np.nan
+    np.save(session_copy / "features.npy", values)
+    _edit_manifest(session_copy, features=lambda _: "features.npy")
+    out = tmp_path / "out"
+    assert main(["behavior", str(session_copy), "--out", str(out), "--clusters", "4", "--quiet",
+                 "--no-clip-videos"]) == 0
+    assert json.loads((out / "run.json").read_text())["summary"]["features"] == "session"
+    clips = pd.read_csv(out / "clips.csv")
+    assert clips["cluster"].notna().all() and clips["cluster"].nunique() >= 2
+    for _, rows in pd.read_csv(out / "segments.csv").groupby("animal"):
+        assert rows["start_frame"].iloc[0] == 0 and rows["end_frame"].iloc[-1] == 240
+
+
 def test_more_clusters_than_frames_is_refused(session_dir, tmp_path, capsys):
     assert main(["behavior", str(session_dir), "--out", str(tmp_path / "o"), "--clusters", "100000"]) == 2
     assert capsys.readouterr().err.startswith("error: ") and not (tmp_path / "o").exists()

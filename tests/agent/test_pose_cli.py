@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from agent.pose_pipeline import _Progress
 from agent.run import main
 from tests.fixtures.tiny_recording import make_tiny_recording
 
@@ -190,6 +192,21 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_image_that_fails_mid_run_is_one_error_line_after_the_progress(tiny, tmp_path, capsys,
+                                                                          monkeypatch):
+    """A frame that cannot be read stops the run; its error starts a line of its own (not the bar's)."""
+    recording = Path(shutil.copytree(tiny, tmp_path / "rec"))
+    images = sorted((recording / "videos" / "cam0-fluorescence").iterdir())
+    images[8].write_bytes(b"not an image")
+    monkeypatch.setattr(_Progress, "MIN_INTERVAL_S", 0.0)
+    assert main(["pose", str(recording), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "\rpose " in err  # the progress was drawn before the failure
+    lines = err.split("\n")
+    (error_line,) = [line for line in lines if "error: " in line]
+    assert error_line.startswith("error: ") and images[8].name in error_line and "Traceback" not in err
 
 
 def _pose_process(recording: Path, out: Path, *extra: str) -> subprocess.Popen:

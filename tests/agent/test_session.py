@@ -148,6 +148,17 @@ def _break_layout(root: Path, rng) -> None:
     flat.to_hdf(root / "keypoints.h5", key="df", mode="w")
 
 
+def test_missing_features_stay_nan(tmp_path: Path, rng: np.random.Generator) -> None:
+    """FORMATS.md: missing values are NaN in arrays; the loader keeps them for the features step."""
+    root = _write_session(tmp_path / "s", rng, extra='features = "features.npy"\n')
+    values = rng.normal(size=(N_FRAMES, 2, 4))
+    values[2:5, 0, 1] = np.nan
+    np.save(root / "features.npy", values)
+    features = load_session(root).features
+    np.testing.assert_array_equal(np.isnan(features), np.isnan(values))
+    np.testing.assert_array_equal(features[~np.isnan(values)], values[~np.isnan(values)])
+
+
 def _break_video(root: Path, rng) -> None:
     (root / "video.avi").write_bytes(rng.bytes(5000))
 
@@ -159,6 +170,20 @@ def _truncate_video(root: Path, rng) -> None:
 
 def _break_features(root: Path, rng) -> None:
     np.save(root / "features.npy", np.zeros((N_FRAMES, 3, 4)))
+    with (root / "session.toml").open("a") as handle:
+        handle.write('features = "features.npy"\n')
+
+
+def _infinite_features(root: Path, rng) -> None:
+    values = np.zeros((N_FRAMES, 2, 4))
+    values[3, 1, 2] = np.inf
+    np.save(root / "features.npy", values)
+    with (root / "session.toml").open("a") as handle:
+        handle.write('features = "features.npy"\n')
+
+
+def _empty_features(root: Path, rng) -> None:
+    np.save(root / "features.npy", np.full((N_FRAMES, 2, 4), np.nan))
     with (root / "session.toml").open("a") as handle:
         handle.write('features = "features.npy"\n')
 
@@ -177,6 +202,8 @@ def _break_fps(root: Path, rng) -> None:
         (_break_video, "cannot decode"),
         (_truncate_video, "truncated|cannot decode"),
         (_break_features, r"\(T, 2, D\)"),
+        (_infinite_features, "1 values are infinite"),
+        (_empty_features, "every value is NaN"),
         (_break_fps, "fps"),
     ],
 )
