@@ -249,7 +249,15 @@ def _load_seeds(path: Path, cameras: list[str], keypoints: list[str], n_frames: 
     frame = parse_numbers(path, table, "frame", integer=True)
     camera = lookup_names(path, table, "camera", cameras)
     keypoint = lookup_names(path, table, "keypoint", keypoints)
-    points = np.stack([parse_numbers(path, table, "x"), parse_numbers(path, table, "y")], axis=1)
+    points = np.stack([parse_numbers(path, table, axis, allow_empty=True) for axis in "xy"], axis=1)
+    half_empty = np.isnan(points).any(axis=1) & ~np.isnan(points).all(axis=1)
+    if half_empty.any():
+        line = int(np.flatnonzero(half_empty)[0]) + 2
+        raise InputError(path, f"x or y is empty on line {line} (a keypoint not labelled has no row, "
+                               "or both cells empty)")
+    # Both cells empty is a missing value (FORMATS.md's convention for CSV): the same as no row.
+    labelled = ~np.isnan(points[:, 0])
+    frame, camera, keypoint, points = frame[labelled], camera[labelled], keypoint[labelled], points[labelled]
     _check_frame_range(path, frame, n_frames)
     frames, row = np.unique(frame, return_inverse=True)
     if frames.size < MIN_SEED_FRAMES:

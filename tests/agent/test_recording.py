@@ -56,6 +56,16 @@ def test_seeds_are_the_projections_and_nan_where_hidden(recording_dir: Path) -> 
     np.testing.assert_allclose(recording.seeds.points_2d[~hidden], truth[~hidden], atol=1e-3)
 
 
+def test_a_seed_row_with_empty_x_and_y_is_a_keypoint_not_labelled(recording_dir: Path) -> None:
+    """FORMATS.md writes missing values as empty cells: such a row reads as no row."""
+    expected = load_recording(recording_dir).seeds.points_2d
+    path = recording_dir / "seeds.csv"
+    path.write_text(path.read_text() + "3,cam1,tail_base,,\n")
+    seeds = load_recording(recording_dir).seeds
+    np.testing.assert_array_equal(seeds.frames, [0, 3, 6])
+    np.testing.assert_array_equal(seeds.points_2d, expected)
+
+
 def test_cameras_are_matched_by_name_not_table_order(recording_dir: Path) -> None:
     group = tiny_rig(3)
     dump_calibration(type(group)(group.cameras[::-1]), recording_dir / "calibration.toml")
@@ -161,6 +171,17 @@ BAD_INPUTS = {
         _edit_csv("seeds.csv", lambda lines: [*lines, "5,cam0,ear_L,abc,10"]),
         "seeds.csv",
         "non-numeric value 'abc'",
+    ),
+    "seed x empty, y given": (
+        _edit_csv("seeds.csv", lambda lines: [*lines, "3,cam1,tail_base,,10"]),
+        "seeds.csv",
+        "x or y is empty on line",
+    ),
+    "seed frame with empty cells only": (
+        _edit_csv("seeds.csv", lambda lines: [line if not line.startswith("6,") else
+                                              ",".join(line.split(",")[:3]) + ",," for line in lines]),
+        "seeds.csv",
+        "at least 3",
     ),
     "seed repeated": (
         _edit_csv("seeds.csv", lambda lines: [*lines, lines[1]]),
