@@ -774,8 +774,9 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
     among the dots no label holds (:func:`found_in_free_dots`) and, with the quality
     thresholds ``dots`` carries, labels enough cameras agree on that fit the
     review's body lose their ``few_cameras``, ``body`` or ``reacquired``
-    review flag (:func:`accepted_by_body`);
-    then the labels are checked against the later seed frames
+    review flag (:func:`accepted_by_body`); a left/right pair left in the
+    tracker's order that lies reversed across the body is exchanged
+    (:func:`exchange_reversed_pairs`); then the labels are checked against the later seed frames
     (:func:`review_against_seeds`). The frame log itself is not changed (a
     resume continues from it).
     """
@@ -808,34 +809,56 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
                 found.append(record)
             records = found
             records = accepted_by_body(records, seed_frames, review, misfit, dots.quality)
-        records = flag_reversed_pairs(records, seed_frames, review.sides)
+        records = exchange_reversed_pairs(records, seed_frames, review)
     return review_against_seeds(records, seed_frames)
 
 
 # A pair left in the tracker's order (the ears) lying reversed across the body by more than
-# this is flagged `side`. True ears lie reversed by at most 11.8 mm over the shipped true
-# motion's 1,000 frames (by more than 10 mm in 1.2%, 6 mm in 3.6%). On 42 recordings (flags
-# added to finished results): 356 flags, 345 on really wrong labels (6 cameras seed 41: the
-# ears exchanged at the landing and kept so for 159 frames, QC recall 0.769 -> 0.949);
-# 10 mm: 1,277 flags, 353 right; 6 mm: 2,986, 371.
+# this is exchanged where the body vouches for the exchange, else flagged `side`. True ears lie
+# reversed by at most 11.8 mm over the shipped true motion's 1,000 frames (by more than 10 mm
+# in 1.2%, 6 mm in 3.6%). On 42 recordings (flags added to finished results): 356 flags, 345
+# on really wrong labels (6 cameras seed 41: the ears exchanged at the landing and kept so for
+# 159 frames, QC recall 0.769 -> 0.949); 10 mm: 1,277 flags, 353 right; 6 mm: 2,986, 371.
+# Exchanged instead of flagged (session 23, 48 sweep recordings): 6 cameras seed 41 77.2 ->
+# 82.3% within 5 mm, seed 43 79.6 -> 83.5%; without the body's vouching an ear on a far dot
+# (4 cameras seed 22) took its twin's right label.
 REVERSED_PAIR_MARGIN_MM = 12.0
 
 
-def flag_reversed_pairs(records: list[FrameRecord], seed_frames: frozenset[int],
-                        sides: SideModel | None) -> list[FrameRecord]:
-    """``records`` with the unflagged labels of a reversed vouching pair flagged ``side``.
+def exchange_reversed_pairs(records: list[FrameRecord], seed_frames: frozenset[int],
+                            review: TemplateReview) -> list[FrameRecord]:
+    """``records`` with each vouching pair the tracker keeps exchanged put back on its sides.
 
     Stage 4 leaves the ears in the tracker's order (:func:`tools.body_side.side_model`),
     so an exchange the tracker keeps is seen only in their order across the body
-    (:func:`tools.body_side.reversed_vouching_pairs`, by ``REVERSED_PAIR_MARGIN_MM``).
-    Not on seed frames; labels already flagged keep their reason.
+    (:func:`tools.body_side.reversed_vouching_pairs`, by ``REVERSED_PAIR_MARGIN_MM``,
+    which true ears do not reach). The pair is exchanged (:func:`_moved`: flags go
+    with their points) where both points fit the body as each other's keypoint
+    within ``review.max_body_deviation``; otherwise (one of them on a far dot)
+    its unflagged labels are flagged ``side``. Not on seed frames.
     """
+    sides = review.sides
     if sides is None or not sides.vouching_pairs or not records:
         return records
     reversed_twins = reversed_vouching_pairs(np.array([record.points_3d for record in records]),
                                              sides, REVERSED_PAIR_MARGIN_MM)
-    return [record if record.frame in seed_frames else _flag_labels(record, frame_reversed, "side")
-            for record, frame_reversed in zip(records, reversed_twins, strict=True)]
+    reviewed = []
+    for record, frame_reversed in zip(records, reversed_twins, strict=True):
+        if record.frame in seed_frames or not frame_reversed.any():
+            reviewed.append(record)
+            continue
+        source = np.arange(frame_reversed.size)
+        for pair in sides.vouching_pairs:
+            if frame_reversed[pair.positive]:
+                source[[pair.positive, pair.negative]] = pair.negative, pair.positive
+        deviation = body_deviation(record.points_3d[source], review.regions, review.body)
+        fits = np.nan_to_num(deviation, nan=np.inf) <= review.max_body_deviation
+        for pair in sides.vouching_pairs:
+            if not fits[[pair.positive, pair.negative]].all():
+                source[[pair.positive, pair.negative]] = pair.positive, pair.negative
+        kept = frame_reversed & (source == np.arange(source.size))
+        reviewed.append(_moved(_flag_labels(record, kept, "side"), source, review))
+    return reviewed
 
 
 # A label that min_cameras cameras agree on and that fits the body within this many tolerances

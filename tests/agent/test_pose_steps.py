@@ -881,39 +881,48 @@ def test_free_dots_leave_twins_lost_together_and_strays_on_taken_dots(shipped_re
     assert found.reason[base] == "unassigned" and found.reason[paw] == ""
 
 
-def test_the_results_flag_ears_the_tracker_keeps_exchanged(shipped_review):
+def test_the_results_exchange_ears_the_tracker_keeps_exchanged(shipped_review):
     from agent.pose_frames import untracked_record
     from tools.body_side import SidedPair
 
     points, _, sides, review = shipped_review
     ear_l, ear_r = INDEX["ear_L"], INDEX["ear_R"]
-    with_ears = replace(sides, vouching_pairs=(SidedPair(ear_r, ear_l),))
+    with_ears = replace(review, sides=replace(sides, vouching_pairs=(SidedPair(ear_r, ear_l),)))
     records = []
     for frame in range(400, 500):
         frame_points = points[frame].copy()
         frame_points[[ear_l, ear_r]] = frame_points[[ear_r, ear_l]]  # exchanged from 400 on
         flagged = np.zeros(12, bool)
-        flagged[ear_l] = frame == 450  # already flagged: keeps its reason
+        flagged[ear_l] = frame == 450  # already flagged: the flag goes with its point
         records.append(replace(untracked_record(frame, 6, 12), points_3d=frame_points,
                                flagged=flagged, reason=np.where(flagged, "reprojection", ""),
                                score=np.ones(12)))
-    records[0] = replace(records[0], frame=1)  # a seed frame keeps its flags
-    reviewed = steps.flag_reversed_pairs(records, frozenset({0, 1, 2}), with_ears)
+    records[0] = replace(records[0], frame=1)  # a seed frame stays as it is
+    reviewed = steps.exchange_reversed_pairs(records, frozenset({0, 1, 2}), with_ears)
     assert reviewed[0] is records[0]
-    side = [record.reason[ear_r] == "side" for record in reviewed[1:]]
-    assert np.mean(side) > 0.8  # the true ears lie 20 mm apart across the body here
-    for record, original in zip(reviewed[1:], records[1:], strict=True):
-        assert record.flagged[ear_r] == (record.reason[ear_r] == "side")
-        assert record.score[ear_r] == (0.5 if record.flagged[ear_r] else 1.0)
-        assert not record.flagged[np.setdiff1d(np.arange(12), [ear_l, ear_r])].any()
-        if original.frame == 450:
-            assert record.reason[ear_l] == "reprojection"
-    # The true ears are never flagged; without vouching pairs nothing is.
+    put_back = [np.allclose(record.points_3d, points[record.frame]) for record in reviewed[1:]]
+    assert np.mean(put_back) > 0.8  # the true ears lie 20 mm apart across the body here
+    for record, original, back in zip(reviewed[1:], records[1:], put_back, strict=True):
+        others = np.setdiff1d(np.arange(12), [ear_l, ear_r])
+        assert not record.flagged[others].any()
+        if back:
+            assert record.reason[ear_r] == ("reprojection" if original.frame == 450 else "")
+            assert not record.flagged[ear_l] and record.score[ear_l] == 1.0
+        else:  # not reversed by the margin: left as it was
+            assert record == original
+    # An ear on a far dot: exchanging would give its twin's right label away; flagged instead.
+    far = replace(records[10], points_3d=records[10].points_3d.copy())
+    across = points[far.frame, ear_l] - points[far.frame, ear_r]
+    far.points_3d[ear_l] = points[far.frame, ear_l]
+    far.points_3d[ear_r] = points[far.frame, ear_l] + 100 * across / np.linalg.norm(across)
+    (kept,) = steps.exchange_reversed_pairs([far], frozenset({0, 1, 2}), with_ears)
+    np.testing.assert_array_equal(kept.points_3d, far.points_3d)
+    assert kept.reason[ear_l] == kept.reason[ear_r] == "side"
+    # The true ears are never moved or flagged; without vouching pairs nothing is.
     true = [replace(record, points_3d=points[record.frame if record.frame != 1 else 400])
             for record in records]
-    assert not any(record.reason[ear_l] == "side"
-                   for record in steps.flag_reversed_pairs(true, frozenset({0, 1, 2}), with_ears))
-    assert steps.flag_reversed_pairs(records, frozenset({0, 1, 2}), sides) == records
+    assert steps.exchange_reversed_pairs(true, frozenset({0, 1, 2}), with_ears) == true
+    assert steps.exchange_reversed_pairs(records, frozenset({0, 1, 2}), review) == records
 
 
 @pytest.mark.parametrize("n_cameras, agreeing, cleared", [
