@@ -32,7 +32,7 @@ from tools.body_distances import (
     pair_exchange,
     region_relabeling,
 )
-from tools.body_order import OrderPair, order_exchanges, order_pairs
+from tools.body_order import OrderPair, agreeing_references, order_exchanges, order_pairs
 from tools.body_side import (
     SideModel,
     lateral_direction,
@@ -745,14 +745,19 @@ def _order_pairs(points_3d: np.ndarray, trusted: np.ndarray, seed_points_3d: np.
     (4 cameras seed 45: back bottom and tail base exchanged in 47% of frames,
     58.5 -> 62.6% within 5 mm; of the 48 sweep recordings and the 7 walker
     recordings two others changed: +0.2 points, and 0.03 mm more mean
-    error; bench/results/pose.md).
+    error; bench/results/pose.md). Where the run's labels show references on
+    both sides but the wrong way round, the seed frames' hand labels drop
+    the references they contradict (:func:`tools.body_order.agreeing_references`);
+    a pair so left one-sided is ordered by the seed frames' references, if
+    they show some on both sides.
     """
     pairs = order_pairs(points_3d, trusted, place_mm, midline)
     if seed_points_3d is None or not len(seed_points_3d):
         return tuple(pairs)
+    seed_known = np.all(np.isfinite(seed_points_3d), axis=2)
+    pairs = agreeing_references(pairs, seed_points_3d, seed_known)
     known = {(pair.first, pair.second) for pair in pairs}
-    seed_pairs = order_pairs(seed_points_3d, np.all(np.isfinite(seed_points_3d), axis=2),
-                             place_mm, midline)
+    seed_pairs = order_pairs(seed_points_3d, seed_known, place_mm, midline)
     return tuple(pairs + [pair for pair in seed_pairs if (pair.first, pair.second) not in known])
 
 

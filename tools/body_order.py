@@ -19,13 +19,20 @@ NaN where missing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from tools.body_distances import distance_spread
 from tools.body_template import ABOVE_TOLERANCE_MM, ALONG_TOLERANCE_MM
 from tools.camera import check_shape
+
+# A pair farther apart than this is not ordered: its places coincide only where the pair lies
+# apart across the body (the tail's middle and tip, 41 mm apart, as the tail swings), and
+# its order along the body says nothing. Pairs the order check serves: back bottom and tail
+# base 7-10 mm, back neighbours 17-33 mm (session 23: 4 cameras seed 41 38.7 -> 44.1%
+# within 5 mm; bench/results/pose.md).
+MAX_PAIR_DISTANCE_MM = 35.0
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,8 @@ class OrderPair:
 def order_pairs(points_3d: np.ndarray, trusted: np.ndarray, place_mm: np.ndarray,
                 midline: np.ndarray, min_gap_mm: float = 4.0,
                 along_tolerance_mm: float = ALONG_TOLERANCE_MM,
-                above_tolerance_mm: float = ABOVE_TOLERANCE_MM) -> list[OrderPair]:
+                above_tolerance_mm: float = ABOVE_TOLERANCE_MM,
+                max_distance_mm: float = MAX_PAIR_DISTANCE_MM) -> list[OrderPair]:
     """Pairs of ``midline`` keypoints whose places lie within one tolerance of each other, with their references.
 
     ``points_3d (n_frames, K, 3)`` and ``trusted (n_frames, K)`` of a run (the
@@ -66,7 +74,8 @@ def order_pairs(points_3d: np.ndarray, trusted: np.ndarray, place_mm: np.ndarray
     (nothing ahead of the back top but the ears, which are twins), a bend
     of the body moves all of them the same way (at the landing from the
     platform in the shipped motion, back top and back middle were exchanged
-    wrongly in 4 frames of every recording).
+    wrongly in 4 frames of every recording). A pair whose median distance
+    exceeds ``max_distance_mm`` is left out (``MAX_PAIR_DISTANCE_MM``).
     """
     place_mm = check_shape("place_mm", place_mm, (None, 2))
     n_keypoints = place_mm.shape[0]
@@ -85,9 +94,36 @@ def order_pairs(points_3d: np.ndarray, trusted: np.ndarray, place_mm: np.ndarray
         if nearer_first.size and nearer_second.size:
             distance = np.linalg.norm(points_3d[:, first] - points_3d[:, second], axis=1)
             both = trusted[:, first] & trusted[:, second] & np.isfinite(distance)
-            pairs.append(OrderPair(int(first), int(second), nearer_first, nearer_second,
-                                   float(np.median(distance[both]))))
+            median = float(np.median(distance[both]))
+            if median <= max_distance_mm:
+                pairs.append(OrderPair(int(first), int(second), nearer_first, nearer_second,
+                                       median))
     return pairs
+
+
+def agreeing_references(pairs: Sequence[OrderPair], points_3d: np.ndarray, trusted: np.ndarray,
+                        min_gap_mm: float = 4.0) -> list[OrderPair]:
+    """``pairs`` without the references other frames put on the other side; a pair left one-sided is dropped.
+
+    ``points_3d (n_frames, K, 3)`` and ``trusted (n_frames, K)`` are those
+    frames (the seed frames' hand labels): a reference whose median gap
+    there (:func:`_median_gap`) is at least ``min_gap_mm`` the other way
+    round contradicts the run's labels, which a tracker that kept the pair
+    exchanged for most of the run taught the wrong order.
+    """
+    points_3d = check_shape("points_3d", points_3d, (None, None, 3))
+    trusted = check_shape("trusted", trusted, points_3d.shape[:2]).astype(bool)
+    agreeing = []
+    for pair in pairs:
+        gap_first = _median_gap(points_3d, trusted, pair.first, pair.second, pair.nearer_first)
+        gap_second = _median_gap(points_3d, trusted, pair.first, pair.second, pair.nearer_second)
+        nearer_first = pair.nearer_first[~(gap_first <= -min_gap_mm)]
+        nearer_second = pair.nearer_second[~(gap_second >= min_gap_mm)]
+        if nearer_first.size == pair.nearer_first.size and nearer_second.size == pair.nearer_second.size:
+            agreeing.append(pair)
+        elif nearer_first.size and nearer_second.size:
+            agreeing.append(replace(pair, nearer_first=nearer_first, nearer_second=nearer_second))
+    return agreeing
 
 
 def _median_gap(points_3d: np.ndarray, trusted: np.ndarray, first: int, second: int,

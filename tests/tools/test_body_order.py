@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.body_order import order_exchanges, order_pairs
+from tools.body_order import MAX_PAIR_DISTANCE_MM, agreeing_references, order_exchanges, order_pairs
 from tools.body_template import template_model, trusted_template
 from tools.keypoint_names import mirror_groups, twin_indices
 from tools.motion import QD_KEYPOINTS
@@ -129,3 +129,39 @@ def test_untrusted_labels_teach_nothing(real_motion):
     trusted = np.ones(real_motion.shape[:2], bool)
     trusted[:, INDEX["tail_base"]] = False
     assert _pairs(real_motion, trusted) == []
+
+
+def test_a_pair_farther_apart_than_the_limit_is_not_ordered(real_motion):
+    # The tail's middle and tip (41 mm apart) with coinciding places: the tail swung sideways.
+    # The tip trusted only while the tail curls forward (nearer the back than the middle is),
+    # as a four-camera run trusted it: the back keypoints then lie nearer the tip.
+    seeds = template_model(real_motion[:3], np.array([0.0, 0.0, 1.0]), INDEX["back_top"],
+                           INDEX["back_bottom"], twins=TWINS)
+    tail = (INDEX["tail_middle"], INDEX["tail_tip"])
+    back = real_motion[:, INDEX["back_middle"]]
+    curled = (np.linalg.norm(real_motion[:, tail[1]] - back, axis=1)
+              < np.linalg.norm(real_motion[:, tail[0]] - back, axis=1))
+    trusted = np.ones(real_motion.shape[:2], bool)
+    trusted[:, tail[1]] = curled
+    places = trusted_template(real_motion, trusted, seeds, TWINS).place_mm.copy()
+    places[tail[1]] = places[tail[0]]
+    unlimited = order_pairs(real_motion, trusted, places, MIDLINE, max_distance_mm=np.inf)
+    assert tail in [(pair.first, pair.second) for pair in unlimited]
+    assert next(p for p in unlimited if (p.first, p.second) == tail).distance_mm > MAX_PAIR_DISTANCE_MM
+    kept = [(pair.first, pair.second) for pair in order_pairs(real_motion, trusted, places, MIDLINE)]
+    assert tail not in kept and tuple(PAIR) in kept
+
+
+def test_references_the_seed_frames_contradict_are_dropped(real_motion):
+    seed_points = real_motion[:3]
+    seed_known = np.ones(seed_points.shape[:2], bool)
+    pairs = _pairs(real_motion)
+    assert all(kept is pair for kept, pair in
+               zip(agreeing_references(pairs, seed_points, seed_known), pairs, strict=True))
+    # A run that kept the pair exchanged learned its references the wrong way round.
+    exchanged = real_motion.copy()
+    exchanged[:, PAIR] = exchanged[:, PAIR[::-1]]
+    taught = _pairs(exchanged)
+    assert INDEX["tail_middle"] in taught[0].nearer_first
+    assert agreeing_references(taught, seed_points, seed_known) == []
+
