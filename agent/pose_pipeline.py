@@ -338,8 +338,7 @@ class _Progress:
     def __init__(self, total: int, quiet: bool) -> None:
         self.total, self.quiet = total, quiet
         self.started = self.last = time.perf_counter()
-        self.first_done: int | None = None
-        self.shown = False
+        self.first_done: int | None = None  # set by the first line drawn
 
     def show(self, done: int, flagged: int) -> None:
         now = time.perf_counter()
@@ -349,14 +348,13 @@ class _Progress:
         rate = (done - self.first_done) / max(now - self.started, 1e-9)
         sys.stderr.write(f"\rpose {done}/{self.total} frames  {rate:5.1f} fps  flagged {flagged}   ")
         sys.stderr.flush()
-        self.last, self.shown = now, True
+        self.last = now
 
     def close(self) -> None:
-        """End the progress line, if one was written."""
-        if self.shown:
+        """End the progress line, if one was drawn."""
+        if self.first_done is not None:
             sys.stderr.write("\n")
             sys.stderr.flush()
-            self.shown = False
 
 
 def summary_lines(summary: PoseRunSummary) -> list[str]:

@@ -33,6 +33,8 @@ from tools.camera import check_shape
 # base 7-10 mm, back neighbours 17-33 mm (session 23: 4 cameras seed 41 38.7 -> 44.1%
 # within 5 mm; bench/results/pose.md).
 MAX_PAIR_DISTANCE_MM = 35.0
+# A reference orders a pair where its distances to the two differ by at least this (median).
+MIN_GAP_MM = 4.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class OrderPair:
 
 
 def order_pairs(points_3d: np.ndarray, trusted: np.ndarray, place_mm: np.ndarray,
-                midline: np.ndarray, min_gap_mm: float = 4.0,
+                midline: np.ndarray, min_gap_mm: float = MIN_GAP_MM,
                 along_tolerance_mm: float = ALONG_TOLERANCE_MM,
                 above_tolerance_mm: float = ABOVE_TOLERANCE_MM,
                 max_distance_mm: float = MAX_PAIR_DISTANCE_MM) -> list[OrderPair]:
@@ -102,7 +104,7 @@ def order_pairs(points_3d: np.ndarray, trusted: np.ndarray, place_mm: np.ndarray
 
 
 def agreeing_references(pairs: Sequence[OrderPair], points_3d: np.ndarray, trusted: np.ndarray,
-                        min_gap_mm: float = 4.0) -> list[OrderPair]:
+                        min_gap_mm: float = MIN_GAP_MM) -> list[OrderPair]:
     """``pairs`` without the references other frames put on the other side; a pair left one-sided is dropped.
 
     ``points_3d (n_frames, K, 3)`` and ``trusted (n_frames, K)`` are those
