@@ -110,3 +110,53 @@ def context_to_dict(ctx: Any) -> dict[str, Any]:
         key: (str(value) if isinstance(value, Path) else value)
         for key, value in dataclasses.asdict(ctx).items()
     }
+
+
+# Settings that change how a run talks to its server, not what it computes: a resumed run
+# takes the values given now (the server may have moved or be busier).
+RUNTIME_SETTINGS = frozenset({"base_url", "max_concurrency", "request_timeout_s"})
+
+
+def given_settings(ctx: Any, cli_values: Mapping[str, Any], flags: Mapping[str, str],
+                   environ: Mapping[str, str] | None = None) -> dict[str, tuple[str, Any]]:
+    """The settings of ``ctx`` given on the command line or in a ``BVLM_*`` variable.
+
+    ``{name: (where it was given: its flag in ``flags`` or the variable, its value in ctx as
+    JSON)}``; what :func:`resumed_context` checks against the settings a run started with.
+    """
+    environ = os.environ if environ is None else environ
+    given: dict[str, tuple[str, Any]] = {}
+    for name, value in context_to_dict(ctx).items():
+        if cli_values.get(name) is not None:
+            given[name] = (flags.get(name, name), value)
+        elif f"{ENV_PREFIX}{name.upper()}" in environ:
+            given[name] = (f"{ENV_PREFIX}{name.upper()}", value)
+    return given
+
+
+def context_fields(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of the context class ``cls`` in ``config`` (run.json may hold more)."""
+    names = {spec.name for spec in dataclasses.fields(cls)}
+    return {key: value for key, value in config.items() if key in names}
+
+
+def resumed_context(cls: type[T], stored: Mapping[str, Any],
+                    given: Mapping[str, tuple[str, Any]], run_dir: Path) -> T:
+    """The settings a resumed run continues with: those it started with (``stored``).
+
+    A setting in ``given`` (:func:`given_settings`) that would change the
+    results and differs from the stored one is an InputError naming
+    ``run_dir``: a resume continues a run, it does not change it (the results
+    would mix two configurations, and run.json name only one).
+    ``RUNTIME_SETTINGS`` take the given values.
+    """
+    values = context_fields(cls, stored)
+    for name, (where, value) in given.items():
+        if name in RUNTIME_SETTINGS:
+            values[name] = value
+        elif values.get(name) != value:
+            shown = where if isinstance(value, bool) else f"{where} {value}"
+            raise InputError(run_dir, f"{shown}: this run started with {name} = {values.get(name)!r}; "
+                             "--resume continues a run with the settings it started with "
+                             "(--overwrite starts it again)")
+    return cls(**values)

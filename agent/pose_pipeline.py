@@ -14,6 +14,7 @@ import sqlite3
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from agent.atomic import write_json_atomic
 from agent.backends.classical_pose import ClassicalPoseBackend
 from agent.backends.pose_base import PoseBackend
 from agent.backends.pose_tools import LatestLabels
-from agent.config import context_to_dict
+from agent.config import context_to_dict, resumed_context
 from agent.errors import InputError
 from agent.pose_context import PoseContext, quality_params, tracker_gate_px
 from agent.pose_frames import CentroidPrefetch, FrameRecord, FrameStore, padded_records
@@ -95,11 +96,14 @@ def stage_fan_out(backend: PoseBackend) -> FanOut:
 def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, resume: bool = False,
              overwrite: bool = False, quiet: bool = False,
              backend: PoseBackend | None = None,
-             answer_source: AnswerSource | None = None) -> PoseRunSummary:
+             answer_source: AnswerSource | None = None,
+             given: Mapping[str, tuple[str, Any]] | None = None) -> PoseRunSummary:
     """Track every frame of the recording into ``out`` (FORMATS.md section 2).
 
     On ``resume`` the settings stored with the run are used, so the results
-    equal those of an uninterrupted run. ``backend`` replaces the one
+    equal those of an uninterrupted run; a setting the user gave (``given``,
+    :func:`agent.config.given_settings`) that differs from them is refused
+    (:func:`agent.config.resumed_context`), as is another recording. ``backend`` replaces the one
     ``ctx.backend`` names (tests script one); ``answer_source`` serves the
     model answers of a replay (:class:`agent.replay_log.ReplayLog`). Every
     node execution is traced to ``trace.jsonl``.
@@ -109,9 +113,9 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
         _check_model_settings(ctx)  # before the run directory exists: nothing half-written
     meta = {"recording": str(Path(recording_path).resolve()), "thread_id": uuid.uuid4().hex,
             "context": context_to_dict(ctx)}
-    run = prepare_run_dir(out, "pose", meta, resume=resume, overwrite=overwrite)
+    run = prepare_run_dir(out, "pose", meta, resume=resume, overwrite=overwrite, input_key="recording")
     stored = run.read_meta()
-    ctx = PoseContext(**stored["context"])
+    ctx = resumed_context(PoseContext, stored["context"], given or {}, run.path)
     started = time.perf_counter()
     store = FrameStore(run.cache_dir, len(recording.cameras), len(recording.keypoints))
     n_to_track = min(recording.n_frames, ctx.max_frames or recording.n_frames)

@@ -38,7 +38,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import StateSnapshot
 
 from agent.atomic import write_json_atomic
-from agent.config import context_to_dict
+from agent.config import context_fields, context_to_dict
 from agent.errors import InputError
 from agent.llm import ReplayedError
 from agent.replay_log import ReplayLog
@@ -337,12 +337,6 @@ def start_branch(graph: Any, history: list[StateSnapshot], snapshot: StateSnapsh
     (as_node,) = set(parent.next)  # the step that produced snapshot ran one node (maybe fanned out)
     graph.update_state(snapshot.config, changes, as_node=as_node)
     return snapshot.config["configurable"]["checkpoint_id"]
-
-
-def context_fields(cls: type, config: dict[str, Any]) -> dict[str, Any]:
-    """The fields of the context class ``cls`` in ``config`` (run.json may hold more)."""
-    names = {spec.name for spec in dataclasses.fields(cls)}
-    return {key: value for key, value in config.items() if key in names}
 
 
 # -- pipelines -------------------------------------------------------------------

@@ -70,12 +70,15 @@ class RunDir:
 
 
 def prepare_run_dir(
-    out: str | Path, kind: str, meta: dict[str, Any], *, resume: bool, overwrite: bool
+    out: str | Path, kind: str, meta: dict[str, Any], *, resume: bool, overwrite: bool,
+    input_key: str | None = None,
 ) -> RunDir:
     """Create or reopen ``out`` for a run of ``kind`` (``pose`` or ``behavior``).
 
     * empty or absent: created, ``meta`` written;
-    * holds a run and ``resume``: must be the same kind, returned as is;
+    * holds a run and ``resume``: must be the same kind and, with
+      ``input_key`` (``recording`` or ``session``), the input ``meta`` names
+      must be the one the run started on; returned as is;
     * holds anything and ``overwrite``: emptied first;
     * otherwise: InputError naming the directory.
     """
@@ -89,6 +92,10 @@ def prepare_run_dir(
         previous = run.read_meta()
         if previous.get("kind") != kind:
             raise InputError(run.path, f"holds a {previous.get('kind')} run, cannot resume it as {kind}")
+        started_on = previous.get(input_key) if input_key is not None else None
+        if started_on is not None and Path(started_on).resolve() != Path(meta[input_key]).resolve():
+            raise InputError(run.path, f"holds a run of {started_on}, not of {meta[input_key]}: "
+                             f"resume it with that {input_key}, or start again with --overwrite")
         return run
     if resume and not occupied:
         raise InputError(run.path, "nothing to resume: the directory holds no run")

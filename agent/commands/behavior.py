@@ -18,6 +18,7 @@ import hashlib
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from agent.backends.factory_behavior import AnswerSource, make_behavior_backend
 from agent.behavior_context import BehaviorContext
 from agent.behavior_steps import resolve_features_mode
 from agent.commands.eval_behavior import format_metrics, score_results
-from agent.config import context_to_dict, resolve_context
+from agent.config import context_to_dict, given_settings, resolve_context, resumed_context
 from agent.errors import InputError
 from agent.prompts import load_prompt
 from agent.rundir import RunDir, package_versions, prepare_run_dir
@@ -67,17 +68,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
+# The BehaviorContext settings the command line sets, and their flags.
+FLAGS = {"features": "--features", "n_clusters": "--clusters", "backend": "--backend", "seed": "--seed",
+         "base_url": "--base-url", "vlm_model": "--model", "llm_model": "--llm-model",
+         "prompts_dir": "--prompts", "clip_videos": "--no-clip-videos"}
+
+
 def run(args: argparse.Namespace) -> int:
     demo = args.session is None
     session_dir, out = _demo_paths(args) if demo else (args.session, args.out)
     if out is None:
         raise InputError("--out", "is required when a SESSION is given")
-    cli = {"features": args.features, "n_clusters": args.n_clusters, "backend": args.backend, "seed": args.seed,
-           "base_url": args.base_url, "vlm_model": args.vlm_model, "llm_model": args.llm_model,
-           "prompts_dir": args.prompts_dir, "clip_videos": False if args.no_clip_videos else None}
+    cli = {name: getattr(args, name) for name in FLAGS if name != "clip_videos"}
+    cli["clip_videos"] = False if args.no_clip_videos else None
     ctx = resolve_context(BehaviorContext, cli)
     behavior_run = open_behavior_run(session_dir, out, ctx, resume=args.resume,
-                                     overwrite=args.overwrite or (demo and not args.resume))
+                                     overwrite=args.overwrite or (demo and not args.resume),
+                                     given=given_settings(ctx, cli, FLAGS))
     summary = finish_behavior_run(behavior_run)
     if not args.quiet:
         print("\n".join(_report(summary, behavior_run.run_dir.path)))
@@ -111,18 +118,25 @@ class BehaviorRun:
 
 def open_behavior_run(
     session_dir: Path, out: Path, ctx: BehaviorContext, *, resume: bool = False, overwrite: bool = False,
-    meta: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None, given: Mapping[str, tuple[str, Any]] | None = None,
 ) -> BehaviorRun:
     """Check the session and settings, then create (or reopen) the run directory ``out``.
 
     ``meta`` adds to (or replaces) what ``.bvlm/meta.json`` records: the
-    session, the checkpointer thread (``run_id``) and the context.
+    session, the checkpointer thread (``run_id``) and the context. On
+    ``resume`` the run continues with the settings it started with; a
+    setting the user gave (``given``, :func:`agent.config.given_settings`)
+    that differs from them is refused, as is another session.
 
     Raises
     ------
     InputError
         Bad settings or session (nothing is written), or an occupied ``out``.
     """
+    if resume:
+        resumed = prepare_run_dir(out, "behavior", {"session": str(Path(session_dir).resolve())},
+                                  resume=True, overwrite=overwrite, input_key="session")
+        ctx = resumed_context(BehaviorContext, resumed.read_meta()["context"], given or {}, resumed.path)
     if ctx.n_clusters < 1:
         raise InputError("--clusters", f"must be at least 1, got {ctx.n_clusters}")
     session = load_session(session_dir)
@@ -131,9 +145,12 @@ def open_behavior_run(
     mode = resolve_features_mode(session, ctx.features)
     make_behavior_backend(ctx, None)  # a model backend without server or model fails here, before any output
     existed = out.is_dir() and any(out.iterdir())
-    stored = {"session": str(Path(session_dir).resolve()), "run_id": _run_id(session_dir, ctx),
-              "context": context_to_dict(ctx), **(meta or {})}
-    run_dir = prepare_run_dir(out, "behavior", stored, resume=resume, overwrite=overwrite)
+    if resume:
+        run_dir = resumed
+    else:
+        stored = {"session": str(Path(session_dir).resolve()), "run_id": _run_id(session_dir, ctx),
+                  "context": context_to_dict(ctx), **(meta or {})}
+        run_dir = prepare_run_dir(out, "behavior", stored, resume=False, overwrite=overwrite)
     return BehaviorRun(run_dir, Path(session_dir), ctx, mode, continue_thread=resume,
                        discard_on_error=not resume, existed=existed)
 

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from agent.commands.suggest import suggest_from_results
-from agent.config import resolve_context
+from agent.config import given_settings, resolve_context
 from agent.errors import InputError
 from agent.pose_context import PoseContext
 from agent.pose_pipeline import run_pose, summary_lines
@@ -46,12 +46,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+# The PoseContext settings the command line sets (each flag's dest is the setting's name).
+FLAGS = {"backend": "--backend", "base_url": "--base-url", "vlm_model": "--model",
+         "prompts_dir": "--prompts", "structured": "--structured",
+         "max_model_retries": "--max-model-retries", "ablation": "--ablation",
+         "max_frames": "--max-frames", "max_retries": "--max-retries",
+         "max_concurrency": "--max-concurrency"}
+
+
 def run(args: argparse.Namespace) -> int:
-    cli = {"backend": args.backend, "base_url": args.base_url, "vlm_model": args.vlm_model,
-           "prompts_dir": args.prompts_dir, "structured": args.structured,
-           "max_model_retries": args.max_model_retries, "ablation": args.ablation,
-           "max_frames": args.max_frames, "max_retries": args.max_retries,
-           "max_concurrency": args.max_concurrency}
+    cli = {name: getattr(args, name) for name in FLAGS}
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError("--max-frames", "must be at least 1")
     ctx = resolve_context(PoseContext, cli)
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         if args.out is None:
             raise InputError("--out", "required when a recording is given")
         recording, out, overwrite = args.recording, args.out, args.overwrite
-    summary = run_pose(recording, out, ctx, resume=args.resume, overwrite=overwrite, quiet=args.quiet)
+    summary = run_pose(recording, out, ctx, resume=args.resume, overwrite=overwrite, quiet=args.quiet,
+                       given=given_settings(ctx, cli, FLAGS))
     print("\n".join(summary_lines(summary)))
     try:
         suggestion, _ = suggest_from_results(out)

@@ -90,6 +90,20 @@ def test_resume_of_a_finished_run_and_refusal_to_overwrite(session_dir, tmp_path
     assert "--resume" in capsys.readouterr().err
 
 
+def test_a_resume_continues_with_the_settings_the_run_started_with(session_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _behavior(session_dir, out, "--no-clip-videos") == 0
+    config = json.loads((out / "run.json").read_text())["config"]
+    capsys.readouterr()
+    assert main(["behavior", str(session_dir), "--out", str(out), "--features", "keypoint",
+                 "--clusters", "5", "--quiet", "--resume"]) == 2
+    assert "--clusters 5: this run started with n_clusters = 4" in capsys.readouterr().err
+    # Settings not given again are the run's own, in its results and in run.json.
+    assert _behavior(session_dir, out, "--resume") == 0
+    assert json.loads((out / "run.json").read_text())["config"] == config
+    assert not (out / "clips").exists()
+
+
 def test_video_only_session_runs_the_visual_path(tmp_path):
     session = tmp_path / "video-only"
     make_tiny_session(session, seed=1, seconds=6.0, keypoints=False)

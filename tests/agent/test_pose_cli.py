@@ -186,6 +186,25 @@ def test_an_occupied_output_is_refused_without_resume_or_overwrite(tiny, tmp_pat
     assert main(["pose", str(tiny), "--out", str(out), "--quiet", "--overwrite"]) == 0
 
 
+def test_a_resume_with_other_settings_or_another_recording_is_refused(tiny, tmp_path, capsys):
+    """A resume continues the run it finds; it does not mix in another recording or settings."""
+    out = tmp_path / "out"
+    assert main(["pose", str(tiny), "--out", str(out), "--quiet", "--max-frames", "6"]) == 0
+    before = {name: (out / name).read_bytes() for name in (*RESULT_FILES, "run.json")}
+    capsys.readouterr()
+    assert main(["pose", str(tiny), "--out", str(out), "--quiet", "--resume", "--max-frames", "8"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: {out}: --max-frames 8: this run started with max_frames = 6")
+    other = make_tiny_recording(tmp_path / "other", n_frames=12, seed_frames=(0, 1, 2))
+    assert main(["pose", str(other), "--out", str(out), "--quiet", "--resume"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {out}: holds a run of {tiny}, not of {other}")
+    assert {name: (out / name).read_bytes() for name in before} == before
+    # How the run talks to its server may change on a resume.
+    assert main(["pose", str(tiny), "--out", str(out), "--quiet", "--resume",
+                 "--max-concurrency", "2"]) == 0
+    assert json.loads((out / "run.json").read_text())["summary"]["n_frames"] == 6
+
+
 def test_bad_input_is_one_error_line(tmp_path, capsys):
     (tmp_path / "rec").mkdir()
     assert main(["pose", str(tmp_path / "rec"), "--out", str(tmp_path / "out")]) == 2
