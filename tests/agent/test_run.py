@@ -48,3 +48,17 @@ def test_starting_a_pose_command_does_not_import_the_behavior_stack() -> None:
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_reader_that_stops_reading_gets_no_traceback(tmp_path: Path) -> None:
+    """``python -m agent.run ... | head`` that closes the pipe early: the files are written, quietly."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent.run", "synth", "pose", "--out", str(tmp_path / "rec"),
+         "--frames", "3", "--cameras", "3"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait() == 1
+    assert "BrokenPipeError" not in stderr and "Traceback" not in stderr
+    assert (tmp_path / "rec" / "recording.toml").is_file()
