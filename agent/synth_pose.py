@@ -51,6 +51,7 @@ class SynthPoseOptions:
     dropout: float = 0.02
     spurious: float = 1.0
     blur: float = 1.5
+    elevation: tuple[float, float] = (35.0, 55.0)
     format: str = "video"
     motion: str = "real"
     seed_frames: tuple[int, ...] = SEED_FRAMES
@@ -96,6 +97,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--blur", type=float, default=defaults.blur, help="spot sigma in pixels")
     parser.add_argument(
+        "--elevation", type=float, nargs=2, default=list(defaults.elevation), metavar=("LOW", "HIGH"),
+        help="cameras' angles above the horizon, degrees (each drawn between LOW and HIGH; "
+        "default 35 55; 60 80 looks down on the animal)",
+    )
+    parser.add_argument(
         "--format",
         choices=("video", "images"),
         default=defaults.format,
@@ -132,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         spurious=args.spurious,
         blur=args.blur,
+        elevation=tuple(args.elevation),
         format=args.format,
         motion=args.motion,
         seed_frames=tuple(args.seed_frames),
@@ -190,6 +197,8 @@ def _check_options(out_dir: Path, options: SynthPoseOptions) -> None:
         (not 0.0 <= options.dropout < 1.0, "--dropout must be in [0, 1)"),
         (not 0.0 <= options.spurious <= 100.0, "--spurious must be in [0, 100]"),
         (not 0.2 <= options.blur <= 20.0, "--blur must be in [0.2, 20] pixels"),
+        (not 0.0 <= options.elevation[0] <= options.elevation[1] <= 89.0,
+         "--elevation needs 0 <= LOW <= HIGH <= 89 degrees"),
         (options.format not in ("video", "images"), "--format must be video or images"),
         (options.motion not in ("real", "walker"), "--motion must be real or walker"),
     ]
@@ -244,7 +253,8 @@ def _build_scene(options: SynthPoseOptions, seeds: list[np.random.SeedSequence])
     rig_rng, dot_rng = np.random.default_rng(seeds[1]), np.random.default_rng(seeds[2])
     step = max(1, n_frames // 200)
     group = qd_render.make_rig(
-        options.cameras, (options.width, options.height), points[::step].reshape(-1, 3), rig_rng
+        options.cameras, (options.width, options.height), points[::step].reshape(-1, 3), rig_rng,
+        options.elevation,
     )
     axes = qd_render.body_axes(points)
     normals = qd_render.qd_normals(points, axes)
@@ -313,9 +323,10 @@ def _summary(scene: _Scene, options: SynthPoseOptions) -> dict:
     kept = options.kept
     return {
         "generator": "agent.synth_pose",
-        # A full layout's options read as before the regions option existed.
+        # A full layout's and the default rig's options read as before those options existed.
         "options": {key: value for key, value in asdict(options).items()
-                    if key != "overwrite" and not (key == "regions" and value is None)},
+                    if key != "overwrite" and not (key == "regions" and value is None)
+                    and not (key == "elevation" and value == SynthPoseOptions().elevation)},
         "motion_source": "MausHaus3D (AmadeusGPT examples, Apache-2.0), repaired"
         if options.motion == "real"
         else "procedural walker",

@@ -40,7 +40,7 @@ from bench.report_file import write_report  # noqa: E402
 
 # Condition name -> the synth pose options it changes (the rest are the defaults), or
 # seed_noise_px (condition_recording).
-CONDITIONS: dict[str, dict[str, float | int]] = {
+CONDITIONS: dict[str, dict[str, float | int | tuple[float, float]]] = {
     "defaults": {},
     "2x resolution": {"width": 2048, "height": 1400},
     "0.625x resolution": {"width": 640, "height": 448},
@@ -52,12 +52,15 @@ CONDITIONS: dict[str, dict[str, float | int]] = {
     "3 cameras": {"cameras": 3},
     "5 cameras": {"cameras": 5},
     "8 cameras": {"cameras": 8},
+    "cameras 15-30 degrees up": {"elevation": (15.0, 30.0)},
+    "cameras 60-80 degrees up": {"elevation": (60.0, 80.0)},
 }
 
 
 def recording_name(name: str, seed: int, frames: int) -> str:
     """The folder name of condition ``name``'s recording: the options it changes, seed and length."""
-    changes = "-".join(f"{key}{value}" for key, value in CONDITIONS[name].items())
+    changes = "-".join(f"{key}{'-'.join(f'{v:g}' for v in value) if isinstance(value, tuple) else value}"
+                       for key, value in CONDITIONS[name].items())
     return f"synth-{changes or 'defaults'}-seed{seed}-{frames}f"
 
 

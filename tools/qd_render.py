@@ -193,12 +193,14 @@ def _look_at(center: np.ndarray, target: np.ndarray, roll: float) -> np.ndarray:
 
 
 def make_rig(
-    n_cameras: int, size: tuple[int, int], points_mm: np.ndarray, rng: np.random.Generator
+    n_cameras: int, size: tuple[int, int], points_mm: np.ndarray, rng: np.random.Generator,
+    elevation_deg: tuple[float, float] = (35.0, 55.0),
 ) -> CameraGroup:
     """A ring of ``n_cameras`` above the working volume, each seeing all of it.
 
-    Cameras sit at evenly spaced azimuths (jittered), 35-55 degrees above the
-    horizon, looking at the centre of the working volume (jittered), with
+    Cameras sit at evenly spaced azimuths (jittered), ``elevation_deg``
+    (uniform between its two angles) above the horizon, looking at the
+    centre of the working volume (jittered), with
     focal length about 1.2 x width and small radial and tangential
     distortion. Each camera is moved along its viewing ray until all of
     ``points_mm (n_points, 3)`` (the places the animal visits) project inside
@@ -213,7 +215,7 @@ def make_rig(
     cameras = []
     for index in range(n_cameras):
         azimuth = 2.0 * np.pi * index / n_cameras + rng.uniform(-0.15, 0.15)
-        elevation = np.radians(rng.uniform(35.0, 55.0))
+        elevation = np.radians(rng.uniform(*elevation_deg))
         direction = np.array([np.cos(azimuth), np.sin(azimuth), np.tan(elevation)])
         direction /= np.linalg.norm(direction)
         aim = target + rng.uniform(-10.0, 10.0, 3)

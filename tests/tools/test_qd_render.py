@@ -114,6 +114,19 @@ def test_rig_cameras_surround_the_animal_and_see_it(rng):
     assert np.all(np.abs(focal / 640 - 1.2) < 0.1)
 
 
+@pytest.mark.parametrize("elevation_deg", [(35.0, 55.0), (60.0, 80.0), (15.0, 30.0)])
+def test_rig_cameras_look_down_from_the_elevation_asked_for(rng, elevation_deg):
+    points = walk_procedural(100, seed=1).reshape(-1, 3)
+    group = qd_render.make_rig(6, (640, 480), points, rng, elevation_deg)
+    # Each camera is aimed within 10 mm of the volume's centre, hundreds of mm away.
+    target = (points.min(axis=0) + points.max(axis=0)) / 2.0
+    towards = camera_centres(group) - target
+    elevation = np.degrees(np.arctan2(towards[:, 2], np.hypot(towards[:, 0], towards[:, 1])))
+    assert np.all((elevation > elevation_deg[0] - 2.0) & (elevation < elevation_deg[1] + 2.0))
+    pixels = project(group, points)
+    assert np.all((pixels >= 0) & (pixels < [640, 480]))
+
+
 def test_reflectance_body_is_found_by_background_subtraction(rng):
     points = walk_procedural(1, seed=3)
     group = qd_render.make_rig(2, (320, 240), points.reshape(-1, 3), rng)
