@@ -1220,14 +1220,16 @@ AXIS_SEARCH_MAX_FIT = 2.0
 # replays), the moves flagged axis_search: 1 per point over 1 / 3 / 5 frames gave within
 # 5 mm +0.11 / +0.16 / +0.15 points with six cameras (QC precision of seed 7 under 0.5 in
 # all three), +0.90 / +0.50 / +0.37 with four, single recordings down to -0.35 / -0.24 /
-# -0.12; over 5 frames and unflagged (kept): +0.15 / +0.39, none below -0.05.
+# -0.12; over 5 frames and unflagged (kept): +0.15 / +0.39, none below -0.05. The proposals
+# compared are the midline's (_midline_part; session 24): with cameras 60-80 degrees up
+# (6 recordings) +0.8 points within 5 mm, on the 48 +0.02 / +0.23, none lower.
 AXIS_SEARCH_STREAK_GAIN = 1.0
 AXIS_SEARCH_STREAK_FRAMES = 5
 
 
 @dataclass
 class AxisSearchStreak:
-    """The axis search's latest proposal in one pass of the review, and for how many consecutive frames it stood."""
+    """The axis search's latest proposal (its midline part) in one pass of the review, and for how many consecutive frames it stood."""
 
     frame: int = -2
     source: tuple[int, ...] = ()
@@ -1260,8 +1262,8 @@ def relabel_by_template(record: FrameRecord, review: TemplateReview,
     alone). Its moved labels the body does not vouch for are flagged
     ``axis_search``. With a ``streak`` (the frames reviewed in order), a gain
     of ``AXIS_SEARCH_STREAK_GAIN`` per point is enough where the search has
-    proposed the same relabelling in ``AXIS_SEARCH_STREAK_FRAMES``
-    consecutive frames; the labels it moves are then not flagged
+    proposed the same relabelling of the midline keypoints in
+    ``AXIS_SEARCH_STREAK_FRAMES`` consecutive frames; the labels it moves are then not flagged
     ``axis_search`` (the repeated proposal is the evidence). Then
     :func:`tools.body_template.template_relabeling` proposes moves on the
     frame's axis; each cycle of them stands only if the body confirms it
@@ -1318,8 +1320,8 @@ def _axis_searched(record: FrameRecord, review: TemplateReview,
         return record
     # NaN - fit (an axis keypoint lost) compares False: such a frame needs no gain.
     on_streak_only = current - fit <= AXIS_SEARCH_GAIN * n_points
-    if streak is not None and (streak.repeated(record.frame, source) < AXIS_SEARCH_STREAK_FRAMES
-                               and on_streak_only):
+    if streak is not None and (streak.repeated(record.frame, _midline_part(source, review.twins))
+                               < AXIS_SEARCH_STREAK_FRAMES and on_streak_only):
         return record
     # The search only relabels what QC already doubts: with an axis dot hidden and the labels
     # right, a labelling shifted one step along the back can fit as well. 24 recordings: 255
@@ -1331,6 +1333,19 @@ def _axis_searched(record: FrameRecord, review: TemplateReview,
         return record
     source = _moved_pairs_by_side(record.points_3d, source, review.sides)
     return _moved(record, source, review, doubt=None if on_streak_only else AXIS_SEARCH_REASON)
+
+
+def _midline_part(source: np.ndarray, twins: np.ndarray | None) -> np.ndarray:
+    """``source (K,)`` with the keypoints that have a twin left out (-1): what a streak compares.
+
+    Twins share places, so which ear or paw the search gives which point is
+    arbitrary and changes from frame to frame while its relabelling of the
+    midline stands (a whole-frame comparison rarely saw 5 equal proposals in
+    a row). Without twins, all of ``source``.
+    """
+    if twins is None:
+        return source
+    return np.where(np.asarray(twins) == np.arange(source.size), source, -1)
 
 
 def _moved(record: FrameRecord, source: np.ndarray, review: TemplateReview,

@@ -630,7 +630,8 @@ def test_a_point_the_review_moves_into_a_pair_goes_to_the_twin_on_its_side(scene
     assert (steps._moved_pairs_by_side(tracked, proposed, None) == proposed).all()
 
 
-def test_the_review_finds_the_body_axis_when_the_back_top_was_lost_to_the_tail_tip(shipped_review):
+def test_the_review_finds_the_body_axis_when_the_back_top_was_lost_to_the_tail_tip(shipped_review,
+                                                                                   monkeypatch):
     from agent.pose_frames import untracked_record
 
     points, _, _, review = shipped_review
@@ -717,6 +718,25 @@ def test_the_review_finds_the_body_axis_when_the_back_top_was_lost_to_the_tail_t
     gapped = [replace(framed, frame=600 + i + (i == steps.AXIS_SEARCH_STREAK_FRAMES - 1))
               for i in range(steps.AXIS_SEARCH_STREAK_FRAMES)]
     assert all(steps._axis_searched(record, trusted, streak) is record for record in gapped)
+    # Twins share places: which ear the search gives which point may change from frame to
+    # frame; the streak compares the midline's relabelling only.
+    searched = steps.axis_search
+    calls = []
+
+    def ears_exchanged_every_other_call(*args):
+        source, fit = searched(*args)
+        calls.append(len(calls))
+        if len(calls) % 2 == 0:
+            source = source.copy()
+            source[[INDEX["ear_L"], ear]] = source[[ear, INDEX["ear_L"]]]
+        return source, fit
+
+    monkeypatch.setattr(steps, "axis_search", ears_exchanged_every_other_call)
+    streak = steps.AxisSearchStreak()
+    reviewed = [steps._axis_searched(record, trusted, streak) for record in frames]
+    assert all(after is before for after, before in zip(reviewed[:-1], frames[:-1], strict=True))
+    assert np.allclose(reviewed[-1].points_3d[back_top], points[600, back_top])
+    monkeypatch.undo()
     # A point the search moves where the body does not vouch for it is flagged axis_search
     # (score halved); one it vouches for loses the flag that doubted its old identity.
     ear_left = INDEX["ear_L"]
