@@ -872,6 +872,12 @@ def exchange_reversed_pairs(records: list[FrameRecord], seed_frames: frozenset[i
 # recall fall to 0.893 on one. In quality control itself (so the review trusted those labels
 # and its axis search no longer moved them) it cost 0.44 points within 5 mm on 12 recordings.
 ACCEPT_BODY_DEVIATION = 0.8
+# On a rig of at least this many cameras a midline keypoint's few_cameras flag needs no body:
+# labels the body does not judge that half the rig agrees on (the tail tip, its distances
+# changing as the tail swings) were right in 5,356 of 5,356 such flags on 5-8 cameras (session
+# 24: 99 recordings, sweep, conditions and walker); on 4 cameras 147 of 3,131 were wrong (the
+# back bottom 73 of 128).
+UNJUDGED_MIDLINE_MIN_RIG = 5
 
 
 def accepted_by_body(records: list[FrameRecord], seed_frames: frozenset[int],
@@ -890,7 +896,9 @@ def accepted_by_body(records: list[FrameRecord], seed_frames: frozenset[int],
     flags every label 3 cameras see; on an 8-camera rig a third of the
     unflagged labels only 3 cameras agreed on were wrong, mostly paws 7-28 mm
     off on another dot, so there it takes 4: QC recall 0.879-0.938 ->
-    0.928-0.980 over 5 recordings, bench/results/pose-conditions.md).
+    0.928-0.980 over 5 recordings, bench/results/pose-conditions.md); so
+    does such a label of a midline keypoint the body does not judge, on a rig
+    of ``UNJUDGED_MIDLINE_MIN_RIG`` or more cameras.
     ``body`` and ``reacquired``: a label more cameras agree on than
     ``review_min_cameras`` asks for no review where its deviation is at most
     ``max_body_deviation`` (``body``) or under ``ACCEPT_BODY_DEVIATION``
@@ -905,13 +913,18 @@ def accepted_by_body(records: list[FrameRecord], seed_frames: frozenset[int],
     deviation = body_deviations(np.array([record.points_3d for record in records]),
                                 review.regions, review.body)
     deviation[:, misfit] = np.nan
+    n_cameras = records[0].points_2d.shape[0]
+    # Midline keypoints the body does not judge (deviation unknown), on rigs large enough.
+    unjudged_midline = (np.isnan(deviation) & midline_keypoints(review.twins, deviation.shape[1])
+                        & (n_cameras >= UNJUDGED_MIDLINE_MIN_RIG))
     deviation = np.nan_to_num(deviation, nan=np.inf)
-    min_agreeing = max(quality.min_cameras, records[0].points_2d.shape[0] // 2)
+    min_agreeing = max(quality.min_cameras, n_cameras // 2)
     accepted: list[FrameRecord] = []
-    for record, frame_deviation in zip(records, deviation, strict=True):
+    for record, frame_deviation, frame_unjudged in zip(records, deviation, unjudged_midline,
+                                                       strict=True):
         confirmed = record.ncams > quality.review_min_cameras
         clear = (((record.reason == "few_cameras") & (record.ncams >= min_agreeing)
-                  & (frame_deviation < ACCEPT_BODY_DEVIATION))
+                  & ((frame_deviation < ACCEPT_BODY_DEVIATION) | frame_unjudged))
                  | ((record.reason == "body") & confirmed
                     & (frame_deviation <= review.max_body_deviation))
                  | ((record.reason == "reacquired") & confirmed

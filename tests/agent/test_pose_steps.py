@@ -966,6 +966,30 @@ def test_the_body_clears_a_few_cameras_flag_only_where_half_the_rig_agrees(
     assert after.reason[keypoint] == ("" if cleared else "few_cameras")
 
 
+@pytest.mark.parametrize("n_cameras, agreeing, name, cleared", [
+    (6, 3, "tail_tip", True), (6, 2, "tail_tip", False), (8, 3, "tail_tip", False),
+    (5, 3, "tail_tip", True), (4, 3, "tail_tip", False), (6, 3, "hindpaw_L", False)])
+def test_a_midline_label_the_body_does_not_judge_needs_half_of_a_rig_of_five_or_more(
+        shipped_review, n_cameras, agreeing, name, cleared):
+    from agent.pose_frames import untracked_record
+    from tools.confidence import QualityParams
+
+    points, _, _, review = shipped_review
+    keypoint = INDEX[name]
+    flagged = np.arange(12) == keypoint
+    label = points[3].copy()
+    label[keypoint] += [0.0, 0.0, 100.0]  # where the body judged it, it would doubt it
+    record = replace(untracked_record(3, n_cameras, 12), points_3d=label,
+                     ncams=np.where(flagged, agreeing, n_cameras), flagged=flagged,
+                     reason=np.where(flagged, "few_cameras", ""), score=np.where(flagged, 0.5, 1.0))
+    seeds = frozenset({0, 1, 2})
+    [after] = steps.accepted_by_body([record], seeds, review, flagged, QualityParams())
+    assert after.flagged[keypoint] == (not cleared)
+    assert after.reason[keypoint] == ("" if cleared else "few_cameras")
+    [judged] = steps.accepted_by_body([record], seeds, review, np.zeros(12, bool), QualityParams())
+    assert judged.flagged[keypoint] and judged.reason[keypoint] == "few_cameras"
+
+
 @pytest.mark.parametrize("reason, agreeing, deviation_factor, cleared", [
     ("body", 5, 1.0, True), ("body", 4, 1.0, False), ("body", 5, None, False),
     ("reacquired", 5, 1.0, True), ("reacquired", 4, 1.0, False),
