@@ -40,3 +40,6 @@ class BehaviorContext(CommonContext):
     clip_videos: bool = field(default=True, metadata=_doc("cut one short video per clip under clips/"))
     min_segment_s: float = field(default=1.0, metadata=_doc("clips shorter than this join a neighbour"))
     merge_chunk_clips: int = field(default=100, metadata=_doc("clips per merge request (long sessions)"))
+
+    _AT_LEAST = {**CommonContext._AT_LEAST, "merge_chunk_clips": 1}
+    _MORE_THAN = {**CommonContext._MORE_THAN, "fps_out": 0.0, "min_clip_s": 0.0, "max_clip_s": 0.0}

@@ -57,6 +57,20 @@ class CommonContext:
     )
     seed: int = field(default=0, metadata=_doc("seed of every random choice"))
 
+    # The least each setting may be (a float bound: more than it): checked on construction,
+    # so a bad value from the command line, the environment or a stored run stops before
+    # any output is written.
+    _AT_LEAST = {"max_concurrency": 1, "max_model_retries": 0}
+    _MORE_THAN = {"request_timeout_s": 0.0}
+
+    def __post_init__(self) -> None:
+        for bounds, fails, words in ((self._AT_LEAST, lambda v, b: v < b, "at least"),
+                                     (self._MORE_THAN, lambda v, b: not v > b, "more than")):
+            for name, bound in bounds.items():
+                value = getattr(self, name)
+                if value is not None and fails(value, bound):
+                    raise InputError(name, f"must be {words} {bound}, got {value}")
+
 
 def _convert(value: str, annotation: Any, name: str) -> Any:
     origin = typing.get_origin(annotation)
@@ -147,7 +161,7 @@ def resumed_context(cls: type[T], stored: Mapping[str, Any],
     A setting in ``given`` (:func:`given_settings`) that would change the
     results and differs from the stored one is an InputError naming
     ``run_dir``: a resume continues a run, it does not change it (the results
-    would mix two configurations, and run.json name only one).
+    would mix two configurations, and run.json would name only one).
     ``RUNTIME_SETTINGS`` take the given values.
     """
     values = context_fields(cls, stored)

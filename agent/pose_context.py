@@ -90,6 +90,8 @@ class PoseContext(CommonContext):
         default=None, metadata=_doc("process only the first N frames of the recording")
     )
 
+    _AT_LEAST = {**CommonContext._AT_LEAST, "max_retries": 0, "max_frames": 1}
+
 
 def review_min_cameras(ctx: PoseContext, n_cameras: int) -> int:
     """The ``review_min_cameras`` setting, or more than half of ``n_cameras``, at least 4 (all of a smaller rig).

@@ -196,8 +196,8 @@ def replay(
         needs an answer the log does not hold.
     """
     out = Path(out)
-    if out.resolve() == source.run_dir.path.resolve():
-        raise InputError(out, "is the run being replayed; choose a new directory")
+    if out.resolve() in (source.run_dir.path.resolve(), *source.run_dir.path.resolve().parents):
+        raise InputError(out, "is or holds the run being replayed; choose a new directory")
     changes = {key: value for key, value in (settings or {}).items() if value is not None}
     unknown = sorted(set(changes) - set(SETTINGS))
     if unknown:

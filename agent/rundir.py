@@ -79,7 +79,9 @@ def prepare_run_dir(
     * holds a run and ``resume``: must be the same kind and, with
       ``input_key`` (``recording`` or ``session``), the input ``meta`` names
       must be the one the run started on; returned as is;
-    * holds anything and ``overwrite``: emptied first;
+    * holds a run of this tool and ``overwrite``: emptied first (a directory
+      of other files, a recording or a session above all, is never emptied,
+      nor one that holds the input ``meta[input_key]`` names);
     * otherwise: InputError naming the directory.
     """
     run = RunDir(Path(out))
@@ -104,6 +106,12 @@ def prepare_run_dir(
             run.path, "already holds files of another run; pass --resume to continue it or --overwrite"
         )
     if occupied:
+        if not run.meta_file.is_file():
+            raise InputError(run.path, "holds files that are not a run of this tool; --overwrite "
+                             "replaces only a run directory: choose another --out")
+        given_input = Path(meta[input_key]).resolve() if input_key in meta else None
+        if given_input is not None and run.path.resolve() in (given_input, *given_input.parents):
+            raise InputError(run.path, f"holds the {input_key} {given_input}: choose another --out")
         for child in run.path.iterdir():
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)

@@ -83,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     cli["clip_videos"] = False if args.no_clip_videos else None
     ctx = resolve_context(BehaviorContext, cli)
     behavior_run = open_behavior_run(session_dir, out, ctx, resume=args.resume,
-                                     overwrite=args.overwrite or (demo and not args.resume),
+                                     # The demo replaces its own results, not a --out of the user's.
+                                     overwrite=args.overwrite or (demo and args.out is None
+                                                                  and not args.resume),
                                      given=given_settings(ctx, cli, FLAGS))
     summary = finish_behavior_run(behavior_run)
     if not args.quiet:
@@ -150,7 +152,8 @@ def open_behavior_run(
     else:
         stored = {"session": str(Path(session_dir).resolve()), "run_id": _run_id(session_dir, ctx),
                   "context": context_to_dict(ctx), **(meta or {})}
-        run_dir = prepare_run_dir(out, "behavior", stored, resume=False, overwrite=overwrite)
+        run_dir = prepare_run_dir(out, "behavior", stored, resume=False, overwrite=overwrite,
+                                  input_key="session")
     return BehaviorRun(run_dir, Path(session_dir), ctx, mode, continue_thread=resume,
                        discard_on_error=not resume, existed=existed)
 

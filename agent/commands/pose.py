@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--max-frames", "must be at least 1")
     ctx = resolve_context(PoseContext, cli)
     if args.recording is None:
-        recording, out, overwrite = _demo_recording(), DEMO_RUN, not args.resume
+        # The demo replaces its own results, not a --out of the user's.
+        recording, out = _demo_recording(), args.out or DEMO_RUN
+        overwrite = args.overwrite or (args.out is None and not args.resume)
     else:
         if args.out is None:
             raise InputError("--out", "required when a recording is given")

@@ -202,3 +202,10 @@ def test_demo_simulates_once_runs_and_scores(tmp_path, monkeypatch, capsys):
     made = (tmp_path / "data" / "demo-behavior" / "video.mp4").stat().st_mtime_ns
     assert main(["behavior", "--no-clip-videos", "--quiet"]) == 0
     assert (tmp_path / "data" / "demo-behavior" / "video.mp4").stat().st_mtime_ns == made
+    # The demo replaces its own results, never a run in a --out of the user's.
+    mine = tmp_path / "runs" / "demo-behavior"
+    before = (mine / "segments.csv").read_bytes()
+    shutil.copytree(mine, tmp_path / "mine")
+    assert main(["behavior", "--no-clip-videos", "--quiet", "--out", str(tmp_path / "mine")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "segments.csv").read_bytes() == before

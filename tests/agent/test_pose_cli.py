@@ -205,6 +205,23 @@ def test_a_resume_with_other_settings_or_another_recording_is_refused(tiny, tmp_
     assert json.loads((out / "run.json").read_text())["summary"]["n_frames"] == 6
 
 
+@pytest.mark.parametrize("inside", ["", "videos"])
+def test_overwrite_never_empties_a_recording(tiny, tmp_path, capsys, inside):
+    recording = Path(shutil.copytree(tiny, tmp_path / "rec"))
+    files = sorted(path.relative_to(recording) for path in recording.rglob("*"))
+    out = recording / inside
+    assert main(["pose", str(recording), "--out", str(out), "--quiet", "--overwrite"]) == 2
+    assert "not a run of this tool" in capsys.readouterr().err
+    assert sorted(path.relative_to(recording) for path in recording.rglob("*")) == files
+
+
+def test_a_setting_out_of_range_stops_before_any_output(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BVLM_MAX_CONCURRENCY", "0")
+    assert main(["pose", str(tiny), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: max_concurrency: must be at least 1")
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_input_is_one_error_line(tmp_path, capsys):
     (tmp_path / "rec").mkdir()
     assert main(["pose", str(tmp_path / "rec"), "--out", str(tmp_path / "out")]) == 2
