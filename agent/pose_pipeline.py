@@ -33,7 +33,7 @@ from agent.errors import InputError
 from agent.pose_context import PoseContext, quality_params, tracker_gate_px
 from agent.pose_frames import CentroidPrefetch, FrameRecord, FrameStore, padded_records
 from agent.recording import Recording, load_recording
-from agent.rundir import RunDir, package_versions, prepare_run_dir
+from agent.rundir import RunDir, input_fingerprint, package_versions, prepare_run_dir
 from agent.trace_log import TraceRecorder
 from graphs.pose import build_pose_graph, reviewed_records
 from graphs.pose_state import FanOut, PoseRuntime, PoseState
@@ -112,6 +112,7 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
     if backend is None and not resume:
         _check_model_settings(ctx)  # before the run directory exists: nothing half-written
     meta = {"recording": str(Path(recording_path).resolve()), "thread_id": uuid.uuid4().hex,
+            "input_fingerprint": input_fingerprint(recording_path, out),
             "context": context_to_dict(ctx)}
     run = prepare_run_dir(out, "pose", meta, resume=resume, overwrite=overwrite, input_key="recording")
     stored = run.read_meta()

@@ -15,6 +15,7 @@ A directory that holds another run is refused unless ``resume`` or
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import platform
@@ -69,6 +70,24 @@ class RunDir:
             raise InputError(self.meta_file, f"corrupt run metadata: {exc}") from None
 
 
+def input_fingerprint(input_dir: str | Path, out: str | Path) -> str:
+    """SHA-256 of the names, sizes and modification times of every file under ``input_dir``.
+
+    What a resume compares: a recording or session edited in place since the
+    run started (new seed labels, a re-simulated video) would otherwise mix
+    into the finished frames. Files are not read (image folders can be
+    large); files under ``out`` (a run kept inside its input) do not count.
+    """
+    root, run = Path(input_dir).resolve(), Path(out).resolve()
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or run in path.parents:
+            continue
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def prepare_run_dir(
     out: str | Path, kind: str, meta: dict[str, Any], *, resume: bool, overwrite: bool,
     input_key: str | None = None,
@@ -78,7 +97,8 @@ def prepare_run_dir(
     * empty or absent: created, ``meta`` written;
     * holds a run and ``resume``: must be the same kind and, with
       ``input_key`` (``recording`` or ``session``), the input ``meta`` names
-      must be the one the run started on; returned as is;
+      must be the one the run started on, unchanged where both metas hold an
+      ``input_fingerprint`` (:func:`input_fingerprint`); returned as is;
     * holds a run of this tool and ``overwrite``: emptied first (a directory
       of other files, a recording or a session above all, is never emptied,
       nor one that holds the input ``meta[input_key]`` names);
@@ -98,6 +118,10 @@ def prepare_run_dir(
         if started_on is not None and Path(started_on).resolve() != Path(meta[input_key]).resolve():
             raise InputError(run.path, f"holds a run of {started_on}, not of {meta[input_key]}: "
                              f"resume it with that {input_key}, or start again with --overwrite")
+        fingerprints = previous.get("input_fingerprint"), meta.get("input_fingerprint")
+        if None not in fingerprints and fingerprints[0] != fingerprints[1]:
+            raise InputError(run.path, f"its {input_key} {started_on} changed since the run started "
+                             "(files added, removed or edited): start again with --overwrite")
         return run
     if resume and not occupied:
         raise InputError(run.path, "nothing to resume: the directory holds no run")

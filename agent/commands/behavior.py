@@ -33,7 +33,7 @@ from agent.commands.eval_behavior import format_metrics, score_results
 from agent.config import context_to_dict, given_settings, resolve_context, resumed_context
 from agent.errors import InputError
 from agent.prompts import load_prompt
-from agent.rundir import RunDir, package_versions, prepare_run_dir
+from agent.rundir import RunDir, input_fingerprint, package_versions, prepare_run_dir
 from agent.session import load_session
 from agent.synth_behavior import synthesize_behavior_session
 from agent.trace_log import TraceRecorder
@@ -136,7 +136,8 @@ def open_behavior_run(
         Bad settings or session (nothing is written), or an occupied ``out``.
     """
     if resume:
-        resumed = prepare_run_dir(out, "behavior", {"session": str(Path(session_dir).resolve())},
+        resumed = prepare_run_dir(out, "behavior", {"session": str(Path(session_dir).resolve()),
+                                                    "input_fingerprint": input_fingerprint(session_dir, out)},
                                   resume=True, overwrite=overwrite, input_key="session")
         ctx = resumed_context(BehaviorContext, resumed.read_meta()["context"], given or {}, resumed.path)
     if ctx.n_clusters < 1:
@@ -151,6 +152,7 @@ def open_behavior_run(
         run_dir = resumed
     else:
         stored = {"session": str(Path(session_dir).resolve()), "run_id": _run_id(session_dir, ctx),
+                  "input_fingerprint": input_fingerprint(session_dir, out),
                   "context": context_to_dict(ctx), **(meta or {})}
         run_dir = prepare_run_dir(out, "behavior", stored, resume=False, overwrite=overwrite,
                                   input_key="session")

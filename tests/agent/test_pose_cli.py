@@ -205,6 +205,20 @@ def test_a_resume_with_other_settings_or_another_recording_is_refused(tiny, tmp_
     assert json.loads((out / "run.json").read_text())["summary"]["n_frames"] == 6
 
 
+def test_a_resume_refuses_a_recording_edited_since_the_run_started(tiny, tmp_path, capsys):
+    """New seed labels need a new run (``suggest``'s workflow): a resume would mix the two."""
+    recording = Path(shutil.copytree(tiny, tmp_path / "rec"))
+    out = tmp_path / "out"
+    assert main(["pose", str(recording), "--out", str(out), "--quiet", "--max-frames", "6"]) == 0
+    before = (out / "run.json").read_bytes()
+    seeds = recording / "seeds.csv"
+    seeds.write_text("\n".join(seeds.read_text().splitlines()[:-1]) + "\n")  # one label fewer
+    capsys.readouterr()
+    assert main(["pose", str(recording), "--out", str(out), "--quiet", "--resume"]) == 2
+    assert "changed since the run started" in capsys.readouterr().err
+    assert (out / "run.json").read_bytes() == before
+
+
 @pytest.mark.parametrize("inside", ["", "videos"])
 def test_overwrite_never_empties_a_recording(tiny, tmp_path, capsys, inside):
     recording = Path(shutil.copytree(tiny, tmp_path / "rec"))
