@@ -93,7 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; finished work is saved (rerun with --resume to continue)", file=sys.stderr)
+        # Only the pipelines checkpoint their work.
+        resumable = args.command in ("pose", "behavior")
+        print("interrupted; finished work is saved (rerun with --resume to continue)" if resumable
+              else "interrupted", file=sys.stderr)
         return 130
 
 

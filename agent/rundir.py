@@ -65,9 +65,12 @@ class RunDir:
         if not self.meta_file.is_file():
             raise InputError(self.path, "not a run directory of this tool (no .bvlm/meta.json)")
         try:
-            return json.loads(self.meta_file.read_text(encoding="utf-8"))
+            meta = json.loads(self.meta_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(self.meta_file, f"corrupt run metadata: {exc}") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("context"), dict):
+            raise InputError(self.meta_file, "corrupt run metadata: not a table of this tool's fields")
+        return meta
 
 
 def input_fingerprint(input_dir: str | Path, out: str | Path) -> str:

@@ -29,7 +29,8 @@ def test_a_resume_refuses_an_input_edited_since_the_run_started(tmp_path):
     recording.mkdir()
     (recording / "seeds.csv").write_text("a\n")
     out = tmp_path / "out"
-    meta = {"recording": str(recording), "input_fingerprint": input_fingerprint(recording, out)}
+    meta = {"recording": str(recording), "context": {},
+            "input_fingerprint": input_fingerprint(recording, out)}
     prepare_run_dir(out, "pose", meta, resume=False, overwrite=False, input_key="recording")
     again = {**meta, "input_fingerprint": input_fingerprint(recording, out)}
     assert prepare_run_dir(out, "pose", again, resume=True, overwrite=False, input_key="recording")
@@ -47,3 +48,14 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(InputError, match="not a run of this tool"):
         prepare_run_dir(folder, "pose", {}, resume=False, overwrite=True)
     assert (folder / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"kind": "pose"}', '{"kind": "pose", "context": 3}'])
+def test_run_metadata_that_is_not_ours_is_one_error(tmp_path, content):
+    from agent.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.meta_file.parent.mkdir(parents=True)
+    run.meta_file.write_text(content)
+    with pytest.raises(InputError, match="corrupt run metadata"):
+        run.read_meta()
