@@ -184,6 +184,20 @@ def test_fork_of_a_pose_run_tracks_again_from_the_frame(recording, tmp_path):
     assert _same_results(tmp_path / "run", tmp_path / "fork", POSE_RESULTS)
 
 
+@pytest.mark.parametrize("frame", ["1", "999"])
+def test_a_fork_from_a_frame_the_run_cannot_fork_from_leaves_out_as_it_was(recording, tmp_path,
+                                                                           capsys, frame):
+    assert main(["pose", str(recording), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    shutil.copytree(tmp_path / "run", tmp_path / "keep")
+    before = sorted(path.relative_to(tmp_path / "keep") for path in (tmp_path / "keep").rglob("*"))
+    capsys.readouterr()
+    assert main(["replay", str(tmp_path / "run"), "--out", str(tmp_path / "keep"), "--overwrite",
+                 "--from", frame]) == 2
+    assert "has no checkpoint where frame" in capsys.readouterr().err
+    assert sorted(path.relative_to(tmp_path / "keep")
+                  for path in (tmp_path / "keep").rglob("*")) == before
+
+
 def test_a_fork_from_the_first_tracked_frame_and_a_fork_of_the_fork(recording, tmp_path):
     assert main(["pose", str(recording), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     assert main(["replay", str(tmp_path / "run"), "--out", str(tmp_path / "fork"), "--from", "3"]) == 0
