@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +51,35 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write ``payload`` as stable, indented JSON (sorted keys) atomically."""
     return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+@contextmanager
+def replaced_directory(out: str | Path, *, keep_others: bool = False) -> Iterator[Path]:
+    """A staging folder beside ``out`` that replaces ``out`` when the block ends.
+
+    Where the block raises (or is interrupted), the staging folder goes and
+    ``out`` stays as it was: a directory is never left half old, half new
+    (but for the instant of the swap with ``keep_others``). With
+    ``keep_others`` only the entries the block wrote replace their
+    namesakes in ``out``; other files there stay.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        staging.chmod(0o777 & ~_current_umask())  # mkdtemp makes it private
+        yield staging
+        if not keep_others or not out.exists():
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(staging, out)
+            return
+        for entry in sorted(staging.iterdir()):
+            target = out / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+        staging.rmdir()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

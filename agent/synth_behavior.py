@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -22,7 +19,7 @@ import numpy as np
 import pandas as pd
 import tomli_w
 
-from agent.atomic import write_text_atomic
+from agent.atomic import replaced_directory, write_text_atomic
 from agent.errors import InputError
 from tools.behavior_sim import (
     BODYPARTS,
@@ -81,10 +78,7 @@ def synthesize_behavior_session(
         raise InputError(out, "is not empty; pass --overwrite to replace it")
     session = simulate_behavior(params, seed)
     animals = [f"mouse{i + 1}" for i in range(params.n_animals)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp makes it private; a session is meant to be shared
+    with replaced_directory(out) as staging:
         _write_video(staging / "video.mp4", session, seed)
         if keypoints:
             _write_keypoints(staging / "keypoints.h5", session, animals)
@@ -94,12 +88,6 @@ def synthesize_behavior_session(
             manifest["keypoints"] = "keypoints.h5"
         manifest["arena"] = {"food_zone": [round(v, 2) for v in session.food_zone]}
         write_text_atomic(staging / "session.toml", tomli_w.dumps(manifest))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return session
 
 

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import tomli_w
 
-from agent.atomic import write_json_atomic, write_text_atomic
+from agent.atomic import replaced_directory, write_json_atomic, write_text_atomic
 from agent.calibration import dump_calibration
 from agent.errors import InputError
 from agent.recording import check_regions
@@ -291,6 +291,16 @@ def synthesize_pose_recording(out_dir: str | Path, options: SynthPoseOptions) ->
     _check_options(out_dir, options)
     seeds = np.random.SeedSequence(options.seed).spawn(4 + options.cameras)
     scene = _build_scene(options, seeds)
+    # Written beside out_dir and swapped in: an interrupted --overwrite leaves the old recording
+    # (files of the user's that are not the recording's stay).
+    with replaced_directory(out_dir, keep_others=True) as staging:
+        _write_recording(staging, scene, seeds, options)
+    return out_dir
+
+
+def _write_recording(out_dir: Path, scene: _Scene, seeds: list[np.random.SeedSequence],
+                     options: SynthPoseOptions) -> None:
+    """Every file of the recording of ``scene`` into the empty ``out_dir``."""
     videos = out_dir / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     camera_seeds = seeds[4:]
@@ -314,7 +324,6 @@ def synthesize_pose_recording(out_dir: str | Path, options: SynthPoseOptions) ->
         "regions": {name: list(members) for name, members in options.layout.items()},
     }
     write_text_atomic(out_dir / "recording.toml", tomli_w.dumps(manifest))
-    return out_dir
 
 
 def _summary(scene: _Scene, options: SynthPoseOptions) -> dict:

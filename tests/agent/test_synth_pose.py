@@ -283,3 +283,20 @@ def test_the_python_api_checks_the_layout_before_writing(tmp_path, regions):
         synthesize_pose_recording(out, SynthPoseOptions(frames=8, cameras=4, width=320,
                                                         height=240, regions=regions))
     assert not out.exists()
+
+
+def test_an_overwrite_that_fails_midway_leaves_the_old_recording(tmp_path, monkeypatch):
+    from agent import synth_pose
+
+    out = tmp_path / "rec"
+    assert main(["synth", "pose", "--out", str(out), *SMALL]) == 0
+    before = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth_pose, "dump_calibration", interrupted)  # after the videos
+    assert main(["synth", "pose", "--out", str(out), *SMALL, "--seed", "5", "--overwrite"]) == 130
+    after = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    assert after == before
+    assert [path.name for path in tmp_path.iterdir()] == ["rec"]  # no staging folder left
