@@ -91,6 +91,25 @@ def input_fingerprint(input_dir: str | Path, out: str | Path) -> str:
     return digest.hexdigest()
 
 
+def made_from_other_input(results: str | Path, input_dir: str | Path) -> str | None:
+    """A warning where the run in ``results`` was made from files other than ``input_dir``'s now.
+
+    None where ``results`` is no run of this tool (any results folder can be
+    scored), keeps no fingerprint, or the fingerprints agree. A copy of the
+    input with other modification times also differs: hence a warning.
+    """
+    run = RunDir(Path(results))
+    if not run.meta_file.is_file():
+        return None
+    meta = run.read_meta()
+    started_on = meta.get("recording", meta.get("session"))
+    fingerprint = meta.get("input_fingerprint")
+    if fingerprint is None or fingerprint == input_fingerprint(input_dir, results):
+        return None
+    return (f"{run.path} was made from {started_on}, whose files differ from {input_dir}'s now "
+            "(names, sizes or times): these scores compare two inputs unless one is a copy")
+
+
 def prepare_run_dir(
     out: str | Path, kind: str, meta: dict[str, Any], *, resume: bool, overwrite: bool,
     input_key: str | None = None,

@@ -13,10 +13,12 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 
 from agent.behavior_results import CLIPS_FILE, SEGMENTS_FILE, read_clips_csv, read_segments_csv
 from agent.errors import InputError
+from agent.rundir import made_from_other_input
 from agent.session import load_session
 from tools.behavior_metrics import BehaviorMetrics, evaluate_behavior
 
@@ -73,6 +75,9 @@ def format_metrics(metrics: BehaviorMetrics) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     metrics = score_results(args.session, args.results)
+    warning = made_from_other_input(args.results, args.session)
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         payload = {key: (None if isinstance(v, float) and math.isnan(v) else v)
                    for key, v in dataclasses.asdict(metrics).items()}

@@ -15,12 +15,14 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.errors import InputError
 from agent.pose_results import read_keypoints_2d, read_keypoints_3d, read_qc
 from agent.recording import Recording, load_recording
+from agent.rundir import made_from_other_input
 from tools.pose_metrics import (
     LABEL_TOLERANCE_PX,
     WRONG_3D_MM,
@@ -168,6 +170,9 @@ def metrics_to_json(metrics: PoseMetrics, by_keypoint: list[KeypointScore] | Non
 
 def run(args: argparse.Namespace) -> int:
     recording = load_recording(args.recording)
+    warning = made_from_other_input(args.results, args.recording)
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         scored = _read_results(recording, args.results)  # read once for both scores
         metrics = evaluate_pose(*scored)

@@ -146,3 +146,14 @@ def test_eval_by_keypoint_names_each_keypoints_share_right_and_missing(
     lines = capsys.readouterr().out.splitlines()
     assert lines[-5].startswith("by keypoint (3D):")
     assert lines[-4].split()[:3] == [keypoints[0], "87.5%", "0.0%"]
+
+
+def test_scoring_a_run_against_another_recording_warns(recording_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["pose", str(recording_dir), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(recording_dir), str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    other = make_tiny_recording(tmp_path / "other", n_frames=12, seed_frames=(0, 1, 2))
+    assert main(["eval", str(other), str(out)]) == 0
+    assert capsys.readouterr().err.startswith(f"warning: {out} was made from {recording_dir}")
