@@ -97,13 +97,16 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
              overwrite: bool = False, quiet: bool = False,
              backend: PoseBackend | None = None,
              answer_source: AnswerSource | None = None,
-             given: Mapping[str, tuple[str, Any]] | None = None) -> PoseRunSummary:
+             given: Mapping[str, tuple[str, Any]] | None = None,
+             provenance: Mapping[str, Any] | None = None) -> PoseRunSummary:
     """Track every frame of the recording into ``out`` (FORMATS.md section 2).
 
     On ``resume`` the settings stored with the run are used, so the results
     equal those of an uninterrupted run; a setting the user gave (``given``,
     :func:`agent.config.given_settings`) that differs from them is refused
-    (:func:`agent.config.resumed_context`), as is another recording. ``backend`` replaces the one
+    (:func:`agent.config.resumed_context`), as is another recording.
+    ``provenance`` (a replay's ``replay_of``) is kept with the run and
+    written to run.json, as a fork's ``fork`` is. ``backend`` replaces the one
     ``ctx.backend`` names (tests script one); ``answer_source`` serves the
     model answers of a replay (:class:`agent.replay_log.ReplayLog`). Every
     node execution is traced to ``trace.jsonl``.
@@ -112,7 +115,7 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
     if backend is None and not resume:
         _check_model_settings(ctx)  # before the run directory exists: nothing half-written
     meta = {"recording": str(Path(recording_path).resolve()), "thread_id": uuid.uuid4().hex,
-            "input_fingerprint": input_fingerprint(recording_path, out),
+            "input_fingerprint": input_fingerprint(recording_path, out), **(provenance or {}),
             "context": context_to_dict(ctx)}
     run = prepare_run_dir(out, "pose", meta, resume=resume, overwrite=overwrite, input_key="recording")
     stored = run.read_meta()
@@ -313,6 +316,8 @@ def _finish(run: RunDir, recording: Recording, ctx: PoseContext, backend: PoseBa
         "summary": asdict(summary), "side_check": side_check,
         "tracker_gate_px": round(tracker_gate_px(ctx, recording), 3),
         **_model_provenance(ctx, backend),
+        # What the run replays or forks (agent.replay), as its meta keeps it.
+        **{key: value for key, value in run.read_meta().items() if key in ("replay_of", "fork")},
     })
     return summary
 

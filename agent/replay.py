@@ -383,7 +383,8 @@ def _replay_pose(source: RecordedRun, out: Path, config: dict[str, Any], fork: d
 
     ctx = PoseContext(**context_fields(PoseContext, config))
     if fork is None:
-        run_pose(source.input_path, out, ctx, overwrite=overwrite, quiet=True, answer_source=answers)
+        run_pose(source.input_path, out, ctx, overwrite=overwrite, quiet=True, answer_source=answers,
+                 provenance={"replay_of": str(source.run_dir.path.resolve())})
         return
     # A frame the run cannot fork from is refused before --out is touched (or emptied).
     with closing(sqlite3.connect(source.run_dir.checkpoint_db, check_same_thread=False)) as connection:

@@ -146,6 +146,8 @@ def test_replay_of_a_pose_run_is_byte_identical(recording, tmp_path):
     assert main(["pose", str(recording), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     assert main(["replay", str(tmp_path / "run"), "--out", str(tmp_path / "again")]) == 0
     assert _same_results(tmp_path / "run", tmp_path / "again", POSE_RESULTS)
+    replayed = json.loads((tmp_path / "again" / "run.json").read_text())
+    assert replayed["replay_of"] == str((tmp_path / "run").resolve())
 
 
 def test_replay_of_an_openai_pose_run_needs_no_server(recording, tmp_path):
@@ -181,6 +183,8 @@ def test_fork_of_a_pose_run_tracks_again_from_the_frame(recording, tmp_path):
     assert main(["replay", str(tmp_path / "run"), "--out", str(tmp_path / "fork"), "--from", "6"]) == 0
     assert _tracked_frames_after_fork(tmp_path / "fork") == [6, 7, 8, 9]
     assert _fork_branch_in_lineage(tmp_path / "fork", 6)
+    fork = json.loads((tmp_path / "fork" / "run.json").read_text())["fork"]
+    assert (fork["frame"], fork["from_run"]) == (6, str((tmp_path / "run").resolve()))
     assert _same_results(tmp_path / "run", tmp_path / "fork", POSE_RESULTS)
 
 
