@@ -64,12 +64,14 @@ class CommonContext:
     _MORE_THAN = {"request_timeout_s": 0.0}
 
     def __post_init__(self) -> None:
-        for bounds, fails, words in ((self._AT_LEAST, lambda v, b: v < b, "at least"),
-                                     (self._MORE_THAN, lambda v, b: not v > b, "more than")):
-            for name, bound in bounds.items():
-                value = getattr(self, name)
-                if value is not None and fails(value, bound):
-                    raise InputError(name, f"must be {words} {bound}, got {value}")
+        for name, least in self._AT_LEAST.items():
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise InputError(name, f"must be at least {least}, got {value}")
+        for name, bound in self._MORE_THAN.items():
+            value = getattr(self, name)
+            if value is not None and not value > bound:
+                raise InputError(name, f"must be more than {bound}, got {value}")
 
 
 def _convert(value: str, annotation: Any, name: str) -> Any:

@@ -386,20 +386,20 @@ def _replay_pose(source: RecordedRun, out: Path, config: dict[str, Any], fork: d
         run_pose(source.input_path, out, ctx, overwrite=overwrite, quiet=True, answer_source=answers,
                  provenance={"replay_of": str(source.run_dir.path.resolve())})
         return
-    # A frame the run cannot fork from is refused before --out is touched (or emptied).
-    with closing(sqlite3.connect(source.run_dir.checkpoint_db, check_same_thread=False)) as connection:
-        _pose_fork_point(connection, source, fork)
+    # Found in the source's checkpoints: a frame the run cannot fork from is refused before
+    # --out is touched (or emptied); the copy holds the same checkpoint.
+    start = _pose_fork_point(source, fork)
     meta = {"recording": str(source.input_path), "thread_id": source.thread_id,
             "context": context_to_dict(ctx), "fork": fork}
     target = prepare_run_dir(out, "pose", meta, resume=False, overwrite=overwrite)
     copy_run_state(source.run_dir, target)
-    fork = {**fork, "checkpoint_id": _fork_pose(source, target, fork)}
+    fork = {**fork, "checkpoint_id": _fork_pose(source, target, start)}
     write_json_atomic(target.meta_file, {**target.read_meta(), "fork": fork})
     run_pose(source.input_path, out, ctx, resume=True, quiet=True, answer_source=answers)
 
 
-def _fork_pose(source: RecordedRun, target: RunDir, fork: dict[str, Any]) -> str:
-    """Start the fork's branch where ``fork["frame"]`` is about to be tracked; the checkpoint's id.
+def _fork_pose(source: RecordedRun, target: RunDir, start: dict[str, Any]) -> str:
+    """Start the fork's branch at the checkpoint ``start`` names (:func:`_pose_fork_point`); its id.
 
     A pose run checkpoints once per frame, when the frame's invocation ends
     (:mod:`agent.pose_pipeline`), and once before the first: the checkpoint
@@ -407,30 +407,33 @@ def _fork_pose(source: RecordedRun, target: RunDir, fork: dict[str, Any]) -> str
     its paths moved to the fork's directory, written as ``accept_frame``
     wrote it; the runner then invokes the graph for the frame.
     """
+    from graphs.pose import build_pose_graph
+
     with closing(sqlite3.connect(target.checkpoint_db, check_same_thread=False)) as connection:
-        graph, chosen = _pose_fork_point(connection, source, fork)
+        graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
+        chosen = graph.get_state(start)
         changes = moved_paths(chosen.values, str(source.run_dir.path), str(target.path))
         graph.update_state(chosen.config, changes, as_node=POSE_BRANCH_NODE)
         return chosen.config["configurable"]["checkpoint_id"]
 
 
-def _pose_fork_point(connection: sqlite3.Connection, source: RecordedRun,
-                     fork: dict[str, Any]) -> tuple[Any, Any]:
-    """The compiled pose graph on ``connection``'s checkpoints and the snapshot ``fork`` starts from.
+def _pose_fork_point(source: RecordedRun, fork: dict[str, Any]) -> dict[str, Any]:
+    """The config of the source run's checkpoint where ``fork["frame"]`` is about to be tracked.
 
-    InputError where the run has none for ``fork["frame"]``.
+    InputError where the run has none for that frame.
     """
     from graphs.pose import build_pose_graph
 
     config = {"configurable": {"thread_id": source.thread_id}}
     frame = fork["frame"]
-    graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
-    chosen = pick_fork_point(
-        lineage(graph, config), fork,
-        # The run's own checkpoints: the loop's, and the first (run_pose writes it).
-        lambda snap: (tuple(snap.next) in POSE_FRAME_STARTS and snap.values.get("frame") == frame
-                      and not snap.values.get("finished")
-                      and (written_by_run(snap) or snap.parent_config is None)),
-        f"where frame {frame} is tracked (seed frames and frames past the end are not)",
-        source.run_dir.path)
-    return graph, chosen
+    with closing(sqlite3.connect(source.run_dir.checkpoint_db, check_same_thread=False)) as connection:
+        graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
+        chosen = pick_fork_point(
+            lineage(graph, config), fork,
+            # The run's own checkpoints: the loop's, and the first (run_pose writes it).
+            lambda snap: (tuple(snap.next) in POSE_FRAME_STARTS and snap.values.get("frame") == frame
+                          and not snap.values.get("finished")
+                          and (written_by_run(snap) or snap.parent_config is None)),
+            f"where frame {frame} is tracked (seed frames and frames past the end are not)",
+            source.run_dir.path)
+    return chosen.config
