@@ -106,14 +106,23 @@ class ResultsView:
         if self.kind != kind:
             raise ValueError(f"this is a {self.kind} run; that question needs a {kind} run")
 
+    def _check_known(self, what: str, value: str | None, column: pd.Series) -> None:
+        """Refuse a name the run does not hold: a filter on it would answer for nothing (or, dropped, for all)."""
+        known = sorted(set(column.astype(str)) - {""})
+        if value is not None and value not in known:
+            raise ValueError(f"no {what} {value!r} in this run; its {what}s: {', '.join(known) or 'none'}")
+
     def list_segments(self, animal: str | None = None, label: str | None = None, start_s: float | None = None, end_s: float | None = None) -> str:
         self._need("behavior")
+        self._check_known("animal", animal, self.segments["animal"])
+        self._check_known("label", label, self.segments["label"])
         table = segment_stats.filter_segments(self.segments, animal, label, start_s, end_s)
         columns = ["segment_id", "animal", "start_s", "end_s", "label"]
         return _table(table[columns], "no segment matches")
 
     def time_budget(self, animal: str | None = None) -> str:
         self._need("behavior")
+        self._check_known("animal", animal, self.segments["animal"])
         table = segment_stats.time_budget(self.segments)
         if animal is not None:
             table = table[table["animal"] == animal]
@@ -121,6 +130,7 @@ class ResultsView:
 
     def transitions(self, animal: str | None = None) -> str:
         self._need("behavior")
+        self._check_known("animal", animal, self.segments["animal"])
         return _table(segment_stats.transitions(self.segments, animal), "no transitions")
 
     def co_occurrence(self) -> str:
@@ -154,7 +164,12 @@ class ResultsView:
     # -- pose -------------------------------------------------------------------
     def flagged_labels(self, keypoint: str | None = None, reason: str | None = None) -> str:
         self._need("pose")
+        self._check_known("keypoint", keypoint, self.qc["keypoint"])
         table = self.qc[self.qc["flagged"].astype(int) == 1]
+        reasons = table["reason"].astype(str)
+        if reason is not None and not reasons.str.contains(reason, regex=False).any():
+            known = sorted(set(reasons) - {""})
+            raise ValueError(f"no label is flagged for {reason!r} in this run; its reasons: {', '.join(known) or 'none'}")
         if keypoint is not None:
             table = table[table["keypoint"] == keypoint]
         if reason is not None:

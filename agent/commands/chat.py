@@ -54,17 +54,18 @@ def run_command(view: ResultsView, line: str) -> str:
         if view.kind == "behavior":
             animals = set(view.segments["animal"].astype(str))
             labels = set(view.segments["label"].astype(str))
-            animal = next((w for w in words if w in animals), None)
             if name == "/segments":
-                label = next((w for w in words if w in labels), None)
-                span = next((_RANGE.match(w) for w in words if _RANGE.match(w)), None)
+                animal, label, span = _segment_words(words, animals, labels)
                 start, end = (None, None) if span is None else (float(span[1]) if span[1] else None, float(span[2]) if span[2] else None)
                 return view.list_segments(animal, label, start, end)
-            if name == "/stats":
-                return view.time_budget(animal)
-            if name == "/transitions":
-                return view.transitions(animal)
+            if name in ("/stats", "/transitions"):
+                if len(words) > 1:
+                    raise ValueError(f"{name} takes one animal at most, got {' '.join(words)!r}")
+                animal = words[0] if words else None
+                return view.time_budget(animal) if name == "/stats" else view.transitions(animal)
             if name == "/cooccur":
+                if words:
+                    raise ValueError(f"/cooccur takes no words, got {' '.join(words)!r}")
                 return view.co_occurrence()
             if name == "/segment" and words:
                 return view.segment_detail(words[0])
@@ -72,13 +73,33 @@ def run_command(view: ResultsView, line: str) -> str:
             if name == "/flagged":
                 keypoints = set(view.qc["keypoint"].astype(str))
                 keypoint = next((w for w in words if w in keypoints), None)
-                reason = next((w for w in words if w not in keypoints), None)
-                return view.flagged_labels(keypoint, reason)
+                others = [w for w in words if w not in keypoints]
+                if len(others) > 1:
+                    raise ValueError(f"one reason at most, got {' '.join(others)!r}")
+                return view.flagged_labels(keypoint, others[0] if others else None)
             if name == "/errors":
                 return view.keypoint_errors()
     except ValueError as exc:
         return f"cannot answer: {exc}"
     return f"unknown or incomplete command {line.strip()!r}\n" + help_text(view.kind)
+
+
+def _segment_words(words: list[str], animals: set[str],
+                   labels: set[str]) -> tuple[str | None, str | None, re.Match | None]:
+    """The animal, label and START-END range of ``/segments``; a word that is none of them is refused
+    (dropping it would answer for every animal or label)."""
+    found: dict[str, str | re.Match | None] = {"animal": None, "label": None, "range": None}
+    for word in words:
+        span = _RANGE.match(word)
+        kind = ("animal" if word in animals and found["animal"] is None else
+                "label" if word in labels else "range" if span and word != "-" else None)
+        if kind is None:
+            raise ValueError(f"{word!r} is not an animal, a label or a START-END range of this run; "
+                             f"animals: {', '.join(sorted(animals))}; labels: {', '.join(sorted(labels))}")
+        if found[kind] is not None:
+            raise ValueError(f"/segments takes one {kind} at most; {word!r} is a second")
+        found[kind] = span if kind == "range" else word
+    return found["animal"], found["label"], found["range"]
 
 
 def _summary(view: ResultsView) -> str:

@@ -127,3 +127,31 @@ def test_agent_loop_is_bounded(behavior_results):
     state = graph.invoke({"messages": [("user", "loop")], "tool_rounds": 0}, context=ChatContext(system_prompt="t", max_tool_rounds=2))
     assert state["tool_rounds"] == 2
     assert "tool-call budget" in final_answer(state)
+
+
+@pytest.mark.parametrize(("command", "named"), [
+    ("/segments mouse9", "'mouse9' is not an animal"),       # a typo used to list every animal
+    ("/segments mouse1 chse", "'chse' is not an animal"),
+    ("/segments mouse1 chase huddle", "one label at most"),
+    ("/stats mouse9", "no animal 'mouse9'"),
+    ("/transitions mouse9", "no animal 'mouse9'"),
+    ("/cooccur mouse1", "takes no words"),
+])
+def test_behavior_commands_refuse_names_the_run_lacks(behavior_results, command, named):
+    text = run_command(ResultsView.open(behavior_results), command)
+    assert text.startswith("cannot answer") and named in text
+    assert "mouse1, mouse2" in text or "takes" in text or "at most" in text
+
+
+def test_pose_flagged_refuses_unknown_keypoint_or_reason(pose_results):
+    view = ResultsView.open(pose_results)
+    assert "its reasons: reprojection" in run_command(view, "/flagged nose reprojectoin")
+    with pytest.raises(ValueError, match="its keypoints: nose, tail"):
+        view.flagged_labels(keypoint="paw")
+    assert run_command(view, "/flagged reprojection").startswith("1 flagged labels")
+
+
+def test_model_tools_answer_unknown_names_with_the_known_ones(behavior_results):
+    tools = {tool.name: tool for tool in ResultsView.open(behavior_results).tools()}
+    text = tools["list_segments"].invoke({"animal": "mouse9"})
+    assert text.startswith("cannot answer") and "mouse1, mouse2" in text
