@@ -10,7 +10,7 @@ uninterrupted run. ``run.json`` is written last, atomically.
 
 from __future__ import annotations
 
-import sqlite3
+import json
 import sys
 import time
 import uuid
@@ -33,7 +33,13 @@ from agent.errors import InputError
 from agent.pose_context import PoseContext, quality_params, tracker_gate_px
 from agent.pose_frames import CentroidPrefetch, FrameRecord, FrameStore, padded_records
 from agent.recording import Recording, load_recording
-from agent.rundir import RunDir, input_fingerprint, package_versions, prepare_run_dir
+from agent.rundir import (
+    RunDir,
+    input_fingerprint,
+    open_checkpoints,
+    package_versions,
+    prepare_run_dir,
+)
 from agent.trace_log import TraceRecorder
 from graphs.pose import build_pose_graph, reviewed_records
 from graphs.pose_state import FanOut, PoseRuntime, PoseState
@@ -170,7 +176,7 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
     # The trace is written a frame at a time (a kill loses only the frame in flight, which a
     # resume redoes and traces again).
     trace = TraceRecorder(run.path / "trace.jsonl", flush_after=("accept_frame", "write_results"))
-    with closing(_connect(run)) as connection, closing(prefetch), closing(trace):
+    with open_checkpoints(run.checkpoint_db) as connection, closing(prefetch), closing(trace):
         graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
         snapshot = graph.get_state(config)
         if not snapshot.values:
@@ -185,6 +191,10 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
         in_flight = bool(snapshot.tasks)
         inputs: PoseState | None = None if in_flight else _next_frame(snapshot.values["frame"])
         done = not in_flight and bool(snapshot.values.get("finished"))
+        kept = _recorded_summary(run) if done else None
+        if kept is not None:  # a finished run resumed: nothing ran, its run.json (timings) stays
+            recording.close()
+            return kept
         progress = _Progress(end_frame, quiet)
         try:
             while not done:
@@ -199,6 +209,14 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
                              len(recording.keypoints))
     return _finish(run, recording, ctx, backend, records, time.perf_counter() - started,
                    steps.describe_side_model(seed_sides, list(recording.keypoints)))
+
+
+def _recorded_summary(run: RunDir) -> PoseRunSummary | None:
+    """The summary a finished run's run.json holds; None where it is missing or unreadable."""
+    try:
+        return PoseRunSummary(**json.loads(run.run_json.read_text(encoding="utf-8"))["summary"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _invoke_once(graph: Any, inputs: PoseState | None, config: dict[str, Any],
@@ -248,15 +266,6 @@ def _check_model_settings(ctx: PoseContext) -> None:
     from agent.backends.openai_pose import load_pose_prompts
 
     load_pose_prompts(ctx.prompts_dir)
-
-
-def _connect(run: RunDir) -> sqlite3.Connection:
-    connection = sqlite3.connect(run.checkpoint_db, check_same_thread=False)
-    # WAL with synchronous=NORMAL survives a killed process (not a power cut) at a fraction
-    # of the cost of a full fsync per checkpoint.
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    return connection
 
 
 def _regions(recording: Recording, ctx: PoseContext) -> dict[str, list[str]]:

@@ -26,9 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ from agent.config import context_fields, context_to_dict
 from agent.errors import InputError
 from agent.llm import ReplayedError
 from agent.replay_log import ReplayLog
-from agent.rundir import RunDir, prepare_run_dir
+from agent.rundir import RunDir, open_checkpoints, prepare_run_dir
 
 BEHAVIOR_RESULTS = ("clips.csv", "segments.csv", "review.csv", "ethogram.png")
 POSE_RESULTS = ("keypoints_3d.csv", "keypoints_2d.csv", "qc.csv")
@@ -136,6 +134,8 @@ def load_recorded_run(path: str | Path) -> RecordedRun:
                                             "replay needs its model-call log")
     if not run_dir.checkpoint_db.is_file():
         raise InputError(run_dir.checkpoint_db, "not found: the run's checkpoints are missing")
+    with open_checkpoints(run_dir.checkpoint_db):  # damaged: refused before --out is touched
+        pass
     return recorded
 
 
@@ -257,8 +257,8 @@ def differing_results(original: Path, replayed: Path, kind: str) -> list[str]:
 
 def copy_run_state(source: RunDir, target: RunDir) -> None:
     """Copy ``source``'s checkpoints, cache and clip videos into the prepared ``target``."""
-    with closing(sqlite3.connect(source.checkpoint_db)) as original, \
-            closing(sqlite3.connect(target.checkpoint_db)) as copy:
+    with open_checkpoints(source.checkpoint_db) as original, \
+            open_checkpoints(target.checkpoint_db) as copy:
         original.backup(copy)  # consistent even with a write-ahead log beside the database
     shutil.copytree(source.cache_dir, target.cache_dir, dirs_exist_ok=True)
     if (source.path / "clips").is_dir():
@@ -366,8 +366,8 @@ def _fork_behavior(source: RecordedRun, target: RunDir, fork: dict[str, Any]) ->
     from graphs.behavior import build_behavior_graph
 
     config = {"configurable": {"thread_id": source.thread_id}}
-    with SqliteSaver.from_conn_string(str(target.checkpoint_db)) as saver:
-        graph = build_behavior_graph().compile(checkpointer=saver)
+    with open_checkpoints(target.checkpoint_db) as connection:
+        graph = build_behavior_graph().compile(checkpointer=SqliteSaver(connection))
         history = lineage(graph, config)
         snapshot = pick_fork_point(history, fork,
                                    lambda snap: written_by_run(snap) and fork["node"] in snap.next,
@@ -409,7 +409,7 @@ def _fork_pose(source: RecordedRun, target: RunDir, start: dict[str, Any]) -> st
     """
     from graphs.pose import build_pose_graph
 
-    with closing(sqlite3.connect(target.checkpoint_db, check_same_thread=False)) as connection:
+    with open_checkpoints(target.checkpoint_db) as connection:
         graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
         chosen = graph.get_state(start)
         changes = moved_paths(chosen.values, str(source.run_dir.path), str(target.path))
@@ -426,7 +426,7 @@ def _pose_fork_point(source: RecordedRun, fork: dict[str, Any]) -> dict[str, Any
 
     config = {"configurable": {"thread_id": source.thread_id}}
     frame = fork["frame"]
-    with closing(sqlite3.connect(source.run_dir.checkpoint_db, check_same_thread=False)) as connection:
+    with open_checkpoints(source.run_dir.checkpoint_db) as connection:
         graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
         chosen = pick_fork_point(
             lineage(graph, config), fork,

@@ -33,7 +33,13 @@ from agent.commands.eval_behavior import format_metrics, score_results
 from agent.config import context_to_dict, given_settings, resolve_context, resumed_context
 from agent.errors import InputError
 from agent.prompts import load_prompt
-from agent.rundir import RunDir, input_fingerprint, package_versions, prepare_run_dir
+from agent.rundir import (
+    RunDir,
+    input_fingerprint,
+    open_checkpoints,
+    package_versions,
+    prepare_run_dir,
+)
 from agent.session import load_session
 from agent.synth_behavior import synthesize_behavior_session
 from agent.trace_log import TraceRecorder
@@ -179,6 +185,8 @@ def finish_behavior_run(
             _discard(run_dir.path, behavior_run.existed)
         raise
     summary = _summary(state, behavior_run.mode)
+    if not timings and run_dir.run_json.is_file():
+        return summary  # a finished run resumed: nothing ran, so its run.json (timings) stays
     meta = run_dir.read_meta()
     write_json_atomic(run_dir.run_json, {
         "kind": "behavior", "session": meta["session"], "config": context_to_dict(ctx),
@@ -221,8 +229,8 @@ def _run_graph(run_dir: RunDir, session_dir: Path, ctx: BehaviorContext, resume:
     inputs: dict[str, Any] | None = {"session_dir": str(session_dir), "run_dir": str(run_dir.path),
                                      "cache_dir": str(run_dir.cache_dir)}
     timings: dict[str, float] = collections.defaultdict(float)
-    with SqliteSaver.from_conn_string(str(run_dir.checkpoint_db)) as saver:
-        graph = build_behavior_graph().compile(checkpointer=saver)
+    with open_checkpoints(run_dir.checkpoint_db) as connection:
+        graph = build_behavior_graph().compile(checkpointer=SqliteSaver(connection))
         snapshot = graph.get_state(config)
         if resume and snapshot.values:
             inputs = None

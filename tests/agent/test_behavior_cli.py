@@ -82,9 +82,9 @@ def test_same_inputs_give_identical_results(session_dir, tmp_path):
 def test_resume_of_a_finished_run_and_refusal_to_overwrite(session_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert _behavior(session_dir, out, "--no-clip-videos") == 0
-    before = (out / "segments.csv").read_bytes()
+    before = {name: (out / name).read_bytes() for name in ("segments.csv", "run.json")}
     assert _behavior(session_dir, out, "--no-clip-videos", "--resume") == 0
-    assert (out / "segments.csv").read_bytes() == before
+    assert {name: (out / name).read_bytes() for name in before} == before  # timings included
     capsys.readouterr()
     assert _behavior(session_dir, out, "--no-clip-videos") == 2
     assert "--resume" in capsys.readouterr().err

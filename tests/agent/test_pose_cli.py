@@ -219,6 +219,30 @@ def test_a_resume_refuses_a_recording_edited_since_the_run_started(tiny, tmp_pat
     assert (out / "run.json").read_bytes() == before
 
 
+def test_a_resume_of_a_finished_run_changes_nothing(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["pose", str(tiny), "--out", str(out), "--quiet", "--max-frames", "6"]) == 0
+    before = {name: (out / name).read_bytes() for name in (*RESULT_FILES, "run.json")}
+    capsys.readouterr()
+    assert main(["pose", str(tiny), "--out", str(out), "--quiet", "--resume"]) == 0
+    assert {name: (out / name).read_bytes() for name in before} == before  # timings included
+    assert "frames: 6 " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", [b"not a database " * 100, "truncated"])
+def test_a_resume_from_damaged_checkpoints_is_one_error_line(tiny, tmp_path, capsys, damage):
+    out = tmp_path / "out"
+    assert main(["pose", str(tiny), "--out", str(out), "--quiet", "--max-frames", "6"]) == 0
+    before = {name: (out / name).read_bytes() for name in (*RESULT_FILES, "run.json")}
+    database = out / ".bvlm" / "checkpoints.sqlite"
+    database.write_bytes(database.read_bytes()[:6000] if damage == "truncated" else damage)
+    capsys.readouterr()
+    assert main(["pose", str(tiny), "--out", str(out), "--quiet", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {database}: damaged checkpoint database")
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
 @pytest.mark.parametrize("inside", ["", "videos"])
 def test_overwrite_never_empties_a_recording(tiny, tmp_path, capsys, inside):
     recording = Path(shutil.copytree(tiny, tmp_path / "rec"))

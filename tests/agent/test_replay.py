@@ -243,7 +243,13 @@ def _model_run_without_calls(run):
     return "calls.jsonl"
 
 
-@pytest.mark.parametrize("breaker", [_no_meta, _garbled_meta, _foreign_meta, _unfinished, _model_run_without_calls])
+def _damaged_checkpoints(run):
+    (run / ".bvlm" / "checkpoints.sqlite").write_bytes(b"not a database " * 100)
+    return "damaged checkpoint database"
+
+
+@pytest.mark.parametrize("breaker", [_no_meta, _garbled_meta, _foreign_meta, _unfinished, _model_run_without_calls,
+                                     _damaged_checkpoints])
 def test_a_corrupt_or_foreign_run_directory_is_one_error_line(session_dir, tmp_path, capsys, breaker):
     assert _behavior(session_dir, tmp_path / "run", "--no-clip-videos") == 0
     culprit = breaker(tmp_path / "run")
