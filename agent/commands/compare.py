@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     comparison = compare_runs(args.run_a, args.run_b)
+    if not comparison["same_input"]:
+        a, b = comparison["runs"]
+        print(f"warning: the runs were made from different inputs ({a['input']} and {b['input']}): "
+              "their frames and labels do not correspond", file=sys.stderr)
     if args.json:
         print(json.dumps(comparison, indent=2, sort_keys=True))
     else:
@@ -76,6 +81,7 @@ def compare_runs(run_a: Path, run_b: Path) -> dict[str, Any]:
         "kind": kinds[0],
         "runs": [{"path": str(run["path"]), "input": run["input"],
                   **{key: run["run_json"][key] for key in PROVENANCE if key in run["run_json"]}} for run in runs],
+        "same_input": _same_input(*runs),
         "config": _side_by_side(configs[0], configs[1], only_differences=True),
         "prompts": _side_by_side(prompts[0], prompts[1], only_differences=False),
         "metrics": _side_by_side(*[score(run) for run in runs], only_differences=False),
@@ -93,6 +99,15 @@ def _load(path: Path) -> dict[str, Any]:
     run_json = read_run_json(run_dir)
     source = meta.get("session") if meta["kind"] == "behavior" else meta.get("recording")
     return {"path": path, "kind": meta["kind"], "meta": meta, "run_json": run_json, "input": source}
+
+
+def _same_input(run_a: dict[str, Any], run_b: dict[str, Any]) -> bool:
+    """Whether both runs were made from the same files: their input fingerprints where both keep
+    one (a copy of the input with other modification times differs), else their input paths."""
+    fingerprints = [run["meta"].get("input_fingerprint") for run in (run_a, run_b)]
+    if None not in fingerprints:
+        return fingerprints[0] == fingerprints[1]
+    return Path(str(run_a["input"])).resolve() == Path(str(run_b["input"])).resolve()
 
 
 def _side_by_side(a: dict[str, Any], b: dict[str, Any], *, only_differences: bool) -> dict[str, list[Any]]:

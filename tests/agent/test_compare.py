@@ -115,6 +115,19 @@ def test_pose_full_and_naive_ablation_differ_in_the_listed_keypoint_frames(pose_
     assert "ablation" in text and "full  ->  naive" in text and "more" in text
 
 
+def test_runs_of_different_inputs_are_compared_with_a_warning(pose_runs, tmp_path, capsys):
+    _recording, full, naive = pose_runs
+    other = make_tiny_recording(tmp_path / "other", n_frames=9, seed_frames=(0, 1, 2))
+    assert main(["pose", str(other), "--out", str(tmp_path / "other-run"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(full), str(tmp_path / "other-run")]) == 0
+    assert "warning: the runs were made from different inputs" in capsys.readouterr().err
+    assert _compare_json(capsys, full, tmp_path / "other-run")["same_input"] is False
+    assert _compare_json(capsys, full, naive)["same_input"] is True
+    assert main(["compare", str(full), str(naive)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_runs_of_different_kinds_or_unfinished_are_refused(behavior_runs, pose_runs, tmp_path, capsys):
     _session, k4, _k6 = behavior_runs
     _recording, full, _naive = pose_runs
