@@ -70,6 +70,9 @@ class PoseRunSummary:
     ms_per_frame: float
     mean_error_mm: float | None
     share_within_5mm: float | None
+    # The frames this invocation tracked, which wall_s timed: fewer than n_frames after a resume.
+    frames_timed: int = 0
+    from_checkpoint: bool = False
 
 
 def make_pose_backend(ctx: PoseContext, recording: Recording, run: RunDir, board: LatestLabels,
@@ -179,6 +182,7 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
     with open_checkpoints(run.checkpoint_db) as connection, closing(prefetch), closing(trace):
         graph = build_pose_graph().compile(checkpointer=SqliteSaver(connection))
         snapshot = graph.get_state(config)
+        from_checkpoint = bool(snapshot.values)
         if not snapshot.values:
             # The state before the first tracked frame, checkpointed as accept_frame leaves
             # every frame's: where a fork from that frame starts (agent.replay).
@@ -203,11 +207,14 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
                 inputs = None if done else _next_frame(following)
         finally:  # an error or an interrupt is printed on a line of its own
             progress.close()
+        frames_timed = (graph.get_state(config).values.get("n_done", 0)
+                        - snapshot.values.get("n_done", 0))
     recording.close()
     # run.json counts the rows the results files hold (padded_records, as write_results writes).
     records = padded_records(reviewed_records(runtime), len(recording.cameras),
                              len(recording.keypoints))
-    return _finish(run, recording, ctx, backend, records, time.perf_counter() - started,
+    timing = _Timing(time.perf_counter() - started, frames_timed, from_checkpoint)
+    return _finish(run, recording, ctx, backend, records, timing,
                    steps.describe_side_model(seed_sides, list(recording.keypoints)))
 
 
@@ -298,8 +305,15 @@ def _initial_state(recording: Recording, runtime: PoseRuntime, end_frame: int) -
     return state
 
 
+@dataclass(frozen=True)
+class _Timing:
+    wall_s: float  # this invocation's, from the recording loaded to the results written
+    frames_timed: int  # frames it tracked
+    from_checkpoint: bool  # it continued from a run's checkpoint (a resume or a fork)
+
+
 def _finish(run: RunDir, recording: Recording, ctx: PoseContext, backend: PoseBackend,
-            records: list[FrameRecord], wall_s: float, side_check: dict | None) -> PoseRunSummary:
+            records: list[FrameRecord], timing: _Timing, side_check: dict | None) -> PoseRunSummary:
     flagged = np.stack([r.flagged for r in records])
     reasons = np.concatenate([r.reason for r in records])
     by_reason = {str(name): int(np.sum(reasons == name)) for name in sorted(set(reasons)) if name}
@@ -310,10 +324,11 @@ def _finish(run: RunDir, recording: Recording, ctx: PoseContext, backend: PoseBa
                                 recording.ground_truth_3d[index], flagged)
     summary = PoseRunSummary(
         out_dir=str(run.path), n_frames=len(records), n_flagged=int(flagged.sum()),
-        flagged_by_reason=by_reason, wall_s=round(wall_s, 3),
-        ms_per_frame=round(1000 * wall_s / max(1, len(records)), 3),
+        flagged_by_reason=by_reason, wall_s=round(timing.wall_s, 3),
+        ms_per_frame=round(1000 * timing.wall_s / max(1, timing.frames_timed), 3),
         mean_error_mm=None if metrics is None else _finite(metrics.mean_error_mm),
         share_within_5mm=None if metrics is None else _finite(metrics.share_within_5mm),
+        frames_timed=timing.frames_timed, from_checkpoint=timing.from_checkpoint,
     )
     write_json_atomic(run.run_json, {
         "kind": "pose", "recording": str(recording.root), "config": context_to_dict(ctx),
@@ -321,7 +336,9 @@ def _finish(run: RunDir, recording: Recording, ctx: PoseContext, backend: PoseBa
         "counts": {"frames": len(records), "cameras": len(recording.cameras),
                    "keypoints": len(recording.keypoints), "flagged": summary.n_flagged,
                    "flagged_by_reason": by_reason},
-        "timings": {"wall_s": summary.wall_s, "ms_per_frame": summary.ms_per_frame},
+        "timings": {"wall_s": summary.wall_s, "ms_per_frame": summary.ms_per_frame,
+                    "frames_timed": summary.frames_timed,
+                    "from_checkpoint": summary.from_checkpoint},
         "summary": asdict(summary), "side_check": side_check,
         "tracker_gate_px": round(tracker_gate_px(ctx, recording), 3),
         **_model_provenance(ctx, backend),
@@ -378,9 +395,11 @@ class _Progress:
 
 def summary_lines(summary: PoseRunSummary) -> list[str]:
     """The one-screen summary printed by the CLI."""
+    after = (f" over the {summary.frames_timed} frames tracked now; the others came from the checkpoint"
+             if summary.from_checkpoint else "")
     lines = [f"results: {summary.out_dir}",
              f"frames: {summary.n_frames}   time: {summary.wall_s:.1f} s "
-             f"({summary.ms_per_frame:.1f} ms/frame)"]
+             f"({summary.ms_per_frame:.1f} ms/frame{after})"]
     if summary.mean_error_mm is not None:
         lines.append(f"mean 3D error vs ground truth: {summary.mean_error_mm:.2f} mm   "
                      f"within 5 mm: {100 * (summary.share_within_5mm or 0):.1f}%")

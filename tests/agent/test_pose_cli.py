@@ -336,6 +336,11 @@ def test_a_killed_run_resumes_to_identical_results(tmp_path, start, seed_frames,
         assert (killed / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
     frames = np.fromfile(killed / ".bvlm" / "cache" / "frames.bin").reshape(-1, record_size)[:, 0]
     assert len(frames) - len(set(frames)) <= 1, "at most the frame in flight is redone"
+    # run.json times the frames each invocation tracked: all but the seed frames, or those after the kill.
+    whole = json.loads((tmp_path / "whole" / "run.json").read_text())["timings"]
+    assert not whole["from_checkpoint"] and 100 - len(seed_frames) <= whole["frames_timed"] <= 99
+    after = json.loads((killed / "run.json").read_text())["timings"]
+    assert after["from_checkpoint"] and 1 <= after["frames_timed"] <= 100 - done_at_kill + 1
 
 
 def test_run_json_counts_the_rows_of_a_run_stopped_before_a_later_seed_frame(tmp_path):
