@@ -98,8 +98,12 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def cluster_features(features_path: str, n_clusters: int, seed: int, pretrain_iters: int,
-                     finetune_iters: int, cache_dir: Path, source: str) -> dict[str, Any]:
+                     finetune_iters: int, cache_dir: Path, source: str,
+                     animals: Sequence[str]) -> dict[str, Any]:
     """Run DEC on the saved features; save labels ``(T, A)`` and soft assignments ``(T, A, K)``.
+
+    DEC sees the animals in the order of their names, so the order
+    ``session.toml`` lists them in does not change the clusters.
 
     Raises
     ------
@@ -109,12 +113,15 @@ def cluster_features(features_path: str, n_clusters: int, seed: int, pretrain_it
     values = load_arrays(features_path)["values"]
     params = DecParams(n_clusters=n_clusters, seed=seed, pretrain_iters=pretrain_iters,
                        finetune_iters=finetune_iters)
+    by_name = np.argsort(np.asarray(animals, dtype=str), kind="stable")
     try:
-        result = fit_dec(values, params)
+        result = fit_dec(values[:, by_name], params)
     except DecInputError as exc:
         raise InputError(source, f"cannot cluster: {exc}") from None
+    as_listed = np.argsort(by_name)
     path = cache_dir / "dec.npz"
-    np.savez_compressed(path, labels=result.labels, soft=result.soft_assignments)
+    np.savez_compressed(path, labels=result.labels[:, as_listed],
+                        soft=result.soft_assignments[:, as_listed])
     used = np.unique(result.labels)
     return {"path": str(path), "n_clusters": n_clusters, "clusters_used": int(used.size),
             "converged": bool(result.converged)}

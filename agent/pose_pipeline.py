@@ -349,11 +349,12 @@ def _finish(run: RunDir, recording: Recording, ctx: PoseContext, backend: PoseBa
 
 
 def _model_provenance(ctx: PoseContext, backend: PoseBackend) -> dict[str, object]:
-    """run.json's ``model`` (calls per stage) and ``prompts`` (hash per prompt file) where they apply."""
-    provenance: dict[str, object] = {}
+    """run.json's ``model`` (calls per stage) and ``prompts`` (hash per prompt file; none when classical)."""
     stats = getattr(backend, "stats", None)
-    if callable(stats):
-        provenance["model"] = stats()
+    provenance: dict[str, object] = {
+        "model": stats() if callable(stats) else {"backend": ctx.backend, "model_calls": {},
+                                                  "model_calls_total": 0},
+        "prompts": {}}
     if ctx.backend != "classical":
         from agent.backends.openai_pose import PROMPT_NAMES
         from agent.prompts import prompt_hashes

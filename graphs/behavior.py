@@ -52,7 +52,8 @@ def cluster_dec(state: BehaviorState, runtime: Runtime[BehaviorContext]) -> dict
     ctx = runtime.context
     source = f"{state['session_dir']} ({state['features']['mode']} features)"
     dec = steps.cluster_features(state["features"]["features_path"], ctx.n_clusters, ctx.seed,
-                                 ctx.dec_pretrain_iters, ctx.dec_finetune_iters, Path(state["cache_dir"]), source)
+                                 ctx.dec_pretrain_iters, ctx.dec_finetune_iters, Path(state["cache_dir"]), source,
+                                 state["session"]["animals"])
     return {"dec": dec}
 
 

@@ -191,15 +191,19 @@ def finish_behavior_run(
     write_json_atomic(run_dir.run_json, {
         "kind": "behavior", "session": meta["session"], "config": context_to_dict(ctx),
         "prompts": _prompt_hashes(ctx), "versions": package_versions(), "counts": summary["counts"],
-        "timings_s": timings, "summary": summary, "model_calls": _model_calls(ctx, run_dir), **(provenance or {}),
+        "timings": timings, "summary": summary, "model": _model_summary(ctx, run_dir), **(provenance or {}),
     })
     return summary
 
 
-def _model_calls(ctx: BehaviorContext, run_dir: RunDir) -> dict[str, int]:
-    """Model calls per graph node (empty for the classical backend)."""
+def _model_summary(ctx: BehaviorContext, run_dir: RunDir) -> dict[str, Any]:
+    """run.json's ``model``: the backend, its models and its calls per graph node (none when classical)."""
     backend = make_behavior_backend(ctx, run_dir.path)
-    return backend.model_calls() if hasattr(backend, "model_calls") else {}
+    calls = dict(sorted(backend.model_calls().items())) if hasattr(backend, "model_calls") else {}
+    models = ({} if ctx.backend == "classical" else
+              {"vlm_model": ctx.vlm_model, "llm_model": ctx.llm_model or ctx.vlm_model})
+    return {"backend": ctx.backend, **models, "model_calls": calls,
+            "model_calls_total": sum(calls.values())}
 
 
 def _prompt_hashes(ctx: BehaviorContext) -> dict[str, str]:

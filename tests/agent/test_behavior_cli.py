@@ -62,7 +62,7 @@ def test_behavior_writes_results_and_eval_scores_them(session_dir, tmp_path, cap
         assert (rows["start_frame"].to_numpy()[1:] == rows["end_frame"].to_numpy()[:-1]).all()
     assert segments["label"].str.fullmatch(r"[a-z]+(_[a-z]+)*").all()
     run = json.loads((out / "run.json").read_text())
-    assert {"config", "versions", "counts", "timings_s", "summary"} <= set(run)
+    assert {"config", "versions", "model", "prompts", "counts", "timings", "summary"} <= set(run)
     assert run["counts"]["clips"] == len(clips) and run["config"]["n_clusters"] == 4
     capsys.readouterr()
     assert main(["eval-behavior", str(session_dir), str(out), "--json"]) == 0
@@ -209,3 +209,16 @@ def test_demo_simulates_once_runs_and_scores(tmp_path, monkeypatch, capsys):
     assert main(["behavior", "--no-clip-videos", "--quiet", "--out", str(tmp_path / "mine")]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "mine" / "segments.csv").read_bytes() == before
+
+
+def test_the_order_animals_are_listed_in_does_not_change_the_results(session_copy, session_dir, tmp_path):
+    toml = session_copy / "session.toml"
+    manifest = tomllib.loads(toml.read_text())
+    manifest["animals"] = manifest["animals"][::-1]
+    toml.write_text(tomli_w.dumps(manifest))
+    assert _behavior(session_dir, tmp_path / "listed", "--no-clip-videos") == 0
+    assert _behavior(session_copy, tmp_path / "reversed", "--no-clip-videos") == 0
+    for name in ("segments.csv", "clips.csv"):
+        rows = [sorted((tmp_path / run / name).read_text().splitlines()) for run in ("listed", "reversed")]
+        assert rows[0] == rows[1], name
+

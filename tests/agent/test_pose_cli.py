@@ -43,6 +43,9 @@ def test_pose_writes_the_results_of_formats_section_2(tiny, tmp_path, capsys):
     # run.json says so.
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["side_check"] is None
+    # FORMATS.md: "what ran: config, versions, model, prompt hashes, counts, timings, summary".
+    assert {"config", "versions", "model", "prompts", "counts", "timings", "summary"} <= set(run_json)
+    assert run_json["model"]["backend"] == "classical" and run_json["prompts"] == {}
     # The tiny rig shows the animal at about 0.5 px per mm: the gate stays gate_px.
     assert run_json["tracker_gate_px"] == 12.0
 
