@@ -58,7 +58,9 @@ SEGMENT_COLUMNS = ["segment_id", "animal", "start_frame", "end_frame", "start_s"
 
 
 def _seconds(frame: int, fps: float) -> str:
-    return f"{frame / fps:.3f}"
+    """``frame / fps`` as Python writes the double: read back, it equals a reader's own ``frame / fps``
+    (FORMATS.md: times in seconds are ``frame / fps``; three decimals were up to 0.5 ms off)."""
+    return repr(frame / fps)
 
 
 def _render(columns: list[str], rows: list[list[object]]) -> str:

@@ -30,10 +30,19 @@ def test_layout_and_fixed_formatting(tmp_path):
     path = write_segments_csv(tmp_path / "segments.csv", SEGMENTS, fps=30.0)
     lines = path.read_text().splitlines()
     assert lines[0] == "segment_id,animal,start_frame,end_frame,start_s,end_s,label,description,clip_ids"
-    assert lines[1] == 'mouse1-s000,mouse1,0,90,0.000,3.000,oral_genital_contact,"x, y",mouse1-0000;mouse1-0001'
+    assert lines[1] == 'mouse1-s000,mouse1,0,90,0.0,3.0,oral_genital_contact,"x, y",mouse1-0000;mouse1-0001'
     first = write_clips_csv(tmp_path / "a.csv", CLIPS, fps=30.0).read_bytes()
     assert write_clips_csv(tmp_path / "b.csv", CLIPS, fps=30.0).read_bytes() == first
     assert b"\r" not in first.replace(b"\n", b"")
+
+
+@pytest.mark.parametrize("fps", [30.0, 29.97, 7.0, 2000.0])
+def test_times_read_back_as_frame_over_fps_exactly(tmp_path, fps):
+    """FORMATS.md: times in seconds are frame / fps (a reader comparing them exactly agrees)."""
+    clips = [ClipRow(f"m-{i:04d}", "m", start, start + 23, 0, "chase", "") for i, start in enumerate(range(0, 2300, 23))]
+    write_clips_csv(tmp_path / "clips.csv", clips, fps=fps)
+    rows = [line.split(",") for line in (tmp_path / "clips.csv").read_text().splitlines()[1:]]
+    assert all(float(row[4]) == int(row[2]) / fps and float(row[5]) == int(row[3]) / fps for row in rows)
 
 
 @pytest.mark.parametrize(
