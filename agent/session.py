@@ -153,7 +153,10 @@ def _read_manifest(path: Path) -> dict:
             raise InputError(path, f"{key} must be a file name, got {value!r}")
         manifest[key] = value
     if manifest["video"] is None:
-        raise InputError(path, "video is required")
+        # The layout names the video video.mp4: a manifest without the key means that file.
+        if not (path.parent / "video.mp4").is_file():
+            raise InputError(path, "video is required (a file name, or video.mp4 beside session.toml)")
+        manifest["video"] = "video.mp4"
     arena = data.get("arena", {})
     if not isinstance(arena, dict):
         raise InputError(path, "[arena] must be a table")
@@ -321,9 +324,9 @@ def _read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(path, "keypoints file not found")
     try:
-        if path.suffix == ".csv":
+        if path.suffix.lower() == ".csv":
             return _read_dlc_csv(path)
-        if path.suffix in (".h5", ".hdf5", ".hdf"):
+        if path.suffix.lower() in (".h5", ".hdf5", ".hdf"):
             with pd.HDFStore(path, mode="r") as store:
                 keys = store.keys()
                 if "/df_with_missing" in keys:  # DeepLabCut's key

@@ -87,6 +87,25 @@ def test_csv_and_h5_give_the_same_arrays(tmp_path: Path) -> None:
     np.testing.assert_allclose(from_h5.keypoints, from_csv.keypoints)
 
 
+@pytest.mark.parametrize("suffix", [".CSV", ".H5"])
+def test_an_upper_case_suffix_is_read_as_its_lower_case(tmp_path: Path, suffix: str) -> None:
+    lower = load_session(_write_session(tmp_path / "a", np.random.default_rng(1)))
+    root = _write_session(tmp_path / "b", np.random.default_rng(1), kp_name="keypoints" + suffix.lower())
+    (root / ("keypoints" + suffix.lower())).rename(root / ("keypoints" + suffix))
+    (root / "session.toml").write_text((root / "session.toml").read_text().replace(suffix.lower(), suffix))
+    np.testing.assert_allclose(load_session(root).keypoints, lower.keypoints)
+
+
+def test_a_manifest_without_video_means_video_mp4(tmp_path: Path) -> None:
+    root = _write_session(tmp_path / "s", np.random.default_rng(1))
+    (root / "video.avi").rename(root / "video.mp4")
+    (root / "session.toml").write_text((root / "session.toml").read_text().replace('video = "video.avi"\n', ""))
+    assert load_session(root).video_path == root / "video.mp4"
+    (root / "video.mp4").unlink()
+    with pytest.raises(InputError, match="video is required"):
+        load_session(root)
+
+
 def test_a_deeplabcut_label_table_csv_with_three_index_columns_loads(tmp_path: Path) -> None:
     from_h5 = load_session(_write_session(tmp_path / "a", np.random.default_rng(1)))
     root = _write_session(tmp_path / "b", np.random.default_rng(1), kp_name="keypoints.csv")
