@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import tomli_w
 
@@ -42,6 +43,15 @@ def _camera_from_table(path: Path, table_name: str, table: dict) -> Camera:
     dist = np.pad(dist, (0, 5 - dist.shape[0]))
     if not all(np.all(np.isfinite(a)) for a in (matrix, dist, rvec, tvec)):
         raise InputError(path, f"table [{table_name}] has a NaN or infinite value")
+    # A pinhole camera matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with positive focal lengths.
+    if not (matrix[0, 0] > 0 and matrix[1, 1] > 0 and np.allclose(matrix[2], [0, 0, 1])
+            and np.allclose(matrix[1, 0], 0)):
+        raise InputError(path, f"table [{table_name}] matrix must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]] "
+                               f"with fx, fy > 0, got {matrix.tolist()}")
+    rotation = cv2.Rodrigues(rvec)[0]
+    if not (np.all(np.isfinite(rotation)) and np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-6)):
+        raise InputError(path, f"table [{table_name}] rotation is not a rotation (Rodrigues vector in "
+                               f"radians), got {rvec.tolist()}")
     return Camera(str(table["name"]), (size[0], size[1]), matrix, dist, rvec, tvec)
 
 

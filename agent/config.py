@@ -9,6 +9,7 @@ object is dumped to ``run.json``. Nodes never read the environment.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from collections.abc import Mapping
@@ -64,6 +65,14 @@ class CommonContext:
     _MORE_THAN = {"request_timeout_s": 0.0}
 
     def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float) and math.isnan(value):
+                raise InputError(item.name, "must be a number, got nan")
+        if self.prompts_dir is not None and not Path(self.prompts_dir).is_dir():
+            raise InputError(self.prompts_dir, "prompts folder not found (--prompts)")
+        if not 0 <= self.seed < 2**32:  # numpy's and torch's seeds
+            raise InputError("seed", f"must be 0..{2**32 - 1}, got {self.seed}")
         for name, least in self._AT_LEAST.items():
             value = getattr(self, name)
             if value is not None and value < least:

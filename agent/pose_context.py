@@ -90,7 +90,12 @@ class PoseContext(CommonContext):
         default=None, metadata=_doc("process only the first N frames of the recording")
     )
 
-    _AT_LEAST = {**CommonContext._AT_LEAST, "max_retries": 0, "max_frames": 1}
+    _AT_LEAST = {**CommonContext._AT_LEAST, "max_retries": 0, "max_frames": 1, "qc_min_cameras": 2,
+                 "review_min_cameras": 2, "reacquired_lost_frames": 1, "min_margin_px": 0.0,
+                 "gate_px": 0.0, "gate_mm": 0.0}
+    _MORE_THAN = {**CommonContext._MORE_THAN, "max_error_px": 0.0,
+                  "max_view_error_px": 0.0, "max_body_deviation": 0.0, "confirm_body_deviation": 0.0,
+                  "max_jump_mm": 0.0, "inlier_threshold_px": 0.0}
 
 
 def review_min_cameras(ctx: PoseContext, n_cameras: int) -> int:

@@ -185,6 +185,8 @@ def _load_manifest(path: Path) -> dict:
             raise InputError(path, f"{key} must be a non-empty list of names")
         if len(set(names)) != len(names):
             raise InputError(path, f"{key} has a repeated name")
+    if len(manifest["cameras"]) < 2:
+        raise InputError(path, "cameras must name at least 2 cameras: one view cannot triangulate")
     return {
         "fps": float(fps),
         "units": units,
@@ -208,6 +210,8 @@ def check_regions(path: str | Path, regions: object, keypoints: list[str]) -> di
         for keypoint in members:
             if keypoint not in keypoints:
                 raise InputError(path, f"region {region!r} names unknown keypoint {keypoint!r}")
+            if owner.get(keypoint) == region:
+                raise InputError(path, f"keypoint {keypoint!r} is listed twice in region {region!r}")
             if keypoint in owner:
                 raise InputError(
                     path,
@@ -244,7 +248,8 @@ def _check_streams(root: Path, group: CameraGroup) -> int:
     return first_count
 
 
-def _load_seeds(path: Path, cameras: list[str], keypoints: list[str], n_frames: int) -> Seeds:
+def _load_seeds(path: Path, cameras: list[str], keypoints: list[str], n_frames: int,
+                sizes: list[tuple[int, int]]) -> Seeds:
     table = read_csv_table(path, ("frame", "camera", "keypoint", "x", "y"))
     frame = parse_numbers(path, table, "frame", integer=True)
     camera = lookup_names(path, table, "camera", cameras)
@@ -259,6 +264,15 @@ def _load_seeds(path: Path, cameras: list[str], keypoints: list[str], n_frames: 
     labelled = ~np.isnan(points[:, 0])
     frame, camera, keypoint, points = frame[labelled], camera[labelled], keypoint[labelled], points[labelled]
     _check_frame_range(path, frame, n_frames)
+    # Pixel centres lie in [0, size - 1]; a click half a pixel past the edge is still on the image.
+    limits = np.asarray(sizes, dtype=np.float64)[camera] - 0.5
+    outside = np.any((points < -0.5) | (points > limits), axis=1)
+    if outside.any():
+        index = int(np.flatnonzero(outside)[0])
+        width, height = sizes[camera[index]]
+        raise InputError(path, f"x, y = {points[index, 0]:g}, {points[index, 1]:g} on line "
+                               f"{_line_of(labelled, index)} is outside camera {cameras[camera[index]]}'s "
+                               f"{width}x{height} image")
     frames, row = np.unique(frame, return_inverse=True)
     if frames.size < MIN_SEED_FRAMES:
         raise InputError(
@@ -268,6 +282,11 @@ def _load_seeds(path: Path, cameras: list[str], keypoints: list[str], n_frames: 
     points_2d = np.full((frames.size, len(cameras), len(keypoints), 2), np.nan)
     points_2d[row, camera, keypoint] = points
     return Seeds(frames.astype(np.int64), points_2d)
+
+
+def _line_of(kept: np.ndarray, index: int) -> int:
+    """The CSV line of row ``index`` among the rows ``kept (n_rows,)`` marks (the header is line 1)."""
+    return int(np.flatnonzero(kept)[index]) + 2
 
 
 def _check_frame_range(path: Path, frame: np.ndarray, n_frames: int) -> None:
@@ -336,7 +355,8 @@ def load_recording(path: str | Path) -> Recording:
                          f"units {manifest['units']!r} is not a length unit this tool knows "
                          "(mm, cm, m, um, in)")
     group = _scaled_group(group, scale)
-    seeds = _load_seeds(root / "seeds.csv", cameras, keypoints, n_frames)
+    seeds = _load_seeds(root / "seeds.csv", cameras, keypoints, n_frames,
+                        [group.cameras[i].size for i in range(len(cameras))])
     ground_truth_3d = ground_truth_2d = ground_truth_visible = None
     if (root / "ground_truth.csv").exists():
         ground_truth_3d = scale * _load_ground_truth_3d(root / "ground_truth.csv", keypoints,

@@ -239,6 +239,8 @@ def _fork_spec(source: RecordedRun, start: str | None) -> dict[str, Any] | None:
         frame = int(start)
     except ValueError:
         raise InputError("--from", f"a pose run forks from a frame number, got {start!r}") from None
+    if frame < 0:
+        raise InputError("--from", f"a pose run forks from a frame number (0 or more), got {frame}")
     return {"from_run": str(source.run_dir.path.resolve()), "frame": frame}
 
 

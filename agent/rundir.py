@@ -107,12 +107,14 @@ def input_fingerprint(input_dir: str | Path, out: str | Path) -> str:
     What a resume compares: a recording or session edited in place since the
     run started (new seed labels, a re-simulated video) would otherwise mix
     into the finished frames. Files are not read (image folders can be
-    large); files under ``out`` (a run kept inside its input) do not count.
+    large); files under ``out`` or any other run directory of this tool
+    (runs kept inside their input) do not count.
     """
-    root, run = Path(input_dir).resolve(), Path(out).resolve()
+    root = Path(input_dir).resolve()
+    runs = {Path(out).resolve(), *(meta.parent.parent for meta in root.rglob(f"{META_DIR}/meta.json"))}
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*")):
-        if not path.is_file() or run in path.parents:
+        if not path.is_file() or not runs.isdisjoint(path.parents):
             continue
         stat = path.stat()
         digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -176,6 +178,8 @@ def prepare_run_dir(
     if resume and not occupied:
         raise InputError(run.path, "nothing to resume: the directory holds no run")
     if occupied and not overwrite:
+        if not run.meta_file.is_file():
+            raise InputError(run.path, "holds files that are not a run of this tool: choose another --out")
         raise InputError(
             run.path, "already holds files of another run; pass --resume to continue it or --overwrite"
         )
@@ -191,7 +195,10 @@ def prepare_run_dir(
                 shutil.rmtree(child)
             else:
                 child.unlink()
-    run.cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run.cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(run.path, f"cannot create the output directory ({exc.strerror})") from None
     write_json_atomic(run.meta_file, {"kind": kind, **meta})
     return run
 

@@ -339,7 +339,10 @@ def _read_table(path: Path) -> pd.DataFrame:
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - pandas/tables raise many types on bad files
-        raise InputError(path, f"cannot read keypoint table: {type(exc).__name__}: {exc}") from None
+        if type(exc).__name__.startswith("HDF5"):  # PyTables appends HDF5's whole back trace
+            raise InputError(path, "cannot read keypoint table: not a readable HDF5 file") from None
+        first_line = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise InputError(path, f"cannot read keypoint table: {type(exc).__name__}: {first_line}") from None
     if not isinstance(table, pd.DataFrame) or not isinstance(table.columns, pd.MultiIndex):
         raise InputError(path, "unknown keypoint layout: not a table with a multi-row header")
     return table

@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         params.check()
     except ValueError as exc:
         raise InputError("synth behavior", str(exc)) from None
+    if not 0 <= args.seed < 2**32:
+        raise InputError("--seed", f"must be 0..{2**32 - 1}, got {args.seed}")
     session = synthesize_behavior_session(args.out, params, seed=args.seed, keypoints=not args.no_keypoints,
                                           overwrite=args.overwrite)
     counts = pd.Series([b.label for b in session.bouts]).value_counts().sort_index()

@@ -190,6 +190,7 @@ def _check_options(out_dir: Path, options: SynthPoseOptions) -> None:
         (not all(0 <= f < options.frames for f in options.seed_frames),
          "--seed-frames must lie in [0, --frames)"),
         (options.cameras < 2, "--cameras must be at least 2"),
+        (not 0 <= options.seed < 2**32, f"--seed must be 0..{2**32 - 1}"),
         (min(options.width, options.height) < 64, "--width and --height must be at least 64"),
         # The mp4 encoder rounds odd sizes down, and the calibration would disagree with the video.
         (options.format == "video" and (options.width % 2 or options.height % 2),

@@ -37,3 +37,18 @@ def test_a_resume_that_would_change_the_results_is_refused(given, shown):
         resumed_context(PoseContext, {"max_frames": 5, "max_retries": 1}, given, Path("out"))
     assert str(error.value).startswith(f"out: {shown}")
     assert "--overwrite" in str(error.value)
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("BVLM_MAX_BODY_DEVIATION", "nan", "must be a number, got nan"),
+    ("BVLM_SEED", "-1", "must be 0..4294967295"),
+    ("BVLM_SEED", str(2**64), "must be 0..4294967295"),
+    ("BVLM_REVIEW_MIN_CAMERAS", "-4", "must be at least 2"),
+    ("BVLM_MAX_ERROR_PX", "0", "must be more than 0"),
+    ("BVLM_PROMPTS_DIR", "/no/such/folder", "prompts folder not found"),
+])
+def test_a_setting_no_run_can_use_is_refused(monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(InputError, match=message):
+        resolve_context(PoseContext, {})
+

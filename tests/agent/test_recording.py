@@ -213,6 +213,41 @@ BAD_INPUTS = {
         "recording.toml",
         "fps must be a positive number",
     ),
+    "one camera": (
+        _edit_toml("recording.toml", lambda m: m.__setitem__("cameras", ["cam0"])),
+        "recording.toml",
+        "at least 2 cameras",
+    ),
+    "keypoint twice in one region": (
+        _edit_toml("recording.toml", lambda m: m["regions"]["body"].append("tail_base")),
+        "recording.toml",
+        "'tail_base' is listed twice in region 'body'",
+    ),
+    "seed outside the image": (
+        _edit_csv("seeds.csv", lambda lines: [*lines, "3,cam1,ear_L,99999,10"]),
+        "seeds.csv",
+        "outside camera cam1's",
+    ),
+    "seed left of the image": (
+        _edit_csv("seeds.csv", lambda lines: [*lines, "3,cam1,ear_L,-0.6,10"]),
+        "seeds.csv",
+        "outside camera cam1's",
+    ),
+    "focal length not positive": (
+        _edit_toml("calibration.toml", lambda c: c["cam_0"]["matrix"][0].__setitem__(0, -500.0)),
+        "calibration.toml",
+        "with fx, fy > 0",
+    ),
+    "matrix not a camera matrix": (
+        _edit_toml("calibration.toml", lambda c: c["cam_0"].__setitem__("matrix", [[0.0] * 3] * 3)),
+        "calibration.toml",
+        "matrix must be",
+    ),
+    "rotation overflowing": (
+        _edit_toml("calibration.toml", lambda c: c["cam_0"].__setitem__("rotation", [1e308, 0.0, 0.0])),
+        "calibration.toml",
+        "is not a rotation",
+    ),
     "ground truth 2d bad visible": (
         _edit_csv(
             "ground_truth_2d.csv", lambda lines: [lines[0], lines[1].rsplit(",", 1)[0] + ",2"]

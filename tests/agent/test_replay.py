@@ -188,16 +188,18 @@ def test_fork_of_a_pose_run_tracks_again_from_the_frame(recording, tmp_path):
     assert _same_results(tmp_path / "run", tmp_path / "fork", POSE_RESULTS)
 
 
-@pytest.mark.parametrize("frame", ["1", "999"])
+@pytest.mark.parametrize(("frame", "message"), [("1", "has no checkpoint where frame"),
+                                              ("999", "has no checkpoint where frame"),
+                                              ("-1", "frame number (0 or more)")])
 def test_a_fork_from_a_frame_the_run_cannot_fork_from_leaves_out_as_it_was(recording, tmp_path,
-                                                                           capsys, frame):
+                                                                           capsys, frame, message):
     assert main(["pose", str(recording), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     shutil.copytree(tmp_path / "run", tmp_path / "keep")
     before = sorted(path.relative_to(tmp_path / "keep") for path in (tmp_path / "keep").rglob("*"))
     capsys.readouterr()
     assert main(["replay", str(tmp_path / "run"), "--out", str(tmp_path / "keep"), "--overwrite",
                  "--from", frame]) == 2
-    assert "has no checkpoint where frame" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert sorted(path.relative_to(tmp_path / "keep")
                   for path in (tmp_path / "keep").rglob("*")) == before
 

@@ -59,3 +59,27 @@ def test_run_metadata_that_is_not_ours_is_one_error(tmp_path, content):
     run.meta_file.write_text(content)
     with pytest.raises(InputError, match="corrupt run metadata"):
         run.read_meta()
+
+
+def test_another_run_kept_in_the_input_does_not_change_its_fingerprint(tmp_path):
+    recording = tmp_path / "rec"
+    recording.mkdir()
+    (recording / "seeds.csv").write_text("a\n")
+    before = input_fingerprint(recording, recording / "r1")
+    other = prepare_run_dir(recording / "r2", "pose", {"recording": str(recording)}, resume=False,
+                            overwrite=False)
+    (other.path / "qc.csv").write_text("frame\n")
+    assert input_fingerprint(recording, recording / "r1") == before
+
+
+def test_an_output_that_cannot_be_created_is_one_input_error(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(InputError, match="cannot create the output directory"):
+        prepare_run_dir(tmp_path / "a-file" / "sub", "pose", {}, resume=False, overwrite=False)
+
+
+def test_a_folder_of_other_files_is_named_as_such(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="not a run of this tool"):
+        prepare_run_dir(tmp_path, "pose", {}, resume=False, overwrite=False)
+

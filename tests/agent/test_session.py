@@ -207,6 +207,10 @@ def _empty_features(root: Path, rng) -> None:
         handle.write('features = "features.npy"\n')
 
 
+def _empty_h5(root: Path, rng) -> None:
+    (root / "keypoints.h5").write_bytes(b"")
+
+
 def _break_fps(root: Path, rng) -> None:
     text = (root / "session.toml").read_text().replace("fps = 30.0", "fps = 0")
     (root / "session.toml").write_text(text)
@@ -224,6 +228,7 @@ def _break_fps(root: Path, rng) -> None:
         (_infinite_features, "1 values are infinite"),
         (_empty_features, "every value is NaN"),
         (_break_fps, "fps"),
+        (_empty_h5, "not a readable HDF5 file$"),
     ],
 )
 def test_bad_input_raises_one_input_error(tmp_path: Path, rng, breaker, match) -> None:

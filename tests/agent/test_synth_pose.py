@@ -161,7 +161,7 @@ def test_same_seed_gives_identical_files(tmp_path):
     "option", [["--frames", "2"], ["--cameras", "1"], ["--dropout", "1.5"], ["--blur", "0"],
                ["--seed-frames", "0", "1", "1"], ["--seed-frames", "0", "1", "999"],
                ["--width", "161", "--format", "video"], ["--elevation", "60", "40"],
-               ["--elevation", "30", "90"]]
+               ["--elevation", "30", "90"], ["--seed", "-1"]]
 )
 def test_bad_option_is_one_error_line_and_writes_nothing(tmp_path, capsys, option):
     out = tmp_path / "rec"
