@@ -43,9 +43,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ValidationError
 
+from agent.errors import InputError
 from agent.prompts import Prompt
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
+# Calls in a row a server that never answered may leave unanswered before the run stops.
+UNREACHABLE_CALLS = 3
 Validator = Callable[[Any], "str | None"]
 
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
@@ -241,6 +244,15 @@ class ModelClient:
         set, no model is called for hashes it knows.
     retry_backoff_s
         Sleep before retry *n* is ``retry_backoff_s * n`` (transport errors only).
+    server
+        The server's URL, named by the error raised when it never answers.
+
+    A server that has not answered once and leaves ``UNREACHABLE_CALLS``
+    calls in a row without an answer (connection refused, timeouts, HTTP
+    errors, a body that is no chat completion such as a proxy's login page)
+    stops the run with an :class:`InputError` naming it, instead of flagging
+    every frame or clip; a killed-off run continues with ``--resume``. Once
+    it has answered, failures are flagged call by call as before.
     """
 
     def __init__(
@@ -254,6 +266,7 @@ class ModelClient:
         log: CallLog | None = None,
         answer_source: Callable[[str], AIMessage | ReplayedError | None] | None = None,
         retry_backoff_s: float = 0.5,
+        server: str | None = None,
     ) -> None:
         self.chat_model = chat_model
         self.model_name = model_name
@@ -267,6 +280,9 @@ class ModelClient:
         self.calls_by_node: dict[str, int] = {}
         self.in_flight = 0
         self.max_in_flight = 0
+        self.server = server
+        self._answered = False
+        self._unanswered_calls = 0
 
     # -- one HTTP round trip --------------------------------------------------
     def _invoke(self, messages: list[BaseMessage], bound: Any, digest: str) -> AIMessage:
@@ -368,6 +384,14 @@ class ModelClient:
                 reason = f"http_{exc.status_code}"
                 self.log.append({**entry, "latency_s": round(time.perf_counter() - started, 4), "outcome": "http_error", "error": reason})
                 break
+            except (AttributeError, TypeError, ValueError) as exc:
+                # The SDK hands a body that is not JSON (a proxy or login page) on as text, which
+                # langchain then fails to read as a chat completion.
+                reason = f"malformed_response: {type(exc).__name__}"
+                self.log.append({**entry, "latency_s": round(time.perf_counter() - started, 4), "outcome": "transport_error", "error": reason})
+                continue
+            with self._count_lock:
+                self._answered, self._unanswered_calls = True, 0
             usage = message.usage_metadata or {}
             entry.update(
                 latency_s=round(time.perf_counter() - started, 4),
@@ -397,4 +421,20 @@ class ModelClient:
             messages = [*messages, message, HumanMessage(content=f"That answer is not usable ({reason}). Answer again, following the schema and the facts given.")]
             if message.tool_calls:
                 messages[-2:-1] = [AIMessage(content=json.dumps([c["args"] for c in message.tool_calls]))]
+        self._count_unanswered(reason)
         return CallOutcome(None, True, reason or "no_answer", attempts)
+
+    def _count_unanswered(self, reason: str | None) -> None:
+        """Stop the run where a server that never answered leaves ``UNREACHABLE_CALLS`` calls unanswered."""
+        if self.answer_source is not None:
+            return  # a replay re-reads the logged outcomes; it never reaches a server
+        with self._count_lock:
+            if self._answered:
+                return
+            self._unanswered_calls += 1
+            if self._unanswered_calls < UNREACHABLE_CALLS:
+                return
+        raise InputError(self.server or "--base-url",
+                         f"the model server gave no answer to {UNREACHABLE_CALLS} requests in a row "
+                         f"(last: {reason}): is it running, and is --base-url its OpenAI-compatible "
+                         "address (ending in /v1)?")

@@ -277,6 +277,8 @@ class _BlobTracker:
         """
         if self.typical_area is None:
             self.typical_area = float(areas.sum()) / self.n_animals
+        # A first frame with (almost) nothing in the foreground: at least a pixel, never a division by 0.
+        self.typical_area = max(self.typical_area, 1.0)
         shares = np.zeros(len(areas), dtype=np.int64)
         for _ in range(self.n_animals):
             # Prefer components with room for one more animal of the typical size.

@@ -88,7 +88,7 @@ def _build_model_backend(
                                      disable_thinking=ctx.disable_thinking)
         return ModelClient(chat_model, model_name=model_name, structured=ctx.structured,
                            max_retries=ctx.max_model_retries, max_concurrency=ctx.max_concurrency, log=log,
-                           answer_source=answer_source)
+                           answer_source=answer_source, server=base_url)
 
     vlm = client(vlm_model)
     merge_model = ctx.llm_model or vlm_model

@@ -66,7 +66,7 @@ def make_pose_backend(ctx: PoseContext, recording: Recording, run_dir: str | Pat
     log = CallLog(None if run_dir is None else RunDir(Path(run_dir)).calls_log)
     client = ModelClient(chat_model, model_name=ctx.vlm_model, structured=ctx.structured,
                          max_retries=ctx.max_model_retries, max_concurrency=ctx.max_concurrency,
-                         log=log, answer_source=answer_source)
+                         log=log, answer_source=answer_source, server=ctx.base_url)
     geometry = PoseGeometry(recording.group, list(recording.keypoints), current_labels)
     model = OpenAIPoseBackend(client, recording, prompts, geometry=geometry,
                               gate_px=MODEL_GATE_FACTOR * gate_px, tracker=classical)

@@ -11,7 +11,16 @@ from langchain_core.messages import AIMessage
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
-from agent.llm import CallLog, CallRequest, ModelClient, load_chat_model, request_hash, user_message
+from agent.errors import InputError
+from agent.llm import (
+    UNREACHABLE_CALLS,
+    CallLog,
+    CallRequest,
+    ModelClient,
+    load_chat_model,
+    request_hash,
+    user_message,
+)
 from agent.prompts import load_prompt
 from agent.replay_log import ReplayLog
 from tests.fixtures.fake_chat import ScriptedChatModel
@@ -95,6 +104,35 @@ def test_transport_errors_are_retried_then_flagged(prompt, tmp_path):
     model = ScriptedChatModel(script=[timeout] * 5)
     outcome = _client(model, tmp_path, max_retries=1).call(_request(prompt), Pick)
     assert outcome.flagged and outcome.reason.startswith("transport") and len(model.calls) == 2
+
+
+def test_a_server_that_never_answers_stops_the_run_naming_it(prompt, tmp_path):
+    refused = openai.APIConnectionError(request=__import__("httpx").Request("POST", "http://x"))
+    client = _client(ScriptedChatModel(script=[refused] * 20), tmp_path, max_retries=1,
+                     server="http://127.0.0.1:9/v1")
+    for _ in range(UNREACHABLE_CALLS - 1):  # flagged call by call at first
+        assert client.call(_request(prompt), Pick).reason.startswith("transport")
+    with pytest.raises(InputError, match="gave no answer to 3 requests in a row") as info:
+        client.call(_request(prompt), Pick)
+    assert str(info.value.path) == "http://127.0.0.1:9/v1"
+
+
+def test_a_server_that_answered_once_is_not_given_up_on(prompt, tmp_path):
+    refused = openai.APIConnectionError(request=__import__("httpx").Request("POST", "http://x"))
+    client = _client(ScriptedChatModel(script=['{"centroid": 0}', *[refused] * 20]), tmp_path, max_retries=1)
+    assert client.call(_request(prompt), Pick).answer == Pick(centroid=0)
+    assert all(client.call(_request(prompt), Pick).flagged for _ in range(2 * UNREACHABLE_CALLS))
+
+
+def test_a_body_that_is_no_completion_is_a_failed_attempt_not_a_crash(prompt, tmp_path):
+    with ScriptedOpenAIServer(lambda body: Reply(raw_body=b"<html>sign in</html>", content_type="text/html")) as server:
+        model = load_chat_model(base_url=server.base_url, model="scripted", timeout_s=5)
+        client = _client(model, tmp_path, max_retries=1, server=server.base_url)
+        outcome = client.call(_request(prompt), Pick)
+        assert outcome.flagged and outcome.reason.startswith("malformed_response")
+        with pytest.raises(InputError, match="no answer"):
+            for _ in range(UNREACHABLE_CALLS):
+                client.call(_request(prompt), Pick)
 
 
 def test_tool_round_feeds_the_result_back_before_the_answer(prompt, tmp_path):
