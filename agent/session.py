@@ -313,6 +313,11 @@ def read_keypoints(
         values = table.reindex(columns=index).to_numpy(dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InputError(path, f"non-numeric keypoint values: {exc}") from None
+    infinite = np.isinf(values)
+    if infinite.any():  # NaN is a missing point; infinity is not a place
+        row, column = (int(i) for i in np.argwhere(infinite)[0])
+        raise InputError(path, f"infinite value at frame {row}, column {'/'.join(map(str, index[column]))} "
+                               "(missing points are NaN)")
     values = values.reshape(len(table), len(animals), len(bodyparts), len(wanted))
     keypoints = values[..., :2].copy()
     keypoints[np.all(keypoints == 0.0, axis=-1)] = np.nan
@@ -388,6 +393,11 @@ def _read_features(path: Path, n_animals: int) -> np.ndarray:
     return features
 
 
+def _line(rows: np.ndarray) -> int:
+    """The CSV line (header = line 1) of the first row ``rows (n_rows,)`` marks."""
+    return int(np.flatnonzero(rows)[0]) + 2
+
+
 def _read_ground_truth(path: Path, animals: list[str]) -> list[tuple[str, int, int, str]]:
     try:
         table = pd.read_csv(path, dtype={"animal": str, "label": str})
@@ -399,13 +409,25 @@ def _read_ground_truth(path: Path, animals: list[str]) -> list[tuple[str, int, i
     unknown = sorted(set(table["animal"]) - set(animals))
     if unknown:
         raise InputError(path, f"unknown animal(s) {unknown}; session animals are {animals}")
-    try:
-        starts = table["start_frame"].astype(np.int64).to_numpy()
-        ends = table["end_frame"].astype(np.int64).to_numpy()
-    except (TypeError, ValueError):
-        raise InputError(path, "start_frame and end_frame must be integers") from None
+    if table.empty:
+        raise InputError(path, "holds no reference segments (a header only)")
+    bounds = table[["start_frame", "end_frame"]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    not_integer = ~np.isfinite(bounds).all(axis=1) | (bounds != np.round(bounds)).any(axis=1)
+    if not_integer.any():
+        raise InputError(path, f"start_frame and end_frame must be integers (line {_line(not_integer)})")
+    starts, ends = bounds.astype(np.int64).T
     if np.any(starts < 0) or np.any(ends <= starts):
-        raise InputError(path, "every row needs 0 <= start_frame < end_frame")
+        raise InputError(path, f"every row needs 0 <= start_frame < end_frame (line {_line((starts < 0) | (ends <= starts))})")
+    labels = table["label"].fillna("").astype(str).str.strip()
+    if (labels == "").any():
+        raise InputError(path, f"label is empty on line {_line((labels == '').to_numpy())}")
+    order = np.lexsort((starts, table["animal"].to_numpy(dtype=str)))
+    same_animal = table["animal"].to_numpy(dtype=str)[order][1:] == table["animal"].to_numpy(dtype=str)[order][:-1]
+    overlap = same_animal & (starts[order][1:] < ends[order][:-1])
+    if overlap.any():
+        first = int(np.flatnonzero(overlap)[0])
+        rows = sorted(int(order[i]) + 2 for i in (first, first + 1))
+        raise InputError(path, f"segments of {table['animal'].iloc[order[first]]} overlap on lines {rows[0]} and {rows[1]}")
     return [
         (str(a), int(s), int(e), str(lab))
         for a, s, e, lab in zip(table["animal"], starts, ends, table["label"], strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -211,6 +212,18 @@ def _empty_h5(root: Path, rng) -> None:
     (root / "keypoints.h5").write_bytes(b"")
 
 
+def _ground_truth(text: str) -> Callable[[Path, np.random.Generator], None]:
+    def write(root: Path, rng) -> None:
+        (root / "ground_truth.csv").write_text("animal,start_frame,end_frame,label\n" + text)
+    return write
+
+
+def _infinite_keypoint(root: Path, rng) -> None:
+    table = _keypoint_table(N_FRAMES, ANIMALS, rng)
+    table.iloc[5, 3] = np.inf
+    table.to_hdf(root / "keypoints.h5", key="df_with_missing")
+
+
 def _break_fps(root: Path, rng) -> None:
     text = (root / "session.toml").read_text().replace("fps = 30.0", "fps = 0")
     (root / "session.toml").write_text(text)
@@ -229,6 +242,11 @@ def _break_fps(root: Path, rng) -> None:
         (_empty_features, "every value is NaN"),
         (_break_fps, "fps"),
         (_empty_h5, "not a readable HDF5 file$"),
+        (_infinite_keypoint, "infinite value at frame 5, column mouse1/"),
+        (_ground_truth(""), "no reference segments"),
+        (_ground_truth("mouse1,0,5.5,chase\n"), r"must be integers \(line 2\)"),
+        (_ground_truth("mouse1,0,5,chase\nmouse1,3,8,huddle\n"), "mouse1 overlap on lines 2 and 3"),
+        (_ground_truth("mouse1,0,5,chase\nmouse2,6,9,\n"), "label is empty on line 3"),
     ],
 )
 def test_bad_input_raises_one_input_error(tmp_path: Path, rng, breaker, match) -> None:
