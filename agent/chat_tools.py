@@ -98,6 +98,13 @@ class ResultsView:
             return cls(root, "behavior", segments=segments.fillna({"description": "", "clip_ids": ""}), clips=clips)
         if (root / "qc.csv").is_file():
             qc = _read_csv(root / "qc.csv", {"frame", "keypoint", "error_px", "ncams", "flagged", "reason"})
+            for column, allowed in (("flagged", "0 or 1"), ("frame", "a frame number")):
+                values = pd.to_numeric(qc[column], errors="coerce")
+                bad = ~(values.isin([0, 1]) if column == "flagged" else (values >= 0) & (values % 1 == 0))
+                if bad.any():
+                    line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+                    raise InputError(root / "qc.csv", f"{column} must be {allowed}, got {qc[column].iloc[line - 2]!r} "
+                                                      f"on line {line}")
             return cls(root, "pose", qc=qc.fillna({"reason": ""}))
         raise InputError(root, "holds neither segments.csv (behavior run) nor qc.csv (pose run)")
 

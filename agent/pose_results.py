@@ -439,10 +439,13 @@ def parse_numbers(
     values = pd.to_numeric(text.where(~empty, "nan"), errors="coerce").to_numpy(dtype=np.float64)
     empty = empty.to_numpy()
     refuse_empty = integer or not allow_empty
+    finite = np.isfinite(values)
+    fraction = np.zeros_like(values)
+    fraction[finite] = values[finite] % 1  # not of inf: numpy warns there
     problems = {
-        "a non-numeric value": ~empty & ~np.isfinite(values),
+        "a non-numeric value": ~empty & ~finite,
         "an empty value": empty & refuse_empty,
-        "a non-integer value": np.isfinite(values) & (values % 1 != 0) & integer,
+        "a non-integer value": (fraction != 0) & integer,
     }
     for what, bad in problems.items():
         if bad.any():

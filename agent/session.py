@@ -376,6 +376,8 @@ def _read_features(path: Path, n_animals: int) -> np.ndarray:
     try:
         features = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
+        if "pickle" in str(exc):  # numpy's advice to load it unsafely is not ours to give
+            raise InputError(path, "holds Python objects, not a numeric array (np.save a float array)") from None
         raise InputError(path, f"not a readable .npy array: {exc}") from None
     if features.ndim != 3 or features.shape[1] != n_animals or features.shape[2] == 0:
         raise InputError(

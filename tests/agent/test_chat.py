@@ -155,3 +155,12 @@ def test_model_tools_answer_unknown_names_with_the_known_ones(behavior_results):
     tools = {tool.name: tool for tool in ResultsView.open(behavior_results).tools()}
     text = tools["list_segments"].invoke({"animal": "mouse9"})
     assert text.startswith("cannot answer") and "mouse1, mouse2" in text
+
+
+def test_a_hand_edited_qc_csv_is_one_error_naming_it(pose_results, capsys):
+    qc = pose_results / "qc.csv"
+    qc.write_text(qc.read_text().replace(",1,reprojection", ",yes,reprojection"))
+    assert main(["chat", str(pose_results), "--ask", "/flagged"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "qc.csv: flagged must be 0 or 1, got 'yes' on line" in err[0]
+

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -258,11 +259,16 @@ BAD_INPUTS = {
 }
 
 
+BAD_INPUTS["seed infinite"] = (_edit_csv("seeds.csv", lambda lines: [*lines, "5,cam0,ear_L,inf,10"]),
+                               "seeds.csv", "non-numeric value 'inf'")
+
+
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_raises_one_input_error_naming_the_file(recording_dir: Path, case: str) -> None:
     change, file_part, message = BAD_INPUTS[case]
     change(recording_dir)
-    with pytest.raises(InputError) as info:
+    with pytest.raises(InputError) as info, warnings.catch_warnings():
+        warnings.simplefilter("error")  # the error line alone: no numpy warning before it
         load_recording(recording_dir)
     assert file_part in str(info.value.path)
     assert message in info.value.problem
