@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from agent.calibration import load_calibration
 from agent.errors import InputError
@@ -249,8 +250,8 @@ def _check_streams(root: Path, group: CameraGroup) -> int:
 
 
 def _load_seeds(path: Path, cameras: list[str], keypoints: list[str], n_frames: int,
-                sizes: list[tuple[int, int]]) -> Seeds:
-    table = read_csv_table(path, ("frame", "camera", "keypoint", "x", "y"))
+                sizes: list[tuple[int, int]], left_out: set[str]) -> Seeds:
+    table = _without_cameras(read_csv_table(path, ("frame", "camera", "keypoint", "x", "y")), left_out)
     frame = parse_numbers(path, table, "frame", integer=True)
     camera = lookup_names(path, table, "camera", cameras)
     keypoint = lookup_names(path, table, "keypoint", keypoints)
@@ -284,6 +285,14 @@ def _load_seeds(path: Path, cameras: list[str], keypoints: list[str], n_frames: 
     return Seeds(frames.astype(np.int64), points_2d)
 
 
+def _without_cameras(table: pd.DataFrame, left_out: set[str]) -> pd.DataFrame:
+    """``table`` without the rows of ``left_out``: cameras the calibration holds and the manifest
+    does not use (a recording of some of a rig's cameras); any other unknown name stays an error."""
+    if not left_out:
+        return table
+    return table[~table["camera"].isin(left_out)].reset_index(drop=True)
+
+
 def _line_of(kept: np.ndarray, index: int) -> int:
     """The CSV line of row ``index`` among the rows ``kept (n_rows,)`` marks (the header is line 1)."""
     return int(np.flatnonzero(kept)[index]) + 2
@@ -308,9 +317,10 @@ def _load_ground_truth_3d(path: Path, keypoints: list[str], n_frames: int) -> np
 
 
 def _load_ground_truth_2d(
-    path: Path, cameras: list[str], keypoints: list[str], n_frames: int
+    path: Path, cameras: list[str], keypoints: list[str], n_frames: int, left_out: set[str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    table = read_csv_table(path, ("frame", "camera", "keypoint", "x", "y", "visible"))
+    table = _without_cameras(read_csv_table(path, ("frame", "camera", "keypoint", "x", "y", "visible")),
+                             left_out)
     frame = parse_numbers(path, table, "frame", integer=True)
     _check_frame_range(path, frame, n_frames)
     camera = lookup_names(path, table, "camera", cameras)
@@ -347,6 +357,7 @@ def load_recording(path: str | Path) -> Recording:
     manifest = _load_manifest(root / "recording.toml")
     cameras, keypoints = manifest["cameras"], manifest["keypoints"]
     group = load_calibration(root / "calibration.toml", cameras)
+    left_out = {camera.name for camera in load_calibration(root / "calibration.toml").cameras} - set(cameras)
     n_frames = _check_streams(root, group)
     scale = mm_per_unit(manifest["units"])
     if scale is None:
@@ -356,14 +367,14 @@ def load_recording(path: str | Path) -> Recording:
                          "(mm, cm, m, um, in)")
     group = _scaled_group(group, scale)
     seeds = _load_seeds(root / "seeds.csv", cameras, keypoints, n_frames,
-                        [group.cameras[i].size for i in range(len(cameras))])
+                        [group.cameras[i].size for i in range(len(cameras))], left_out)
     ground_truth_3d = ground_truth_2d = ground_truth_visible = None
     if (root / "ground_truth.csv").exists():
         ground_truth_3d = scale * _load_ground_truth_3d(root / "ground_truth.csv", keypoints,
                                                         n_frames)
     if (root / "ground_truth_2d.csv").exists():
         ground_truth_2d, ground_truth_visible = _load_ground_truth_2d(
-            root / "ground_truth_2d.csv", cameras, keypoints, n_frames
+            root / "ground_truth_2d.csv", cameras, keypoints, n_frames, left_out
         )
     return Recording(
         root=root,

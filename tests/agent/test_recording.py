@@ -85,6 +85,14 @@ def test_streams_open_lazily_and_are_cached(recording_dir: Path) -> None:
     assert recording._streams == {}
 
 
+def test_a_manifest_using_some_of_the_rigs_cameras_leaves_out_their_truth(recording_dir: Path) -> None:
+    full = load_recording(recording_dir)
+    _edit_toml("recording.toml", lambda m: m.__setitem__("cameras", ["cam2", "cam0"]))(recording_dir)
+    subset = load_recording(recording_dir)
+    np.testing.assert_array_equal(subset.ground_truth_2d, full.ground_truth_2d[:, [2, 0]])
+    np.testing.assert_array_equal(subset.ground_truth_visible, full.ground_truth_visible[:, [2, 0]])
+
+
 def test_loads_without_ground_truth(tmp_path: Path) -> None:
     recording = load_recording(make_tiny_recording(tmp_path / "rec", ground_truth=False))
     assert recording.ground_truth_3d is None and recording.ground_truth_2d is None
