@@ -398,7 +398,7 @@ def read_csv_table(path: str | Path, required: Sequence[str]) -> pd.DataFrame:
     """Read a CSV with a header row as strings (cells stripped), checking ``required`` columns."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "file not found")
+        raise InputError(path, "is a folder, not a CSV file" if path.is_dir() else "file not found")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except pd.errors.EmptyDataError:

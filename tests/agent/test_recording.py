@@ -267,6 +267,8 @@ BAD_INPUTS = {
 }
 
 
+BAD_INPUTS["seeds a folder"] = (lambda r: ((r / "seeds.csv").unlink(), (r / "seeds.csv").mkdir()),
+                                "seeds.csv", "is a folder, not a CSV file")
 BAD_INPUTS["seed infinite"] = (_edit_csv("seeds.csv", lambda lines: [*lines, "5,cam0,ear_L,inf,10"]),
                                "seeds.csv", "non-numeric value 'inf'")
 
