@@ -120,7 +120,7 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
     model answers of a replay (:class:`agent.replay_log.ReplayLog`). Every
     node execution is traced to ``trace.jsonl``.
     """
-    recording = load_recording(recording_path)
+    recording = load_recording(recording_path, on_bad_ground_truth=_warn_without_ground_truth)
     if backend is None and not resume:
         _check_model_settings(ctx)  # before the run directory exists: nothing half-written
     meta = {"recording": str(Path(recording_path).resolve()), "thread_id": uuid.uuid4().hex,
@@ -259,6 +259,12 @@ def _invoke_once(graph: Any, inputs: PoseState | None, config: dict[str, Any],
 def _next_frame(frame: int) -> PoseState:
     """The input of the invocation that tracks ``frame`` (or writes the results past the last)."""
     return {"frame": frame}
+
+
+def _warn_without_ground_truth(problem: InputError) -> None:
+    """Tracking needs no ground truth: a file of it that does not fit is named, and left out."""
+    print(f"warning: {problem}; tracking goes on without ground truth (eval needs it fixed)",
+          file=sys.stderr)
 
 
 def _check_model_settings(ctx: PoseContext) -> None:

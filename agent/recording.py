@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -338,8 +339,13 @@ def _load_ground_truth_2d(
     return points_2d, visible_array
 
 
-def load_recording(path: str | Path) -> Recording:
+def load_recording(path: str | Path, *,
+                   on_bad_ground_truth: Callable[[InputError], None] | None = None) -> Recording:
     """Load and validate the recording folder ``path`` (FORMATS.md section 1).
+
+    ``on_bad_ground_truth``: where given, a ground truth file (for
+    evaluation only) that does not fit is handed to it and the recording
+    loads without ground truth, instead of raising.
 
     Raises
     ------
@@ -369,13 +375,19 @@ def load_recording(path: str | Path) -> Recording:
     seeds = _load_seeds(root / "seeds.csv", cameras, keypoints, n_frames,
                         [group.cameras[i].size for i in range(len(cameras))], left_out)
     ground_truth_3d = ground_truth_2d = ground_truth_visible = None
-    if (root / "ground_truth.csv").exists():
-        ground_truth_3d = scale * _load_ground_truth_3d(root / "ground_truth.csv", keypoints,
-                                                        n_frames)
-    if (root / "ground_truth_2d.csv").exists():
-        ground_truth_2d, ground_truth_visible = _load_ground_truth_2d(
-            root / "ground_truth_2d.csv", cameras, keypoints, n_frames, left_out
-        )
+    try:
+        if (root / "ground_truth.csv").exists():
+            ground_truth_3d = scale * _load_ground_truth_3d(root / "ground_truth.csv", keypoints,
+                                                            n_frames)
+        if (root / "ground_truth_2d.csv").exists():
+            ground_truth_2d, ground_truth_visible = _load_ground_truth_2d(
+                root / "ground_truth_2d.csv", cameras, keypoints, n_frames, left_out
+            )
+    except InputError as problem:
+        if on_bad_ground_truth is None:
+            raise
+        on_bad_ground_truth(problem)
+        ground_truth_3d = ground_truth_2d = ground_truth_visible = None
     return Recording(
         root=root,
         fps=manifest["fps"],

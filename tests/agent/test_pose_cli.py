@@ -246,6 +246,19 @@ def test_a_resume_from_damaged_checkpoints_is_one_error_line(tiny, tmp_path, cap
     assert {name: (out / name).read_bytes() for name in before} == before
 
 
+def test_ground_truth_that_does_not_fit_is_named_and_left_out_of_tracking(tiny, tmp_path, capsys):
+    recording = Path(shutil.copytree(tiny, tmp_path / "rec"))
+    truth = recording / "ground_truth_2d.csv"
+    truth.write_text(truth.read_text() + "0,cam9,ear_L,1.0,1.0,1\n")
+    out = tmp_path / "out"
+    assert main(["pose", str(recording), "--out", str(out), "--quiet", "--max-frames", "6"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"warning: {truth}: unknown camera 'cam9'")
+    assert "mean 3D error" not in captured.out and (out / "qc.csv").is_file()
+    assert main(["eval", str(recording), str(out)]) == 2  # scoring needs the file fixed
+    assert "unknown camera 'cam9'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("inside", ["", "videos"])
 def test_overwrite_never_empties_a_recording(tiny, tmp_path, capsys, inside):
     recording = Path(shutil.copytree(tiny, tmp_path / "rec"))
