@@ -72,11 +72,16 @@ def load_calibration(path: str | Path, camera_names: list[str] | None = None) ->
     ]
     if not cameras:
         raise InputError(path, "no camera tables found")
-    by_name = {camera.name: camera for camera in cameras}
-    if len(by_name) != len(cameras):
+    if len({camera.name for camera in cameras}) != len(cameras):
         raise InputError(path, "two camera tables share a name")
-    if camera_names is None:
-        return CameraGroup(tuple(cameras))
+    group = CameraGroup(tuple(cameras))
+    return group if camera_names is None else select_cameras(group, camera_names, path)
+
+
+def select_cameras(group: CameraGroup, camera_names: list[str], path: str | Path) -> CameraGroup:
+    """The cameras of ``group`` named ``camera_names``, in that order; InputError naming ``path``
+    (the calibration) where one is absent."""
+    by_name = {camera.name: camera for camera in group.cameras}
     missing = [name for name in camera_names if name not in by_name]
     if missing:
         raise InputError(path, f"no calibration for camera(s) {', '.join(missing)} named in the manifest")

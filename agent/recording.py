@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agent.calibration import load_calibration
+from agent.calibration import load_calibration, select_cameras
 from agent.errors import InputError
 from agent.pose_results import (
     check_unique_rows,
@@ -362,8 +362,9 @@ def load_recording(path: str | Path, *,
         raise InputError(root, "recording folder not found")
     manifest = _load_manifest(root / "recording.toml")
     cameras, keypoints = manifest["cameras"], manifest["keypoints"]
-    group = load_calibration(root / "calibration.toml", cameras)
-    left_out = {camera.name for camera in load_calibration(root / "calibration.toml").cameras} - set(cameras)
+    rig = load_calibration(root / "calibration.toml")
+    group = select_cameras(rig, cameras, root / "calibration.toml")
+    left_out = {camera.name for camera in rig.cameras} - set(cameras)
     n_frames = _check_streams(root, group)
     scale = mm_per_unit(manifest["units"])
     if scale is None:
