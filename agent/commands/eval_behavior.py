@@ -19,7 +19,7 @@ from pathlib import Path
 from agent.behavior_results import CLIPS_FILE, SEGMENTS_FILE, read_clips_csv, read_segments_csv
 from agent.errors import InputError
 from agent.rundir import made_from_other_input
-from agent.session import load_session
+from agent.session import Session, load_session
 from tools.behavior_metrics import BehaviorMetrics, evaluate_behavior
 
 _LINES = (
@@ -46,7 +46,11 @@ def score_results(session_dir: Path, results_dir: Path) -> BehaviorMetrics:
     InputError
         No ground truth, unreadable results, or results outside the session's frames.
     """
-    session = load_session(session_dir)
+    return score_session(load_session(session_dir), results_dir)
+
+
+def score_session(session: Session, results_dir: Path) -> BehaviorMetrics:
+    """:func:`score_results` for a session already loaded."""
     if session.ground_truth is None:
         raise InputError(session.root / "ground_truth.csv", "file not found: the session has no reference segments")
     clips = [(c.animal, c.start_frame, c.end_frame, c.label) for c in read_clips_csv(results_dir / CLIPS_FILE)]
@@ -64,6 +68,23 @@ def score_results(session_dir: Path, results_dir: Path) -> BehaviorMetrics:
         raise InputError(results_dir, f"results do not fit the session: {exc}") from None
 
 
+def ground_truth_past_end(session: Session) -> str | None:
+    """A warning where reference segments reach past the session's frames, else None.
+
+    They are scored up to the last frame (a video's frame count can differ
+    from what the reference was cut against by a frame or two), but a
+    reference much longer than the video means the wrong session, so it is
+    named rather than clipped in silence.
+    """
+    past = [(a, e) for a, _, e, _ in session.ground_truth or [] if e > session.n_frames]
+    if not past:
+        return None
+    animal, end = max(past, key=lambda row: row[1])
+    return (f"{session.root / 'ground_truth.csv'}: {len(past)} reference segment(s) end after the "
+            f"session's {session.n_frames} frames (the last, of {animal}, at frame {end}); "
+            f"they are scored up to frame {session.n_frames}")
+
+
 def format_metrics(metrics: BehaviorMetrics) -> list[str]:
     """One line per score, aligned."""
     def number(value: float) -> str:
@@ -74,10 +95,11 @@ def format_metrics(metrics: BehaviorMetrics) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    metrics = score_results(args.session, args.results)
-    warning = made_from_other_input(args.results, args.session)
-    if warning is not None:
-        print(f"warning: {warning}", file=sys.stderr)
+    session = load_session(args.session)
+    metrics = score_session(session, args.results)
+    for warning in (ground_truth_past_end(session), made_from_other_input(args.results, args.session)):
+        if warning is not None:
+            print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         payload = {key: (None if isinstance(v, float) and math.isnan(v) else v)
                    for key, v in dataclasses.asdict(metrics).items()}

@@ -222,3 +222,20 @@ def test_the_order_animals_are_listed_in_does_not_change_the_results(session_cop
         rows = [sorted((tmp_path / run / name).read_text().splitlines()) for run in ("listed", "reversed")]
         assert rows[0] == rows[1], name
 
+
+
+def test_reference_past_the_session_end_is_scored_to_the_end_with_a_warning(session_copy, tmp_path, capsys):
+    assert _behavior(session_copy, tmp_path / "out", "--no-clip-videos") == 0
+    capsys.readouterr()
+    assert main(["eval-behavior", str(session_copy), str(tmp_path / "out"), "--json"]) == 0
+    fitting = capsys.readouterr()
+    assert "warning" not in fitting.err
+    truth = pd.read_csv(session_copy / "ground_truth.csv")
+    last = truth["end_frame"].idxmax()
+    truth.loc[last, "end_frame"] += 30
+    truth.to_csv(session_copy / "ground_truth.csv", index=False)
+    assert main(["eval-behavior", str(session_copy), str(tmp_path / "out"), "--json"]) == 0
+    longer = capsys.readouterr()
+    assert "ground_truth.csv" in longer.err and "after the session's 240 frames" in longer.err
+    assert f"at frame {240 + 30}" in longer.err
+    assert json.loads(longer.out) == json.loads(fitting.out)
