@@ -32,7 +32,13 @@ from tools.body_distances import (
     pair_exchange,
     region_relabeling,
 )
-from tools.body_order import OrderPair, agreeing_references, order_exchanges, order_pairs
+from tools.body_order import (
+    OrderPair,
+    agreeing_references,
+    chain_end_reversed,
+    order_exchanges,
+    order_pairs,
+)
 from tools.body_side import (
     SideModel,
     lateral_direction,
@@ -61,7 +67,7 @@ from tools.geometry import (
     reprojection_error,
     triangulate,
 )
-from tools.keypoint_names import left_twins, mirror_groups, twin_indices
+from tools.keypoint_names import left_twins, mirror_groups, tail_chain, twin_indices
 from tools.reacquire import fit_template
 from tools.refine import RefineParams, RefineResult, refine_cross_view
 from tools.seed_check import contradicted_by_seeds
@@ -256,7 +262,7 @@ def template_review(seed_window: list[dict], sides: SideModel | None, keypoints:
         return None
     body = seed_distance_model(seed_window, twins)
     return TemplateReview(template, body, regions, max_body_deviation, confirm_body_deviation,
-                          twins, sides, seed_points_3d=points_3d)
+                          twins, sides, seed_points_3d=points_3d, tail=tail_chain(keypoints))
 
 
 def describe_side_model(model: SideModel | None, keypoints: list[str]) -> dict | None:
@@ -701,7 +707,9 @@ class TemplateReview:
     along the body first (:func:`tools.body_order.order_exchanges`; empty
     from :func:`template_review`, found by :func:`final_records` in the
     run's trusted labels and in ``seed_points_3d``, the seed frames' points
-    ``(n_seed_frames, K, 3)``).
+    ``(n_seed_frames, K, 3)``). ``tail``: the tail's tip, middle and base, as
+    :func:`tools.keypoint_names.tail_chain` reads them from the names, for
+    :func:`flag_reversed_tail`.
     """
 
     template: TemplateModel
@@ -713,6 +721,7 @@ class TemplateReview:
     sides: SideModel | None = None
     order: tuple[OrderPair, ...] = ()
     seed_points_3d: np.ndarray | None = None
+    tail: tuple[int, int, int] | None = None
 
 
 # The places come from the labels QC trusts, which the moves change: a second pass, with the
@@ -815,6 +824,7 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
             records = found
             records = accepted_by_body(records, seed_frames, review, misfit, dots.quality)
         records = exchange_reversed_pairs(records, seed_frames, review)
+        records = flag_reversed_tail(records, seed_frames, review)
     return review_against_seeds(records, seed_frames)
 
 
@@ -864,6 +874,41 @@ def exchange_reversed_pairs(records: list[FrameRecord], seed_frames: frozenset[i
         kept = frame_reversed & (source == np.arange(source.size))
         reviewed.append(_moved(_flag_labels(record, kept, "side"), source, review))
     return reviewed
+
+
+# The tail tip lying nearer the tail base than the tail middle by more than this is taken for an
+# exchange. In the shipped true motion the tip lies at least 2.5 mm farther (over 1,000 frames).
+TAIL_MARGIN_MM = 5.0
+# qc.csv reason of a tail tip and tail middle lying the wrong way round along the tail.
+TAIL_ORDER_REASON = "tail_order"
+
+
+def flag_reversed_tail(records: list[FrameRecord], seed_frames: frozenset[int],
+                       review: TemplateReview) -> list[FrameRecord]:
+    """``records`` with the tail tip and tail middle flagged where they lie the wrong way round.
+
+    The two lie 41 mm apart, too far for the order step's pairs
+    (:func:`tools.body_order.order_pairs`), and as the tail swings the body
+    does not judge the tip; a tracker that took each for the other
+    triangulates both cleanly (4 cameras seed 42, frames 217-276). Along the
+    tail the tip lies farther from the base than the middle does
+    (:func:`tools.body_order.chain_end_reversed`), so where it lies nearer by
+    more than ``TAIL_MARGIN_MM`` both labels are flagged ``tail_order`` for
+    review: a tail curled back on itself does the same, so they are flagged,
+    not exchanged. Which keypoints are the tail's comes from their names
+    (``review.tail``): a run that kept them exchanged, or seed frames that
+    caught the tail curled, would teach the order the wrong way round. Not on
+    seed frames.
+    """
+    if review.tail is None or not records:
+        return records
+    points_3d = np.array([record.points_3d for record in records])
+    reversed_tail = chain_end_reversed(points_3d, review.tail, TAIL_MARGIN_MM)
+    labels = np.zeros(points_3d.shape[1], bool)
+    labels[list(review.tail[:2])] = True
+    return [_flag_labels(record, labels, TAIL_ORDER_REASON)
+            if is_reversed and record.frame not in seed_frames else record
+            for record, is_reversed in zip(records, reversed_tail, strict=True)]
 
 
 # A label that min_cameras cameras agree on and that fits the body within this many tolerances

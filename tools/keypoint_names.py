@@ -1,4 +1,4 @@
-"""What keypoint names say about the body: left and right twins.
+"""What keypoint names say about the body: left and right twins, and the tail's chain.
 
 A recording's keypoints are data (FORMATS.md), so the left and right
 members of a pair (``forepaw_L``/``forepaw_R``, ``left ear``/``right ear``,
@@ -91,3 +91,38 @@ def left_twins(keypoints: Sequence[str], groups: np.ndarray) -> np.ndarray:
     paired = twin_indices(groups) != np.arange(len(keypoints))
     return np.array([bool(is_paired) and _side_and_body_part(name)[0] == "l"
                      for name, is_paired in zip(keypoints, paired, strict=True)], dtype=bool)
+
+
+# Words that place a tail keypoint along the tail (DeepLabCut, Anipose and MABe names:
+# "tail_base", "tailbase", "Tail Middle", "tail_mid", "tail_tip", "tailend").
+_TAIL_PLACES = (("base", "root", "start"), ("middle", "mid", "center", "centre"), ("tip", "end"))
+_TAIL = re.compile(rf"^tail{_SEPARATOR}*(?P<place>[a-z]+)$|^(?P<place_first>[a-z]+){_SEPARATOR}*tail$")
+
+
+def tail_chain(keypoints: Sequence[str]) -> tuple[int, int, int] | None:
+    """``(tip, middle, base)`` indices of the tail's keypoints where the names show one of each, else None.
+
+    The order of a chain of keypoints cannot be learned from a run that
+    kept two of them exchanged, nor from seed frames that caught the tail
+    curled, so it is read from the names.
+
+    Examples
+    --------
+    >>> tail_chain(["ear_L", "tail_base", "Tail Mid", "tail_tip"])
+    (3, 2, 1)
+    >>> tail_chain(["tail_base", "tail_tip"]) is None
+    True
+    """
+    found: list[list[int]] = [[], [], []]
+    for index, name in enumerate(keypoints):
+        match = _TAIL.match(name.strip().lower())
+        if match is None:
+            continue
+        place = match.group("place") or match.group("place_first")
+        for position, words in enumerate(_TAIL_PLACES):
+            if place in words:
+                found[position].append(index)
+    if any(len(indices) != 1 for indices in found):
+        return None
+    (base,), (middle,), (tip,) = found
+    return tip, middle, base

@@ -945,6 +945,37 @@ def test_the_results_exchange_ears_the_tracker_keeps_exchanged(shipped_review):
     assert steps.exchange_reversed_pairs(records, frozenset({0, 1, 2}), review) == records
 
 
+def test_the_results_flag_a_tail_tip_and_middle_lying_the_wrong_way_round(shipped_review):
+    from agent.pose_frames import untracked_record
+
+    points, _, _, review = shipped_review
+    tip, middle = INDEX["tail_tip"], INDEX["tail_middle"]
+    assert review.tail == (tip, middle, INDEX["tail_base"])  # read from the names
+    records = []
+    for frame in range(100, 200):
+        frame_points = points[frame].copy()
+        if frame >= 150:  # the tracker took each for the other from frame 150 on
+            frame_points[[tip, middle]] = frame_points[[middle, tip]]
+        flagged = np.zeros(12, bool)
+        flagged[tip] = frame == 160
+        records.append(replace(untracked_record(frame, 6, 12), points_3d=frame_points, flagged=flagged,
+                               reason=np.where(flagged, "reprojection", ""), score=np.ones(12)))
+    records[-1] = replace(records[-1], frame=2)  # a seed frame stays as it is
+    reviewed = steps.flag_reversed_tail(records, frozenset({0, 1, 2}), review)
+    assert reviewed[:50] == records[:50] and reviewed[-1] is records[-1]
+    others = np.setdiff1d(np.arange(12), [tip, middle])
+    flagged_frames = [record.frame for record in reviewed if record.reason[middle] == steps.TAIL_ORDER_REASON]
+    assert len(flagged_frames) > 40 and min(flagged_frames) >= 150
+    for record, original in zip(reviewed[50:-1], records[50:-1], strict=True):
+        assert not record.flagged[others].any()
+        np.testing.assert_array_equal(record.points_3d, original.points_3d)  # flagged, not moved
+        if record.flagged[middle]:
+            assert record.score[middle] == 0.5
+            assert record.reason[tip] == ("reprojection" if record.frame == 160 else steps.TAIL_ORDER_REASON)
+    # Names that show no tail: nothing to check.
+    assert steps.flag_reversed_tail(records, frozenset({0, 1, 2}), replace(review, tail=None)) == records
+
+
 @pytest.mark.parametrize("n_cameras, agreeing, cleared", [
     (6, 3, True), (8, 3, False), (8, 4, True), (4, 3, True), (4, 2, False)])
 def test_the_body_clears_a_few_cameras_flag_only_where_half_the_rig_agrees(

@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.body_order import MAX_PAIR_DISTANCE_MM, agreeing_references, order_exchanges, order_pairs
+from tools.body_order import (
+    MAX_PAIR_DISTANCE_MM,
+    agreeing_references,
+    chain_end_reversed,
+    order_exchanges,
+    order_pairs,
+)
 from tools.body_template import template_model, trusted_template
 from tools.keypoint_names import mirror_groups, twin_indices
 from tools.motion import QD_KEYPOINTS
@@ -165,3 +171,15 @@ def test_references_the_seed_frames_contradict_are_dropped(real_motion):
     assert INDEX["tail_middle"] in taught[0].nearer_first
     assert agreeing_references(taught, seed_points, seed_known) == []
 
+
+
+TAIL_END = (INDEX["tail_tip"], INDEX["tail_middle"], INDEX["tail_base"])
+
+
+def test_the_true_tail_never_lies_reversed_and_an_exchanged_one_does(real_motion):
+    assert not chain_end_reversed(real_motion, TAIL_END, MARGIN_MM).any()
+    exchanged = real_motion.copy()
+    exchanged[:, [INDEX["tail_tip"], INDEX["tail_middle"]]] = exchanged[:, [INDEX["tail_middle"], INDEX["tail_tip"]]]
+    assert chain_end_reversed(exchanged, TAIL_END, MARGIN_MM).mean() > 0.9
+    exchanged[::2, INDEX["tail_base"]] = np.nan
+    assert not chain_end_reversed(exchanged, TAIL_END, MARGIN_MM)[::2].any()

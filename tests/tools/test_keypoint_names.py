@@ -1,11 +1,11 @@
-"""Tests for tools/keypoint_names.py: left/right twins found by name."""
+"""Tests for tools/keypoint_names.py: left/right twins and the tail's chain found by name."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tools.keypoint_names import left_twins, mirror_groups, twin_indices
+from tools.keypoint_names import left_twins, mirror_groups, tail_chain, twin_indices
 from tools.motion import QD_KEYPOINTS
 
 
@@ -65,3 +65,22 @@ def test_twins_point_at_each_other_and_midline_keypoints_at_themselves():
 ])
 def test_left_twins_marks_the_left_keypoint_of_each_pair_only(names, left):
     assert left_twins(names, mirror_groups(names)).tolist() == left
+
+
+@pytest.mark.parametrize("names, chain", [
+    (list(QD_KEYPOINTS), (11, 10, 9)),
+    (["Tail Tip", "nose", "tail_mid", "TailBase"], (0, 2, 3)),
+    (["base_tail", "middle_tail", "end_tail"], (2, 1, 0)),
+])
+def test_the_tail_chain_is_read_from_the_names(names, chain):
+    assert tail_chain(names) == chain
+
+
+@pytest.mark.parametrize("names", [
+    ["tail_base", "tail_tip"],  # no middle
+    ["tail_base", "tail_middle", "tail_tip", "tail_end"],  # two tips
+    ["tail1", "tail2", "tail3"],  # numbered: which end is the tip is not said
+    ["tailbase_x", "tail_middle", "tail_tip"],
+])
+def test_names_that_do_not_show_one_base_middle_and_tip_give_no_chain(names):
+    assert tail_chain(names) is None
