@@ -174,13 +174,14 @@ class ResultsView:
         self._check_known("keypoint", keypoint, self.qc["keypoint"])
         table = self.qc[self.qc["flagged"].astype(int) == 1]
         reasons = table["reason"].astype(str)
-        if reason is not None and not reasons.str.contains(reason, regex=False).any():
+        # One reason per label, matched whole: "order" must not also list "tail_order".
+        if reason is not None and not (reasons == reason).any():
             known = sorted(set(reasons) - {""})
             raise ValueError(f"no label is flagged for {reason!r} in this run; its reasons: {', '.join(known) or 'none'}")
         if keypoint is not None:
             table = table[table["keypoint"] == keypoint]
         if reason is not None:
-            table = table[table["reason"].astype(str).str.contains(reason, regex=False)]
+            table = table[table["reason"].astype(str) == reason]
         summary = f"{len(table)} flagged labels in {table['frame'].nunique()} frames\n"
         return summary + _table(table[["frame", "keypoint", "error_px", "ncams", "reason"]], "none flagged")
 

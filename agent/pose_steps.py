@@ -790,7 +790,9 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
     review's body lose their ``few_cameras``, ``body`` or ``reacquired``
     review flag (:func:`accepted_by_body`); a left/right pair left in the
     tracker's order that lies reversed across the body is exchanged
-    (:func:`exchange_reversed_pairs`); then the labels are checked against the later seed frames
+    (:func:`exchange_reversed_pairs`); a tail tip and middle lying the wrong
+    way round along the tail are flagged (:func:`flag_reversed_tail`); then
+    the labels are checked against the later seed frames
     (:func:`review_against_seeds`). The frame log itself is not changed (a
     resume continues from it).
     """
@@ -887,7 +889,7 @@ def flag_reversed_tail(records: list[FrameRecord], seed_frames: frozenset[int],
                        review: TemplateReview) -> list[FrameRecord]:
     """``records`` with the tail tip and tail middle flagged where they lie the wrong way round.
 
-    The two lie 41 mm apart, too far for the order step's pairs
+    The two lie typically 41 mm apart, too far for the order step's pairs
     (:func:`tools.body_order.order_pairs`), and as the tail swings the body
     does not judge the tip; a tracker that took each for the other
     triangulates both cleanly (4 cameras seed 42, frames 217-276). Along the
@@ -897,15 +899,19 @@ def flag_reversed_tail(records: list[FrameRecord], seed_frames: frozenset[int],
     review: a tail curled back on itself does the same, so they are flagged,
     not exchanged. Which keypoints are the tail's comes from their names
     (``review.tail``): a run that kept them exchanged, or seed frames that
-    caught the tail curled, would teach the order the wrong way round. Not on
-    seed frames.
+    caught the tail curled, would teach the order the wrong way round. Only
+    with a review, which needs named left/right twins as well. Not on seed
+    frames. Not an identity doubt for :func:`review_against_seeds` (as
+    ``order`` is not): which of the two is wrong, or whether the tail is
+    curled, the flag cannot say.
     """
     if review.tail is None or not records:
         return records
     points_3d = np.array([record.points_3d for record in records])
     reversed_tail = chain_end_reversed(points_3d, review.tail, TAIL_MARGIN_MM)
+    tip, middle, _ = review.tail
     labels = np.zeros(points_3d.shape[1], bool)
-    labels[list(review.tail[:2])] = True
+    labels[[tip, middle]] = True
     return [_flag_labels(record, labels, TAIL_ORDER_REASON)
             if is_reversed and record.frame not in seed_frames else record
             for record, is_reversed in zip(records, reversed_tail, strict=True)]

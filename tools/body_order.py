@@ -184,20 +184,20 @@ def order_exchanges(points_3d: np.ndarray, pairs: Sequence[OrderPair], margin_mm
     return source
 
 
-def chain_end_reversed(points_3d: np.ndarray, end: tuple[int, int, int], margin_mm: float
+def chain_end_reversed(points_3d: np.ndarray, chain: tuple[int, int, int], margin_mm: float
                        ) -> np.ndarray:
-    """``(n_frames,)`` frames where the chain's end lies nearer the chain than its neighbour, by more than ``margin_mm``.
+    """``(n_frames,)`` frames where a chain's end lies nearer its anchor than its neighbour does, by more than ``margin_mm``.
 
-    ``points_3d (n_frames, K, 3)``; ``end`` the chain's last three keypoints
-    from its end (the tail tip, tail middle and tail base).
-    Along a chain the end lies farther from the next keypoint than its
-    neighbour does, unless the chain folds back on itself; where the end and
-    its neighbour have exchanged dots, it is the other way round. Frames
-    missing any of the three points: False.
+    ``points_3d (n_frames, K, 3)``; ``chain`` the keypoint indices
+    ``(end, neighbour, anchor)`` of a chain's last three keypoints from its
+    end (the tail tip, tail middle and tail base). Along a chain the end lies
+    farther from the anchor than its neighbour does, unless the chain folds
+    back on itself; where the end and its neighbour have exchanged dots, it
+    is the other way round. Frames missing any of the three points: False.
     """
     points_3d = check_shape("points_3d", points_3d, (None, None, 3))
-    tip, neighbour, following = end
-    to_neighbour = np.linalg.norm(points_3d[:, neighbour] - points_3d[:, following], axis=1)
-    to_tip = np.linalg.norm(points_3d[:, tip] - points_3d[:, following], axis=1)
+    end, neighbour, anchor = chain
+    neighbour_to_anchor = np.linalg.norm(points_3d[:, neighbour] - points_3d[:, anchor], axis=1)
+    end_to_anchor = np.linalg.norm(points_3d[:, end] - points_3d[:, anchor], axis=1)
     with np.errstate(invalid="ignore"):
-        return to_neighbour > to_tip + margin_mm
+        return neighbour_to_anchor > end_to_anchor + margin_mm

@@ -71,18 +71,20 @@ def score_session(session: Session, results_dir: Path) -> BehaviorMetrics:
 def ground_truth_past_end(session: Session) -> str | None:
     """A warning where reference segments reach past the session's frames, else None.
 
-    They are scored up to the last frame (a video's frame count can differ
-    from what the reference was cut against by a frame or two), but a
-    reference much longer than the video means the wrong session, so it is
-    named rather than clipped in silence.
+    :func:`score_session` clips them to the session's ``n_frames`` frames and
+    leaves out those that start after its last frame, as it must to score
+    at all; a reference cut against a longer video (or another session) is
+    named rather than shortened in silence.
     """
-    past = [(a, e) for a, _, e, _ in session.ground_truth or [] if e > session.n_frames]
+    past = [(a, s, e) for a, s, e, _ in session.ground_truth or [] if e > session.n_frames]
     if not past:
         return None
-    animal, end = max(past, key=lambda row: row[1])
+    animal, _, end = max(past, key=lambda row: row[2])
+    dropped = sum(s >= session.n_frames for _, s, _ in past)
     return (f"{session.root / 'ground_truth.csv'}: {len(past)} reference segment(s) end after the "
-            f"session's {session.n_frames} frames (the last, of {animal}, at frame {end}); "
-            f"they are scored up to frame {session.n_frames}")
+            f"session's {session.n_frames} frames (the latest, of {animal}, at end_frame {end}); "
+            f"scored only within frames 0-{session.n_frames - 1}"
+            + (f", {dropped} of them left out as they start after it" if dropped else ""))
 
 
 def format_metrics(metrics: BehaviorMetrics) -> list[str]:

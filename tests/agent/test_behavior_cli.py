@@ -230,12 +230,16 @@ def test_reference_past_the_session_end_is_scored_to_the_end_with_a_warning(sess
     assert main(["eval-behavior", str(session_copy), str(tmp_path / "out"), "--json"]) == 0
     fitting = capsys.readouterr()
     assert "warning" not in fitting.err
+    n_frames = int(pd.read_csv(tmp_path / "out" / "segments.csv")["end_frame"].max())  # segments cover them all
     truth = pd.read_csv(session_copy / "ground_truth.csv")
     last = truth["end_frame"].idxmax()
+    assert truth.loc[last, "end_frame"] == n_frames  # the reference fits the session as made
     truth.loc[last, "end_frame"] += 30
-    truth.to_csv(session_copy / "ground_truth.csv", index=False)
+    extra = pd.DataFrame([{"animal": truth.loc[last, "animal"], "start_frame": n_frames + 30,
+                           "end_frame": n_frames + 40, "label": "beyond"}])
+    pd.concat([truth, extra]).to_csv(session_copy / "ground_truth.csv", index=False)
     assert main(["eval-behavior", str(session_copy), str(tmp_path / "out"), "--json"]) == 0
     longer = capsys.readouterr()
-    assert "ground_truth.csv" in longer.err and "after the session's 240 frames" in longer.err
-    assert f"at frame {240 + 30}" in longer.err
+    assert "ground_truth.csv" in longer.err and f"end after the session's {n_frames} frames" in longer.err
+    assert f"at end_frame {n_frames + 40}" in longer.err and "1 of them left out" in longer.err
     assert json.loads(longer.out) == json.loads(fitting.out)

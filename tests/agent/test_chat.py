@@ -51,6 +51,7 @@ def pose_results(tmp_path: Path) -> Path:
     out.mkdir()
     rows = [[f, k, 1.0 + f if k == "nose" else 0.5, 3, int(f == 2 and k == "nose"), "reprojection" if f == 2 and k == "nose" else ""]
             for f in range(4) for k in ("nose", "tail")]
+    rows[-1][4:] = [1, "tail_order"]  # frame 3, tail
     _write_csv(out / "qc.csv", ["frame", "keypoint", "error_px", "ncams", "flagged", "reason"], rows)
     return out
 
@@ -149,6 +150,9 @@ def test_pose_flagged_refuses_unknown_keypoint_or_reason(pose_results):
     with pytest.raises(ValueError, match="its keypoints: nose, tail"):
         view.flagged_labels(keypoint="paw")
     assert run_command(view, "/flagged reprojection").startswith("1 flagged labels")
+    # A reason is matched whole: "order" is not "tail_order".
+    assert "its reasons: reprojection, tail_order" in run_command(view, "/flagged order")
+    assert run_command(view, "/flagged tail_order").startswith("1 flagged labels")
 
 
 def test_model_tools_answer_unknown_names_with_the_known_ones(behavior_results):

@@ -71,6 +71,8 @@ def test_left_twins_marks_the_left_keypoint_of_each_pair_only(names, left):
     (list(QD_KEYPOINTS), (11, 10, 9)),
     (["Tail Tip", "nose", "tail_mid", "TailBase"], (0, 2, 3)),
     (["base_tail", "middle_tail", "end_tail"], (2, 1, 0)),
+    # Names that are not the tail's places are left alone beside a complete chain.
+    (["tail", "tailbone", "detail_tip", "tail-base", "tail.mid", "TailTip"], (5, 4, 3)),
 ])
 def test_the_tail_chain_is_read_from_the_names(names, chain):
     assert tail_chain(names) == chain
@@ -81,6 +83,8 @@ def test_the_tail_chain_is_read_from_the_names(names, chain):
     ["tail_base", "tail_middle", "tail_tip", "tail_end"],  # two tips
     ["tail1", "tail2", "tail3"],  # numbered: which end is the tip is not said
     ["tailbase_x", "tail_middle", "tail_tip"],
+    ["tails_base", "tail_middle", "tail_tip"],
+    ["detail_base", "tail_middle", "tail_tip"],
 ])
 def test_names_that_do_not_show_one_base_middle_and_tip_give_no_chain(names):
     assert tail_chain(names) is None
