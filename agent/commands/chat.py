@@ -76,6 +76,12 @@ def run_command(view: ResultsView, line: str) -> str:
                 others = [w for w in words if w not in keypoints]
                 if len(others) > 1:
                     raise ValueError(f"one reason at most, got {' '.join(others)!r}")
+                reasons = set(view.qc["reason"].astype(str))
+                if others and others[0] not in reasons:
+                    # A word that is neither: it may be a mistyped keypoint as well as a reason.
+                    raise ValueError(f"{others[0]!r} is neither a keypoint nor a reason of this run; "
+                                     f"its keypoints: {', '.join(sorted(keypoints))}; "
+                                     f"its reasons: {', '.join(sorted(reasons - {''})) or 'none'}")
                 return view.flagged_labels(keypoint, others[0] if others else None)
             if name == "/errors":
                 return view.keypoint_errors()

@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     meta = run_dir.read_meta()
     trace = [row for row in read_jsonl(run_dir.path / "trace.jsonl") if _matches(row, args)]
     calls = [call for call in read_jsonl(run_dir.calls_log) if _call_matches(call, args)]
-    print(f"{meta.get('kind')} run {run_dir.path}: {len(trace)} node executions, {len(calls)} model calls shown")
+    shown = min(len(trace), args.limit), min(len(calls), args.limit)
+    print(f"{meta.get('kind')} run {run_dir.path}: {shown[0]} of {len(trace)} node executions and "
+          f"{shown[1]} of {len(calls)} model calls shown (--limit {args.limit})")
     for row in trace[: args.limit]:
         where = " ".join(f"{k}={row[k]}" for k in ("frame", "camera", "region", "animal", "clip_id") if k in row)
         status = f" ERROR {row['error']}" if row.get("error") else ""

@@ -150,6 +150,8 @@ def test_pose_flagged_refuses_unknown_keypoint_or_reason(pose_results):
     with pytest.raises(ValueError, match="its keypoints: nose, tail"):
         view.flagged_labels(keypoint="paw")
     assert run_command(view, "/flagged reprojection").startswith("1 flagged labels")
+    # A mistyped keypoint is named with the keypoints as well as the reasons.
+    assert "its keypoints: nose, tail" in run_command(view, "/flagged nsoe")
     # A reason is matched whole: "order" is not "tail_order".
     assert "its reasons: reprojection, tail_order" in run_command(view, "/flagged order")
     assert run_command(view, "/flagged tail_order").startswith("1 flagged labels")

@@ -60,6 +60,11 @@ def test_every_node_is_traced_in_graph_order_with_one_caption_task_per_clip(runs
     capsys.readouterr()
     assert main(["trace", str(classical)]) == 0
     assert _printed_nodes(capsys.readouterr().out) == names
+    # --limit cuts the table, and the header says by how much.
+    assert main(["trace", str(classical), "--limit", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert _printed_nodes(printed) == names[:2]
+    assert f"2 of {len(names)} node executions" in printed.splitlines()[0]
 
 
 def test_clip_filter_keeps_only_that_clips_task_and_model_calls(runs, capsys):
