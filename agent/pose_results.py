@@ -411,6 +411,15 @@ def read_csv_table(path: str | Path, required: Sequence[str]) -> pd.DataFrame:
     return table
 
 
+def csv_line(table: pd.DataFrame, row: int) -> int:
+    """The file line (the header is line 1) of positional ``row`` of a :func:`read_csv_table` table.
+
+    The table's index numbers its rows from 0 as read; a table filtered
+    without resetting it still names each row's own line.
+    """
+    return int(table.index[row]) + 2
+
+
 def require_columns(path: Path, table: pd.DataFrame, required: Sequence[str]) -> None:
     """Raise one InputError listing the ``required`` columns that ``table`` lacks."""
     missing = [column for column in required if column not in table.columns]
@@ -451,7 +460,7 @@ def parse_numbers(
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise InputError(
-                path, f"column {column} has {what} {text.iloc[row]!r} on line {row + 2}"
+                path, f"column {column} has {what} {text.iloc[row]!r} on line {csv_line(table, row)}"
             )
     return values.astype(np.int64) if integer else values
 
@@ -465,17 +474,22 @@ def lookup_names(path: Path, table: pd.DataFrame, column: str, names: Sequence[s
         row = int(np.flatnonzero(unknown)[0])
         raise InputError(
             path,
-            f"unknown {column} {table[column].iloc[row]!r} on line {row + 2} "
+            f"unknown {column} {table[column].iloc[row]!r} on line {csv_line(table, row)} "
             f"(expected one of {', '.join(names)})",
         )
     return positions.to_numpy(dtype=np.int64)
 
 
-def check_unique_rows(path: Path, keys: np.ndarray) -> None:
-    """Raise an InputError naming the first line whose ``keys (n_rows, n_keys)`` repeat an earlier line."""
+def check_unique_rows(path: Path, keys: np.ndarray, lines: np.ndarray | None = None) -> None:
+    """Raise an InputError naming the first line whose ``keys (n_rows, n_keys)`` repeat an earlier line.
+
+    ``lines (n_rows,)``: each row's file line, where the rows are not the
+    file's own from line 2 on (some left out); by default row + 2.
+    """
     repeats = pd.DataFrame(keys).duplicated().to_numpy()
     if repeats.any():
         row = int(np.flatnonzero(repeats)[0])
+        line = row + 2 if lines is None else int(lines[row])
         raise InputError(
-            path, f"line {row + 2} repeats the frame/camera/keypoint of an earlier line"
+            path, f"line {line} repeats the frame/camera/keypoint of an earlier line"
         )

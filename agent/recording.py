@@ -23,6 +23,7 @@ from agent.calibration import load_calibration, select_cameras
 from agent.errors import InputError
 from agent.pose_results import (
     check_unique_rows,
+    csv_line,
     lookup_names,
     parse_numbers,
     read_csv_table,
@@ -259,7 +260,7 @@ def _load_seeds(path: Path, cameras: list[str], keypoints: list[str], n_frames: 
     points = np.stack([parse_numbers(path, table, axis, allow_empty=True) for axis in "xy"], axis=1)
     half_empty = np.isnan(points).any(axis=1) & ~np.isnan(points).all(axis=1)
     if half_empty.any():
-        line = int(np.flatnonzero(half_empty)[0]) + 2
+        line = csv_line(table, int(np.flatnonzero(half_empty)[0]))
         raise InputError(path, f"x or y is empty on line {line} (a keypoint not labelled has no row, "
                                "or both cells empty)")
     # Both cells empty is a missing value (FORMATS.md's convention for CSV): the same as no row.
@@ -273,14 +274,14 @@ def _load_seeds(path: Path, cameras: list[str], keypoints: list[str], n_frames: 
         index = int(np.flatnonzero(outside)[0])
         width, height = sizes[camera[index]]
         raise InputError(path, f"x, y = {points[index, 0]:g}, {points[index, 1]:g} on line "
-                               f"{_line_of(labelled, index)} is outside camera {cameras[camera[index]]}'s "
+                               f"{csv_line(table, int(np.flatnonzero(labelled)[index]))} is outside camera {cameras[camera[index]]}'s "
                                f"{width}x{height} image")
     frames, row = np.unique(frame, return_inverse=True)
     if frames.size < MIN_SEED_FRAMES:
         raise InputError(
             path, f"labels {frames.size} distinct frame(s); at least {MIN_SEED_FRAMES} are needed"
         )
-    check_unique_rows(path, np.stack([row, camera, keypoint], axis=1))
+    check_unique_rows(path, np.stack([row, camera, keypoint], axis=1), table.index[labelled] + 2)
     points_2d = np.full((frames.size, len(cameras), len(keypoints), 2), np.nan)
     points_2d[row, camera, keypoint] = points
     return Seeds(frames.astype(np.int64), points_2d)
@@ -288,15 +289,11 @@ def _load_seeds(path: Path, cameras: list[str], keypoints: list[str], n_frames: 
 
 def _without_cameras(table: pd.DataFrame, left_out: set[str]) -> pd.DataFrame:
     """``table`` without the rows of ``left_out``: cameras the calibration holds and the manifest
-    does not use (a recording of some of a rig's cameras); any other unknown name stays an error."""
+    does not use (a recording of some of a rig's cameras); any other unknown name stays an error.
+    The index is kept, so errors still name each row's line (:func:`csv_line`)."""
     if not left_out:
         return table
-    return table[~table["camera"].isin(left_out)].reset_index(drop=True)
-
-
-def _line_of(kept: np.ndarray, index: int) -> int:
-    """The CSV line of row ``index`` among the rows ``kept (n_rows,)`` marks (the header is line 1)."""
-    return int(np.flatnonzero(kept)[index]) + 2
+    return table[~table["camera"].isin(left_out)]
 
 
 def _check_frame_range(path: Path, frame: np.ndarray, n_frames: int) -> None:
@@ -326,7 +323,7 @@ def _load_ground_truth_2d(
     _check_frame_range(path, frame, n_frames)
     camera = lookup_names(path, table, "camera", cameras)
     keypoint = lookup_names(path, table, "keypoint", keypoints)
-    check_unique_rows(path, np.stack([frame, camera, keypoint], axis=1))
+    check_unique_rows(path, np.stack([frame, camera, keypoint], axis=1), table.index + 2)
     visible = parse_numbers(path, table, "visible", integer=True)
     if not np.all(np.isin(visible, (0, 1))):
         raise InputError(path, "column visible must hold 0 or 1")

@@ -93,6 +93,32 @@ def test_a_manifest_using_some_of_the_rigs_cameras_leaves_out_their_truth(record
     np.testing.assert_array_equal(subset.ground_truth_visible, full.ground_truth_visible[:, [2, 0]])
 
 
+@pytest.mark.parametrize("file_name, columns, damage, expected", [
+    ("seeds.csv", 5, lambda cells: cells.__setitem__(3, "abc"), "non-numeric value 'abc' on line {line}"),
+    ("ground_truth_2d.csv", 6, lambda cells: cells.__setitem__(3, "abc"), "non-numeric value 'abc' on line {line}"),
+    ("ground_truth_2d.csv", 6, None, "line {line} repeats"),
+    ("seeds.csv", 5, None, "line {line} repeats"),
+])
+def test_errors_name_the_files_own_line_where_a_left_out_cameras_rows_come_first(
+        recording_dir: Path, file_name: str, columns: int, damage, expected: str) -> None:
+    _edit_toml("recording.toml", lambda m: m.__setitem__("cameras", ["cam2", "cam0"]))(recording_dir)
+    lines = (recording_dir / file_name).read_text().splitlines()
+    cam1 = [i for i, line in enumerate(lines) if line.split(",")[1] == "cam1"]
+    later = next(i for i, line in enumerate(lines) if i > cam1[0] and line.split(",")[1] == "cam0")
+    cells = lines[later].split(",")
+    assert len(cells) == columns
+    if damage is None:  # the row again, right after itself
+        lines.insert(later + 1, lines[later])
+        later += 1
+    else:
+        damage(cells)
+        lines[later] = ",".join(cells)
+    (recording_dir / file_name).write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError) as error:
+        load_recording(recording_dir)
+    assert file_name in str(error.value) and expected.format(line=later + 1) in str(error.value)
+
+
 def test_loads_without_ground_truth(tmp_path: Path) -> None:
     recording = load_recording(make_tiny_recording(tmp_path / "rec", ground_truth=False))
     assert recording.ground_truth_3d is None and recording.ground_truth_2d is None
