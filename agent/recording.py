@@ -371,7 +371,7 @@ def load_recording(path: str | Path, *,
                          "(mm, cm, m, um, in)")
     group = _scaled_group(group, scale)
     seeds = _load_seeds(root / "seeds.csv", cameras, keypoints, n_frames,
-                        [group.cameras[i].size for i in range(len(cameras))], left_out)
+                        [camera.size for camera in group.cameras], left_out)
     ground_truth_3d = ground_truth_2d = ground_truth_visible = None
     try:
         if (root / "ground_truth.csv").exists():
