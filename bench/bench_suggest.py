@@ -51,7 +51,7 @@ def bench_recording(work: Path, frames: int, cameras: int, seed: int, rounds: in
         recording = load_recording(recording_dir)
         metrics = score_results(recording, out)
         recording.close()
-        suggestion, _ = suggest_from_results(out)
+        suggestion = suggest_from_results(out).suggestion
         rows.append({"recording": f"{cameras} cameras seed {seed}", "round": round_index,
                      "seed_frames": list(seed_frames), "within5": metrics.share_within_5mm,
                      "mean_mm": metrics.mean_error_mm, "qc_precision": metrics.qc_precision,

@@ -130,24 +130,43 @@ def suggest_label_frames(flagged_per_frame: np.ndarray, speed: np.ndarray,
     return max(found, key=lambda suggestion: suggestion.rise) if found else None
 
 
+def too_short_to_search(n_frames_total: int, labelled_frames: Sequence[int], n_frames: int = 3,
+                        window: int = 30) -> bool:
+    """Whether :func:`suggest_label_frames` has no onset to weigh, whatever the flags.
+
+    An onset needs ``window`` frames on each side and no labelled frame near
+    it, forward from the first labelled frame or backward before it.
+    """
+    labelled = np.asarray(sorted(set(labelled_frames)), dtype=np.int64)
+    first = int(labelled[0]) if labelled.size else 0
+    backward = _onsets(first, np.array([-1]), 0, n_frames, window) if first > 0 else np.empty(0)
+    return _onsets(n_frames_total, labelled, first, n_frames, window).size == 0 and backward.size == 0
+
+
+def _onsets(total: int, labelled: np.ndarray, start: int, n_frames: int, window: int) -> np.ndarray:
+    """The onsets a forward search over ``total`` frames weighs: a window on each side, from
+    ``start`` on, and no labelled frame from a window before to where a suggestion could end
+    (``2 * window + n_frames`` after): such a place is labelled already."""
+    if total < 2 * window + n_frames:
+        return np.empty(0, dtype=np.int64)
+    onsets = np.arange(max(window, start), total - window + 1)
+    if labelled.size:
+        offset = labelled[None, :] - onsets[:, None]
+        onsets = onsets[~((offset >= -window) & (offset < 2 * window + n_frames)).any(axis=1)]
+    return onsets
+
+
 def _forward_suggestion(flagged: np.ndarray, speed: np.ndarray, labelled: np.ndarray,
                         start: int, n_frames: int, window: int, min_rise: float,
                         calm_factor: float) -> LabelSuggestion | None:
     """:func:`suggest_label_frames` over frames tracked forward, with onsets from ``start`` on."""
     total = flagged.size
-    if total < 2 * window + n_frames:
+    onsets = _onsets(total, labelled, start, n_frames, window)
+    if onsets.size == 0:
         return None
     cumulative = np.concatenate([[0.0], np.cumsum(flagged)])
-    onsets = np.arange(window, total - window + 1)
     rise = ((cumulative[onsets + window] - cumulative[onsets])
             - (cumulative[onsets] - cumulative[onsets - window])) / window
-    rise = np.where(onsets >= start, rise, -np.inf)
-    if labelled.size:
-        # Labelled frames from a window before an onset to where its suggestion could
-        # end mean the place is labelled already.
-        offset = labelled[None, :] - onsets[:, None]
-        near = ((offset >= -window) & (offset < 2 * window + n_frames)).any(axis=1)
-        rise = np.where(near, -np.inf, rise)
     best = int(np.argmax(rise))  # the earliest of equal rises
     if not rise[best] >= min_rise:
         return None

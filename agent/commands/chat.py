@@ -13,6 +13,7 @@ import sys
 
 from agent.chat_tools import ResultsView
 from agent.config import CommonContext, resolve_context
+from agent.errors import InputError
 from agent.prompts import load_prompt
 
 HELP = {
@@ -31,6 +32,14 @@ HELP = {
 _RANGE = re.compile(r"^(\d+(?:\.\d*)?)?-(\d+(?:\.\d*)?)?$")
 
 
+class Refusal(Exception):
+    """A command or question chat cannot answer; the message says why and what it can answer.
+
+    The interactive chat prints it and goes on; ``--ask`` exits with code 2,
+    so a script never takes a refusal for an answer.
+    """
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="a finished behavior or pose results directory")
     parser.add_argument("--ask", help="answer one question (or /command) and exit")
@@ -46,7 +55,7 @@ def help_text(kind: str) -> str:
 
 
 def run_command(view: ResultsView, line: str) -> str:
-    """Run one slash command and return its printed table."""
+    """Run one slash command and return its printed table; :class:`Refusal` where it cannot answer."""
     name, *words = line.strip().split()
     if name == "/help":
         return help_text(view.kind)
@@ -86,8 +95,8 @@ def run_command(view: ResultsView, line: str) -> str:
             if name == "/errors":
                 return view.keypoint_errors()
     except ValueError as exc:
-        return f"cannot answer: {exc}"
-    return f"unknown or incomplete command {line.strip()!r}\n" + help_text(view.kind)
+        raise Refusal(f"cannot answer: {exc}") from None
+    raise Refusal(f"unknown or incomplete command {line.strip()!r}\n" + help_text(view.kind))
 
 
 def _segment_words(words: list[str], animals: set[str],
@@ -142,7 +151,8 @@ def answer(view: ResultsView, chat: _ModelChat | None, line: str) -> str:
     if line.strip().startswith("/"):
         return run_command(view, line)
     if chat is None:
-        return "no model configured (pass --base-url and --model); offline you can use the commands:\n" + help_text(view.kind)
+        raise Refusal("no model configured (pass --base-url and --model); offline you can use the commands:\n"
+                      + help_text(view.kind))
     return chat.ask(line)
 
 
@@ -151,7 +161,10 @@ def run(args: argparse.Namespace) -> int:
     ctx = resolve_context(CommonContext, {"base_url": args.base_url, "llm_model": args.llm_model, "prompts_dir": args.prompts_dir})
     chat = _ModelChat(view, ctx) if ctx.base_url and ctx.llm_model else None
     if args.ask is not None:
-        print(answer(view, chat, args.ask))
+        try:
+            print(answer(view, chat, args.ask))
+        except Refusal as refusal:
+            raise InputError("--ask", str(refusal)) from None
         return 0
     print(f"{view.kind} results in {view.root}: {_summary(view)}\n" + help_text(view.kind))
     while True:
@@ -162,5 +175,9 @@ def run(args: argparse.Namespace) -> int:
         if line.strip() in {"/quit", "/exit"}:
             return 0
         if line.strip():
-            print(answer(view, chat, line), flush=True)
+            try:
+                text = answer(view, chat, line)
+            except Refusal as refusal:
+                text = str(refusal)
+            print(text, flush=True)
             sys.stdout.flush()

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                        given=given_settings(ctx, cli, FLAGS))
     print("\n".join(summary_lines(summary)))
     try:
-        suggestion, _ = suggest_from_results(out)
+        suggestion = suggest_from_results(out).suggestion
     except (InputError, ValueError):  # a hint only: the run itself has succeeded
         suggestion = None
     if suggestion is not None:

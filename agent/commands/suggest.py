@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,12 @@ from agent.atomic import write_text_atomic
 from agent.errors import InputError
 from agent.pose_frames import UNTRACKED
 from agent.pose_results import parse_numbers, read_csv_table, read_keypoints_3d, read_qc
-from tools.label_suggestions import LabelSuggestion, body_speed, suggest_label_frames
+from tools.label_suggestions import (
+    LabelSuggestion,
+    body_speed,
+    suggest_label_frames,
+    too_short_to_search,
+)
 
 SEED_COLUMNS = ("frame", "camera", "keypoint", "x", "y")
 
@@ -43,9 +49,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--frames/--window", "must be positive")
     if args.template is not None and args.template.exists():
         raise InputError(args.template, "already exists; name a new file for the template")
-    suggestion, labels = suggest_from_results(args.results, args.frames, args.window)
+    found = suggest_from_results(args.results, args.frames, args.window)
+    suggestion, labels = found.suggestion, found.labels
     if suggestion is None:
-        print("no lasting rise in flagged labels: nothing to suggest")
+        if too_short_to_search(found.n_frames, found.seed_frames, args.frames, args.window):
+            print(f"nothing to suggest: the run's {found.n_frames} frames are too few to compare "
+                  f"{args.window} frames before and after a rise in flagged labels (seed frames "
+                  f"{', '.join(map(str, found.seed_frames)) or 'none'}); try a smaller --window")
+        else:
+            print("no lasting rise in flagged labels: nothing to suggest")
         return 0
     frames = ", ".join(str(frame) for frame in suggestion.frames)
     where = ("these are the first calm frames after it" if suggestion.calm
@@ -65,9 +77,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def suggest_from_results(results: Path, n_frames: int = 3, window: int = 30
-                         ) -> tuple[LabelSuggestion | None, pd.DataFrame]:
-    """The suggestion for the run in ``results`` and its ``keypoints_2d.csv`` rows (``frame`` as int, the rest strings).
+class ResultsSuggestion(NamedTuple):
+    """What :func:`suggest_from_results` read and found."""
+
+    suggestion: LabelSuggestion | None
+    labels: pd.DataFrame  # keypoints_2d.csv's rows, ``frame`` as int, the rest strings
+    n_frames: int  # frames in keypoints_3d.csv
+    seed_frames: list[int]
+
+
+def suggest_from_results(results: Path, n_frames: int = 3, window: int = 30) -> ResultsSuggestion:
+    """The suggestion for the run in ``results``, with the tables it was read from.
 
     Raises
     ------
@@ -88,4 +108,4 @@ def suggest_from_results(results: Path, n_frames: int = 3, window: int = 30
     flagged = qc.flagged & (qc.reason != UNTRACKED)
     suggestion = suggest_label_frames(flagged.sum(axis=1), body_speed(table_3d.points_3d),
                                       seed_frames, n_frames, window)
-    return suggestion, labels
+    return ResultsSuggestion(suggestion, labels, int(table_3d.frames.size), seed_frames)

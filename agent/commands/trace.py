@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from agent.errors import InputError
 from agent.rundir import RunDir
 from agent.trace_log import read_jsonl
 
@@ -38,11 +40,27 @@ def _call_matches(call: dict, args: argparse.Namespace) -> bool:
     return args.node is None or call.get("node") == args.node
 
 
+def _check_filters(args: argparse.Namespace, kind: str | None, rows: list[dict], calls: list[dict]
+                   ) -> None:
+    """InputError for a filter this run cannot match: it would print an empty table."""
+    if kind == "pose" and args.clip is not None:
+        raise InputError("--clip", "this is a pose run: its trace has frames, not clips (use --frame N)")
+    if kind == "behavior" and args.frame is not None:
+        raise InputError("--frame", "this is a behavior run: its trace has clips, not frames "
+                                    "(use --clip ID)")
+    nodes = dict.fromkeys(row.get("node") for row in [*rows, *calls])
+    if args.node is not None and nodes and args.node not in nodes:
+        raise InputError("--node", f"{args.node!r} is not a node of this run's trace "
+                                   f"({', '.join(str(node) for node in nodes)})")
+
+
 def run(args: argparse.Namespace) -> int:
-    run_dir = RunDir(__import__("pathlib").Path(args.run_dir))
+    run_dir = RunDir(Path(args.run_dir))
     meta = run_dir.read_meta()
-    trace = [row for row in read_jsonl(run_dir.path / "trace.jsonl") if _matches(row, args)]
-    calls = [call for call in read_jsonl(run_dir.calls_log) if _call_matches(call, args)]
+    rows, calls = read_jsonl(run_dir.path / "trace.jsonl"), read_jsonl(run_dir.calls_log)
+    _check_filters(args, meta.get("kind"), rows, calls)
+    trace = [row for row in rows if _matches(row, args)]
+    calls = [call for call in calls if _call_matches(call, args)]
     shown = min(len(trace), args.limit), min(len(calls), args.limit)
     print(f"{meta.get('kind')} run {run_dir.path}: {shown[0]} of {len(trace)} node executions and "
           f"{shown[1]} of {len(calls)} model calls shown (--limit {args.limit})")

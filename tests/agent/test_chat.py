@@ -9,7 +9,7 @@ import pytest
 from langchain_core.messages import AIMessage
 
 from agent.chat_tools import ResultsView
-from agent.commands.chat import run_command
+from agent.commands.chat import Refusal, run_command
 from agent.errors import InputError
 from agent.run import main
 from graphs.chat import ChatContext, build_chat_graph, final_answer
@@ -89,7 +89,8 @@ def test_pose_commands(pose_results):
     errors = view.keypoint_errors().splitlines()
     nose = [line for line in errors if line.split()[0] == "nose"][0].split()
     assert float(nose[1]) == pytest.approx((1 + 2 + 3 + 4) / 4)
-    assert "behavior run" in run_command(view, "/stats") or "unknown" in run_command(view, "/stats")
+    with pytest.raises(Refusal, match="unknown or incomplete command '/stats'"):
+        run_command(view, "/stats")
 
 
 def test_foreign_directory_is_refused(tmp_path, capsys):
@@ -101,8 +102,28 @@ def test_foreign_directory_is_refused(tmp_path, capsys):
 
 
 def test_offline_ask_without_a_model_says_so(behavior_results, capsys):
-    assert main(["chat", str(behavior_results), "--ask", "who chases most?"]) == 0
-    assert "no model configured" in capsys.readouterr().out
+    # A refusal is not an answer: --ask exits 2, so a script can tell.
+    assert main(["chat", str(behavior_results), "--ask", "who chases most?"]) == 2
+    captured = capsys.readouterr()
+    assert "--ask: no model configured" in captured.err and not captured.out
+
+
+def test_ask_exits_2_on_a_refused_command_and_0_on_an_answer(pose_results, capsys):
+    assert main(["chat", str(pose_results), "--ask", "/flagged nsoe"]) == 2
+    captured = capsys.readouterr()
+    assert "'nsoe' is neither a keypoint nor a reason" in captured.err and not captured.out
+    assert main(["chat", str(pose_results), "--ask", "/flaged"]) == 2
+    assert "unknown or incomplete command '/flaged'" in capsys.readouterr().err
+    assert main(["chat", str(pose_results), "--ask", "/flagged nose"]) == 0
+    assert capsys.readouterr().out.startswith("1 flagged labels in 1 frames")
+
+
+def test_the_interactive_chat_prints_a_refusal_and_goes_on(pose_results, capsys, monkeypatch):
+    lines = iter(["/flagged nsoe", "/flagged nose", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(lines))
+    assert main(["chat", str(pose_results)]) == 0
+    out = capsys.readouterr().out
+    assert "cannot answer: 'nsoe' is neither" in out and "1 flagged labels in 1 frames" in out
 
 
 def test_agent_loop_calls_tools_and_answers(behavior_results):
@@ -139,21 +160,26 @@ def test_agent_loop_is_bounded(behavior_results):
     ("/cooccur mouse1", "takes no words"),
 ])
 def test_behavior_commands_refuse_names_the_run_lacks(behavior_results, command, named):
-    text = run_command(ResultsView.open(behavior_results), command)
+    with pytest.raises(Refusal) as refused:
+        run_command(ResultsView.open(behavior_results), command)
+    text = str(refused.value)
     assert text.startswith("cannot answer") and named in text
     assert "mouse1, mouse2" in text or "takes" in text or "at most" in text
 
 
 def test_pose_flagged_refuses_unknown_keypoint_or_reason(pose_results):
     view = ResultsView.open(pose_results)
-    assert "its reasons: reprojection" in run_command(view, "/flagged nose reprojectoin")
+    with pytest.raises(Refusal, match="its reasons: reprojection"):
+        run_command(view, "/flagged nose reprojectoin")
     with pytest.raises(ValueError, match="its keypoints: nose, tail"):
         view.flagged_labels(keypoint="paw")
     assert run_command(view, "/flagged reprojection").startswith("1 flagged labels")
     # A mistyped keypoint is named with the keypoints as well as the reasons.
-    assert "its keypoints: nose, tail" in run_command(view, "/flagged nsoe")
+    with pytest.raises(Refusal, match="its keypoints: nose, tail"):
+        run_command(view, "/flagged nsoe")
     # A reason is matched whole: "order" is not "tail_order".
-    assert "its reasons: reprojection, tail_order" in run_command(view, "/flagged order")
+    with pytest.raises(Refusal, match="its reasons: reprojection, tail_order"):
+        run_command(view, "/flagged order")
     assert run_command(view, "/flagged tail_order").startswith("1 flagged labels")
 
 

@@ -148,13 +148,15 @@ def test_the_calibrations_world_frame_does_not_change_the_labels(tiny, tmp_path)
 
 def test_pose_names_frames_to_label_where_flags_rise(tiny, tmp_path, capsys, monkeypatch):
     from agent.commands import pose
+    from agent.commands.suggest import ResultsSuggestion
     from tools.label_suggestions import LabelSuggestion
 
     seen = []
 
     def suggest(results):
         seen.append(results)
-        return LabelSuggestion(frames=[7, 8, 9], onset=5, rise=2.0, fastest=6, calm=True), None
+        return ResultsSuggestion(LabelSuggestion(frames=[7, 8, 9], onset=5, rise=2.0, fastest=6, calm=True),
+                                 None, 10, [0, 1, 2])
 
     monkeypatch.setattr(pose, "suggest_from_results", suggest)
     assert main(["pose", str(tiny), "--out", str(tmp_path / "out"), "--quiet"]) == 0

@@ -68,6 +68,16 @@ def test_nothing_to_suggest(tmp_path, capsys, case):
     assert "nothing to suggest" in capsys.readouterr().out
 
 
+def test_a_run_too_short_for_two_windows_says_so_and_names_the_option(tmp_path, capsys):
+    _write_results(tmp_path / "out")
+    assert main(["suggest", str(tmp_path / "out"), "--window", "120"]) == 0
+    printed = capsys.readouterr().out
+    assert "nothing to suggest: the run's 200 frames are too few" in printed
+    assert "seed frames 0, 1, 2" in printed and "--window" in printed
+    assert main(["suggest", str(tmp_path / "out"), "--window", "90"]) == 0
+    assert "label frames" in capsys.readouterr().out
+
+
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["suggest", str(tmp_path / "missing")]) == 2
     assert "results folder not found" in capsys.readouterr().err

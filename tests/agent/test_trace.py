@@ -80,6 +80,17 @@ def test_clip_filter_keeps_only_that_clips_task_and_model_calls(runs, capsys):
     assert set(_printed_nodes(capsys.readouterr().out)) == {"merge_segments"}
 
 
+def test_a_filter_the_run_cannot_match_is_refused_naming_what_it_has(runs, capsys):
+    classical, _openai = runs
+    capsys.readouterr()
+    # A behavior run has clips, not frames: an empty table would read as "nothing happened".
+    assert main(["trace", str(classical), "--frame", "3"]) == 2
+    captured = capsys.readouterr()
+    assert "--frame" in captured.err and "behavior run" in captured.err and not captured.out
+    assert main(["trace", str(classical), "--node", "caption_clip"]) == 2
+    err = capsys.readouterr().err
+    assert "'caption_clip' is not a node" in err and all(node in err for node in NODES)
+
 
 def test_pose_trace_names_frame_and_camera_and_filters_by_frame(tmp_path, capsys):
     recording = make_tiny_recording(tmp_path / "rec", n_frames=6, seed_frames=(0, 1, 2))
@@ -101,6 +112,8 @@ def test_pose_trace_names_frame_and_camera_and_filters_by_frame(tmp_path, capsys
     printed = [line for line in capsys.readouterr().out.splitlines()[1:] if not line.startswith(" ")]
     assert printed and all("frame=4" in line for line in printed)
     assert len(printed) == sum(1 for row in rows if row.get("frame") == 4)
+    assert main(["trace", str(tmp_path / "run"), "--clip", "mouse1-0"]) == 2
+    assert "pose run" in capsys.readouterr().err
     # One task per camera (and region): rows name them.
     per_view = ClassicalPoseBackend(fan_out="per_view")
     run_pose(recording, tmp_path / "per_view", PoseContext(), quiet=True, backend=per_view)

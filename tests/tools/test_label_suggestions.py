@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.label_suggestions import body_speed, suggest_label_frames
+from tools.label_suggestions import body_speed, suggest_label_frames, too_short_to_search
 
 N_FRAMES = 300
 
@@ -98,6 +98,21 @@ def test_a_blip_rises_less_than_a_lasting_change():
     flagged[80:85] += 12.0  # five bad frames: +2 per frame over a 30-frame window
     suggestion = suggest_label_frames(flagged, speed, labelled_frames=[0, 1, 2])
     assert suggestion is not None and suggestion.onset == 200
+
+
+@pytest.mark.parametrize("first_seed", [0, 4, 12, 30])
+def test_too_short_to_search_is_exactly_where_no_rise_can_be_found(first_seed):
+    window, n_frames = 5, 3
+    for total in range(first_seed + 3, first_seed + 30):
+        labelled = [first_seed, first_seed + 1, first_seed + 2]
+        found = []
+        for step in range(1, total):  # a lasting rise starting at each frame in turn
+            flagged = np.where(np.arange(total) < step, 0.0, 5.0)
+            if first_seed > 0:  # before the seeds, tracked backward: the rise runs toward frame 0
+                flagged[:first_seed] = np.where(np.arange(first_seed) < first_seed - step, 5.0, 0.0)
+            found.append(suggest_label_frames(flagged, np.ones(total), labelled, n_frames, window))
+        too_short = too_short_to_search(total, labelled, n_frames, window)
+        assert too_short == all(suggestion is None for suggestion in found), (total, too_short)
 
 
 def test_mismatched_inputs_are_refused():
