@@ -169,6 +169,8 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
         detect=prefetch.get, publish_labels=board.publish, fan_out=stage_fan_out(backend),
         seed_distances=seed_distances, seed_sides=seed_sides,
         template_review=template_review,
+        seed_body_points=({int(entry["frame"]): np.asarray(entry["points_3d"], dtype=np.float64)
+                           for entry in body_window} if full else None),
         free_dots=(steps.FreeDotSearch(recording.group, store.centroids_of,
                                        quality_params(ctx, len(recording.cameras)))
                    if template_review is not None else None),
@@ -304,10 +306,12 @@ def _initial_state(recording: Recording, runtime: PoseRuntime, end_frame: int) -
     window, frame = steps.advance([], int(recording.seeds.frames[0]), runtime.seed_frames)
     n_keypoints = len(recording.keypoints)
     state: PoseState = {"frame": frame, "end_frame": end_frame, "direction": 1,
-                        **steps.pass_start(runtime.store, window, n_keypoints),
+                        **steps.pass_start(runtime.store, window, n_keypoints,
+                                           body_points=runtime.seed_body_points),
                         "n_done": len(window), "n_flagged": 0}
     if frame >= end_frame:  # nothing after the seed frames: only backward
-        state.update(steps.backward_start(runtime.store, runtime.seed_frames, n_keypoints))
+        state.update(steps.backward_start(runtime.store, runtime.seed_frames, n_keypoints,
+                                          body_points=runtime.seed_body_points))
     return state
 
 

@@ -8,7 +8,7 @@ backend call and the next state lives here, on arrays from
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -649,23 +649,36 @@ def advance(window: list[int], frame: int, seed_frames: frozenset[int], directio
     return window, frame
 
 
-def pass_start(store: FrameStore, frames: list[int], n_keypoints: int, window_frames: int = 3
-               ) -> dict:
+def pass_start(store: FrameStore, frames: list[int], n_keypoints: int, window_frames: int = 3,
+               body_points: Mapping[int, np.ndarray] | None = None) -> dict:
     """Tracking state at the start of a pass from the seed ``frames`` (in tracking order).
 
     The window is the last ``window_frames`` of them; the last seen points
-    come from all of them; no keypoint is lost yet.
+    come from all of them; no keypoint is lost yet. A keypoint none of them
+    triangulates starts from its point in ``body_points`` (seed frame ->
+    ``(K, 3)``, the body's models' points, :func:`midline_from_one_view`) of
+    the last of them that has one: without a 3D point it has no prior in any
+    camera but the one that labelled it, and is never triangulated (4
+    cameras seed 22: the tail base, seen by one camera in the seed frames,
+    lost in all 500 frames).
     """
-    last_seen = np.full((n_keypoints, 3), np.nan).tolist()
+    last_seen = np.full((n_keypoints, 3), np.nan)
     for entry in store.window(frames):
-        last_seen = update_last_seen(last_seen, entry["points_3d"])
-    return {"window": frames[-window_frames:], "last_seen_3d": last_seen,
+        last_seen = np.array(update_last_seen(last_seen, entry["points_3d"]))
+    for frame in reversed(frames):
+        if body_points is None or frame not in body_points:
+            continue
+        estimate = np.asarray(body_points[frame], dtype=np.float64)
+        placed = ~np.all(np.isfinite(last_seen), axis=1) & np.all(np.isfinite(estimate), axis=1)
+        last_seen[placed] = estimate[placed]
+    return {"window": frames[-window_frames:], "last_seen_3d": last_seen.tolist(),
             "lost_frames": [0] * n_keypoints, "reacquired": [False] * n_keypoints,
             "side_unsure": [False] * n_keypoints}
 
 
 def backward_start(store: FrameStore, seed_frames: frozenset[int], n_keypoints: int,
-                   window_frames: int = 3) -> dict:
+                   window_frames: int = 3, body_points: Mapping[int, np.ndarray] | None = None
+                   ) -> dict:
     """State that tracks backward from the first seed frame to frame 0, once forward tracking is done.
 
     Frames before the first seed frame are tracked in reverse order, so a
@@ -675,7 +688,7 @@ def backward_start(store: FrameStore, seed_frames: frozenset[int], n_keypoints: 
     """
     first = sorted(seed_frames)[:window_frames]
     return {"frame": first[0] - 1, "direction": -1,
-            **pass_start(store, first[::-1], n_keypoints, window_frames)}
+            **pass_start(store, first[::-1], n_keypoints, window_frames, body_points)}
 
 
 SEED_MISMATCH = "seed_mismatch"  # qc.csv reason: a later seed frame contradicts the label's track

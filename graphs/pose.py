@@ -326,7 +326,8 @@ def accept_frame(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[str, A
     if direction == 1 and following >= state["end_frame"]:
         # Forward tracking is done: the frames before the first seed frame are tracked backward.
         update.update(steps.backward_start(run.store, run.seed_frames,
-                                           len(run.recording.keypoints)))
+                                           len(run.recording.keypoints),
+                                           body_points=run.seed_body_points))
     return update
 
 

@@ -163,6 +163,12 @@ class PoseRuntime:
         check, for the results' template check
         (:func:`agent.pose_steps.relabel_by_template`); None outside the full
         pipeline or without a side model.
+    seed_body_points : dict[int, np.ndarray], optional
+        Each seed frame's ``(K, 3)`` points as the body's models see them (a
+        midline keypoint no seed frame triangulates placed on the body's
+        midplane, :func:`agent.pose_steps.midline_from_one_view`): where such a
+        keypoint's track starts (:func:`agent.pose_steps.pass_start`). None
+        outside the full pipeline.
     free_dots : FreeDotSearch, optional
         The cameras, the run's centroid files and quality control's thresholds,
         for the results' search of lost keypoints among the dots no label holds
@@ -186,6 +192,7 @@ class PoseRuntime:
     seed_distances: DistanceModel | None = None
     seed_sides: SideModel | None = None
     template_review: TemplateReview | None = None
+    seed_body_points: dict[int, np.ndarray] | None = None
     free_dots: FreeDotSearch | None = None
     memo: FrameMemo = field(default_factory=FrameMemo)
 

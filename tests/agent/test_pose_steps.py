@@ -1141,3 +1141,38 @@ def test_a_lost_paw_takes_back_its_dot_from_its_twins_label(shipped_review):
     assert steps.parted_twins(three_views, review, search, points[frame - 1]) is three_views
     # Never seen before: nothing tells which part is the paw's own.
     assert steps.parted_twins(record, review, search, np.full((12, 3), np.nan)) is record
+
+
+class _SeedStore:
+    """What pass_start reads of a FrameStore: the seed frames' window entries."""
+
+    def __init__(self, points_3d: dict[int, np.ndarray]) -> None:
+        self.points_3d = points_3d
+
+    def window(self, frames):
+        return [{"frame": frame, "points_3d": self.points_3d[frame]} for frame in frames]
+
+
+def test_a_keypoint_no_seed_frame_triangulates_starts_from_the_bodys_estimate(shipped_review):
+    points = shipped_review[0]
+    tail, paw = INDEX["tail_base"], INDEX["hindpaw_L"]
+    seeds = {frame: points[frame].copy() for frame in range(3)}
+    for frame in range(3):
+        seeds[frame][tail] = np.nan
+    seeds[0][paw] = np.nan  # seen in a later seed frame: the track has it already
+    estimates = {frame: seeds[frame].copy() for frame in range(3)}
+    for frame in range(3):
+        estimates[frame][tail] = points[frame, tail] + frame  # the midplane's guess, frame by frame
+    store = _SeedStore(seeds)
+    plain = np.array(steps.pass_start(store, [0, 1, 2], 12)["last_seen_3d"])
+    assert np.isnan(plain[tail]).all()
+    started = np.array(steps.pass_start(store, [0, 1, 2], 12, body_points=estimates)["last_seen_3d"])
+    # From the last seed frame of the pass that has an estimate; the rest as without one.
+    np.testing.assert_array_equal(started[tail], estimates[2][tail])
+    others = np.arange(12) != tail
+    np.testing.assert_array_equal(started[others], plain[others])
+    assert steps.pass_start(store, [0, 1], 12, body_points={0: estimates[0]})["last_seen_3d"][tail] \
+        == estimates[0][tail].tolist()
+    # Backward from the first seed frame: its nearest seed frame's estimate.
+    backward = steps.backward_start(store, frozenset({0, 1, 2}), 12, body_points=estimates)
+    np.testing.assert_array_equal(backward["last_seen_3d"][tail], estimates[0][tail])

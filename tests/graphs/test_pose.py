@@ -300,3 +300,25 @@ def test_retries_skip_views_with_nothing_to_find_and_change_no_result(tiny, tmp_
                    for pair in zip(nodes[:-1], nodes[1:], strict=True))
 
     assert stage_4_retries("pruned") > 0 and stage_4_retries("every") == 0
+
+
+@pytest.mark.parametrize("seed_frames", [(0, 1, 2), (20, 21, 22)])
+def test_a_tail_base_the_seed_frames_show_in_one_camera_is_tracked_from_them(tmp_path, seed_frames):
+    from agent.synth_pose import SynthPoseOptions, synthesize_pose_recording
+
+    recording = synthesize_pose_recording(tmp_path / "rec", SynthPoseOptions(
+        frames=40, cameras=4, seed=22, seed_frames=seed_frames))
+    seeds = pd.read_csv(recording / "seeds.csv")
+    # One camera of four labels the tail base: no seed frame triangulates it.
+    seeds[(seeds["keypoint"] != "tail_base") | (seeds["camera"] == "cam2")].to_csv(
+        recording / "seeds.csv", index=False)
+    _run(recording, tmp_path / "out")
+    results = read_keypoints_3d(tmp_path / "out" / "keypoints_3d.csv")
+    truth = load_recording(recording).ground_truth_3d
+    tail = list(load_recording(recording).keypoints).index("tail_base")
+    error = np.linalg.norm(results.points_3d[:, tail] - truth[:, tail], axis=1)
+    # Its track starts from the body's estimate (the one view's ray on the midplane), so the
+    # tracker finds its dot in the frames next to the seed frames, both ways.
+    first, last = seed_frames[0], seed_frames[-1]
+    near = [frame for frame in range(40) if 0 < frame - last <= 8 or 0 < first - frame <= 8]
+    assert (error[near] < 2.0).mean() > 0.9, error[near]
