@@ -23,11 +23,25 @@ BRIEF_CHARS = 160
 
 def brief(value: Any, limit: int = BRIEF_CHARS) -> str:
     """A one-line, length-bounded rendering of a node's input or output."""
-    if isinstance(value, dict):
-        text = ", ".join(f"{key}={_short(val)}" for key, val in value.items())
-    else:
-        text = _short(value)
+    text = _fields(value, limit) if isinstance(value, dict) else _short(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fields(value: dict, limit: int) -> str:
+    """``key=value, ...`` of ``value``'s items, rendered only until the text passes ``limit``.
+
+    A pose task's input is the whole graph state (~25 channels) and its
+    brief keeps the first ~160 characters; the fields past them would be cut
+    anyway, and rendering them cost a trace line ~10 us.
+    """
+    parts, length = [], -2  # no separator before the first field
+    for key, val in value.items():
+        part = f"{key}={_short(val)}"
+        parts.append(part)
+        length += len(part) + 2
+        if length > limit:
+            break
+    return ", ".join(parts)
 
 
 def _short(value: Any) -> str:
