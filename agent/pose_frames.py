@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import sys
 import threading
-import traceback
 import types
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
@@ -28,13 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from agent.allocator import keep_freed_memory
+from agent import centroid_child
 from agent.pose_results import write_keypoints_2d, write_keypoints_3d, write_qc
 from agent.recording import Recording
-from agent.streams import FrameStream, open_stream
 from tools.centroids import detect_centroids
 
 STAGES = ("", "seed", "within_region", "reconcile", "refine")
@@ -260,8 +257,8 @@ class CentroidPrefetch:
     centroids ready (bench/results/pose-speed.md). The child is spawned, not
     forked: OpenCV's thread pool does not survive a fork (opencv/opencv#5150),
     and a child forked after the parent had run OpenCV could hang in its first
-    call. It starts here and imports this module (~0.5 s) while the parent
-    prepares its graph, and holds the streams open twice; short runs use a
+    call. It starts here and imports :mod:`agent.centroid_child` (~0.2 s)
+    while the parent prepares its graph, and holds the streams open twice; short runs use a
     thread (``processes`` False, one frame ahead). It does not import the
     caller's main module (:func:`_main_module_hidden`), so a script calling
     the pipeline needs no ``if __name__ == "__main__"`` guard. An error in the
@@ -275,8 +272,8 @@ class CentroidPrefetch:
         if processes:
             self._pool: ThreadPoolExecutor | _ChildWorker = _ChildWorker(
                 [str(recording.stream_path(camera, "fluorescence")) for camera in recording.cameras])
-            self._detect: Callable[[int], list[np.ndarray]] = _detect_opened
-            self._detect_many: Callable[[list[int]], list] = _detect_opened_many
+            self._detect: Callable[[int], list[np.ndarray]] = centroid_child.detect_opened
+            self._detect_many: Callable[[list[int]], list] = centroid_child.detect_opened_many
         else:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="centroids")
             self._detect = self._detect_here
@@ -344,7 +341,7 @@ class _ChildWorker:
     helper thread competes with the graph for the interpreter lock: a
     ``ProcessPoolExecutor`` wakes two such threads per job, which cost the
     graph's thread ~2.5 ms a frame. The child opens the fluorescence
-    ``paths`` once (:func:`_open_fluorescence`); it ends at :meth:`shutdown`
+    ``paths`` once (:mod:`agent.centroid_child`); it ends at :meth:`shutdown`
     or when the parent's end of the pipe closes.
     """
 
@@ -352,8 +349,8 @@ class _ChildWorker:
         context = multiprocessing.get_context("spawn")
         self._connection, child_end = context.Pipe()
         with _main_module_hidden():
-            self._process = context.Process(target=_serve_jobs, args=(paths, child_end),
-                                            daemon=True, name="centroids")
+            self._process = context.Process(target=centroid_child.serve_jobs,
+                                            args=(paths, child_end), daemon=True, name="centroids")
             self._process.start()
         child_end.close()
         self._unanswered: deque[_ChildFuture] = deque()
@@ -420,29 +417,6 @@ class _ChildFuture(Future):
         return super().result(timeout)
 
 
-def _serve_jobs(paths: list[str], connection: Any) -> None:
-    """The child process of :class:`_ChildWorker`: open the streams, then answer each job in turn."""
-    _open_fluorescence(paths)
-    while True:
-        try:
-            job = connection.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        if job is None:
-            return
-        function, args = job
-        try:
-            answer = (True, function(*args), "")
-        except Exception as exc:  # noqa: BLE001 - the parent raises it where it asks
-            answer = (False, exc, traceback.format_exc())
-        try:
-            connection.send(answer)
-        except OSError:  # the parent is gone (killed): nobody to answer
-            return
-        except Exception:  # noqa: BLE001 - an error that cannot be pickled: its text instead
-            connection.send((False, RuntimeError(repr(answer[1])), answer[2]))
-
-
 @contextmanager
 def _main_module_hidden() -> Iterator[None]:
     """Spawn children that do not import the parent's ``__main__``.
@@ -460,36 +434,6 @@ def _main_module_hidden() -> Iterator[None]:
         yield
     finally:
         sys.modules["__main__"] = main
-
-
-_OPENED: list[FrameStream] = []  # the child process's fluorescence streams, one per camera
-_OPEN_ERROR: list[Exception] = []  # why the child could not open them, raised by each job
-
-
-def _open_fluorescence(paths: list[str]) -> None:
-    """The detection child's start: ``python -m agent.run``'s allocator setting, then the fluorescence streams, opened once.
-
-    An error is kept and raised by every job, so that the parent reports it
-    where it asks for a frame.
-    """
-    keep_freed_memory()
-    cv2.setNumThreads(1)  # OpenCV's own threads would only compete with the graph's process
-    try:
-        _OPENED[:] = [open_stream(path) for path in paths]
-    except Exception as exc:  # noqa: BLE001 - any error is the parent's to report
-        _OPEN_ERROR[:] = [exc]
-
-
-def _detect_opened(frame: int) -> list[np.ndarray]:
-    """Centroids of ``frame`` in each stream the child process opened."""
-    if _OPEN_ERROR:
-        raise _OPEN_ERROR[0]
-    return [detect_centroids(stream.read(frame)).xy for stream in _OPENED]
-
-
-def _detect_opened_many(frames: list[int]) -> list[list[np.ndarray]]:
-    """:func:`_detect_opened` of each of ``frames`` (increasing: the streams read on without seeking)."""
-    return [_detect_opened(frame) for frame in frames]
 
 
 def model_flags(previous: dict[str, str], redone: list[str], answers: list[dict]) -> dict[str, str]:
