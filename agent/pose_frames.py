@@ -83,7 +83,7 @@ class FrameStore:
 
     def __init__(self, cache_dir: str | Path, n_cameras: int, n_keypoints: int) -> None:
         self.cache_dir = Path(cache_dir)
-        (self.cache_dir / "centroids").mkdir(parents=True, exist_ok=True)
+        self.centroids_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.cache_dir / "frames.bin"
         self.n_cameras, self.n_keypoints = n_cameras, n_keypoints
         self._lock = threading.Lock()
@@ -103,18 +103,21 @@ class FrameStore:
     def record_size(self) -> int:
         return 1 + 8 * self.n_keypoints + 5 * self.n_cameras * self.n_keypoints
 
-    def _centroids_path(self, frame: int) -> Path:
-        return self.cache_dir / "centroids" / f"{frame:06d}.npz"
+    @property
+    def centroids_dir(self) -> Path:
+        """Where each frame's centroids are saved (:func:`agent.centroid_child.save_centroids`)."""
+        return self.cache_dir / "centroids"
 
-    def save_centroids(self, frame: int, centroids: list[np.ndarray]) -> str:
-        """Write one ``(n_c, 2)`` array per camera; returns the file's path."""
-        path = self._centroids_path(frame)
-        counts = np.array([len(c) for c in centroids])
-        xy = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1, 2) for c in centroids])
-        np.savez(path, xy=xy, counts=counts)
+    def saved_centroids(self, frame: int, centroids: list[np.ndarray]) -> str:
+        """The path of ``frame``'s centroid file, which detection wrote; ``centroids`` are kept in memory for the frame.
+
+        The detection that gave ``centroids`` saved them in :attr:`centroids_dir`
+        (:class:`CentroidPrefetch` with ``centroids_dir``) before answering.
+        """
+        path = str(centroid_child.centroids_file(self.centroids_dir, frame))
         with self._lock:
-            self._recent = {str(path): centroids}
-        return str(path)
+            self._recent = {path: centroids}
+        return path
 
     def load_centroids(self, path: str) -> list[np.ndarray]:
         """The per-camera ``(n_c, 2)`` centroids saved at ``path`` (memoised for the current frame)."""
@@ -127,8 +130,8 @@ class FrameStore:
         return centroids
 
     def centroids_of(self, frame: int) -> list[np.ndarray] | None:
-        """The centroids saved for ``frame`` (:meth:`save_centroids`), None if there are none."""
-        path = self._centroids_path(frame)
+        """The centroids saved for ``frame``, None if there are none."""
+        path = centroid_child.centroids_file(self.centroids_dir, frame)
         return _read_centroids(path) if path.exists() else None
 
     def append(self, record: FrameRecord) -> None:
@@ -196,7 +199,7 @@ class FrameStore:
 
 
 def _read_centroids(path: str | Path) -> list[np.ndarray]:
-    """The per-camera ``(n_c, 2)`` centroids of a :meth:`FrameStore.save_centroids` file."""
+    """The per-camera ``(n_c, 2)`` centroids of a :func:`agent.centroid_child.save_centroids` file."""
     with np.load(path) as archive:
         xy, counts = archive["xy"], archive["counts"]
     return np.split(xy, np.cumsum(counts)[:-1])
@@ -263,17 +266,24 @@ class CentroidPrefetch:
     caller's main module (:func:`_main_module_hidden`), so a script calling
     the pipeline needs no ``if __name__ == "__main__"`` guard. An error in the
     child (a stream that cannot be opened or a frame that cannot be read) is
-    raised by :meth:`get` as in a thread.
+    raised by :meth:`get` as in a thread. With ``centroids_dir`` each frame's
+    centroids are saved there (:func:`agent.centroid_child.save_centroids`)
+    before :meth:`get` has them, by the child or the thread.
     """
 
-    def __init__(self, recording: Recording, processes: bool = False, read_ahead: int = 4) -> None:
+    def __init__(self, recording: Recording, processes: bool = False, read_ahead: int = 4,
+                 centroids_dir: str | Path | None = None) -> None:
         self.recording = recording
+        # Where the worker saves each frame's centroids before answering (None: nowhere).
+        self._directory = None if centroids_dir is None else str(centroids_dir)
         self.read_ahead = read_ahead if processes else 1
         if processes:
             self._pool: ThreadPoolExecutor | _ChildWorker = _ChildWorker(
                 [str(recording.stream_path(camera, "fluorescence")) for camera in recording.cameras])
-            self._detect: Callable[[int], list[np.ndarray]] = centroid_child.detect_opened
-            self._detect_many: Callable[[list[int]], list] = centroid_child.detect_opened_many
+            self._detect: Callable[[int, str | None], list[np.ndarray]] = (
+                centroid_child.detect_opened)
+            self._detect_many: Callable[[list[int], str | None], list] = (
+                centroid_child.detect_opened_many)
         else:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="centroids")
             self._detect = self._detect_here
@@ -281,12 +291,14 @@ class CentroidPrefetch:
         # Frame -> its job, and its place in the job's answer (None: the job is that frame alone).
         self._pending: dict[int, tuple[Future, int | None]] = {}
 
-    def _detect_here(self, frame: int) -> list[np.ndarray]:
-        return [detect_centroids(self.recording.fluorescence(camera).read(frame)).xy
-                for camera in self.recording.cameras]
+    def _detect_here(self, frame: int, directory: str | None) -> list[np.ndarray]:
+        return centroid_child.saved(frame, [
+            detect_centroids(self.recording.fluorescence(camera).read(frame)).xy
+            for camera in self.recording.cameras], directory)
 
-    def _detect_many_here(self, frames: list[int]) -> list[list[np.ndarray]]:
-        return [self._detect_here(frame) for frame in frames]
+    def _detect_many_here(self, frames: list[int], directory: str | None
+                          ) -> list[list[np.ndarray]]:
+        return [self._detect_here(frame, directory) for frame in frames]
 
     def get(self, frame: int, step: int = 1) -> list[np.ndarray]:
         """One ``(n_c, 2)`` array of centroids per camera of ``frame``, in detection order.
@@ -296,12 +308,14 @@ class CentroidPrefetch:
         """
         if step < 0:
             return self._get_backward(frame)
-        current = self._pending.pop(frame, None) or (self._pool.submit(self._detect, frame), None)
+        current = self._pending.pop(frame, None) or (
+            self._pool.submit(self._detect, frame, self._directory), None)
         # Frames behind the one asked for are never asked for again (a resume starts anew).
         self._pending = {t: job for t, job in self._pending.items() if t > frame}
         for following in range(frame + 1, min(frame + 1 + self.read_ahead, self.recording.n_frames)):
             if following not in self._pending:
-                self._pending[following] = (self._pool.submit(self._detect, following), None)
+                self._pending[following] = (
+                    self._pool.submit(self._detect, following, self._directory), None)
         return _answer(current)
 
     def _get_backward(self, frame: int) -> list[np.ndarray]:
@@ -319,7 +333,7 @@ class CentroidPrefetch:
         """Detect ``BACKWARD_BLOCK_FRAMES`` frames up to ``last`` in one job, reading them in order."""
         frames = [t for t in range(max(0, last - BACKWARD_BLOCK_FRAMES + 1), last + 1)
                   if t not in self._pending]
-        job = self._pool.submit(self._detect_many, frames)
+        job = self._pool.submit(self._detect_many, frames, self._directory)
         self._pending.update({frame: (job, index) for index, frame in enumerate(frames)})
 
     def close(self) -> None:

@@ -133,7 +133,8 @@ def run_pose(recording_path: str | Path, out: str | Path, ctx: PoseContext, *, r
     store = FrameStore(run.cache_dir, len(recording.cameras), len(recording.keypoints))
     n_to_track = min(recording.n_frames, ctx.max_frames or recording.n_frames)
     board = LatestLabels()
-    prefetch = CentroidPrefetch(recording, processes=n_to_track >= PROCESS_PREFETCH_FRAMES)
+    prefetch = CentroidPrefetch(recording, processes=n_to_track >= PROCESS_PREFETCH_FRAMES,
+                                centroids_dir=store.centroids_dir)
     owned = backend is None  # a backend made here holds streams and threads to release
     backend = backend or make_pose_backend(ctx, recording, run, board, answer_source)
     try:

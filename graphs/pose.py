@@ -75,7 +75,7 @@ def detect_centroids(state: PoseState, runtime: Runtime[PoseRuntime]) -> dict[st
     frame = state["frame"]
     centroids = run.detect(frame, state.get("direction", 1))
     everything = {camera: list(run.recording.keypoints) for camera in run.recording.cameras}
-    return {"centroids_path": run.store.save_centroids(frame, centroids), "attempt": 0,
+    return {"centroids_path": run.store.saved_centroids(frame, centroids), "attempt": 0,
             "redo": everything, "proposals": None, "boxes": None, "labels": None,
             "model_flags": None, "previous_assignment": None}
 

@@ -53,7 +53,7 @@ class PoseState(TypedDict, total=False):
     reacquired: list[bool]  # per keypoint, triangulated in every frame since it was found again
     side_unsure: list[bool]  # per keypoint, its left/right pair's sides a guess (steps.side_still_unsure)
     body_fit: list[list[int]] | None  # (2, n_keypoints) frames the body judged, and over its limit (steps.body_check)
-    centroids_path: str  # this frame's centroids (FrameStore.save_centroids)
+    centroids_path: str  # this frame's centroids (FrameStore.saved_centroids)
     attempt: int  # retries of stages 1-3 done for this frame
     redo: dict[str, list[str]]  # camera -> keypoints stages 1-3 (re)assign in this attempt
     boxes: list[dict[str, Any]] | None  # per_stage: Stage 1 boxes (camera, region, box, box_reason)
@@ -139,8 +139,8 @@ class PoseRuntime:
     seed_frames : frozenset[int]
         Frames labelled in seeds.csv: logged before tracking, they join the window when reached.
     detect : callable
-        ``detect(frame)``: one ``(n_c, 2)`` array of centroids per camera
-        (:meth:`agent.pose_frames.CentroidPrefetch.get`).
+        ``detect(frame)``: one ``(n_c, 2)`` array of centroids per camera, saved
+        in ``store.centroids_dir`` (:meth:`agent.pose_frames.CentroidPrefetch.get`).
     publish_labels : callable, optional
         Called after Stage 4 with ``(frame, points_2d (n_cameras, n_keypoints, 2))``, the
         frame's label positions (NaN unlabelled), so a model's Stage 3 tools check its

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.pose_frames import CentroidPrefetch
+from agent.pose_frames import CentroidPrefetch, FrameStore
 from agent.recording import load_recording
 from tests.fixtures.tiny_recording import make_tiny_recording
 from tools.centroids import detect_centroids
@@ -35,6 +35,23 @@ def test_prefetched_centroids_are_those_of_the_frame_asked_for(recording_dir, pr
     finally:
         prefetch.close()
         recording.close()
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_each_frame_is_saved_before_its_centroids_are_given(recording_dir, tmp_path, processes):
+    recording = load_recording(recording_dir)
+    store = FrameStore(tmp_path, len(recording.cameras), n_keypoints=1)
+    prefetch = CentroidPrefetch(recording, processes=processes, read_ahead=3,
+                                centroids_dir=store.centroids_dir)
+    try:
+        for frame, step in [(5, 1), (6, 1), (2, -1)]:
+            got = prefetch.get(frame, step)
+            for saved, given in zip(store.centroids_of(frame), got, strict=True):
+                assert np.array_equal(saved, given), (processes, frame)
+    finally:
+        prefetch.close()
+        recording.close()
+    assert not list(store.centroids_dir.glob("*.tmp"))
 
 
 @pytest.mark.parametrize("processes", [False, True])

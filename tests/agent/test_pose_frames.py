@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from agent.centroid_child import centroids_file, save_centroids
 from agent.pose_frames import MODEL_REASON, REASON_CODES, FrameRecord, FrameStore
 from tools.confidence import REASONS
 
@@ -38,7 +39,8 @@ def test_every_reason_reads_back_from_the_log(tmp_path):
 def test_a_frames_centroids_read_back_per_camera(tmp_path):
     store = FrameStore(tmp_path, n_cameras=3, n_keypoints=2)
     saved = [np.array([[1.0, 2.0], [3.0, 4.0]]), np.zeros((0, 2)), np.array([[5.5, 6.5]])]
-    store.save_centroids(4, saved)
+    save_centroids(centroids_file(store.centroids_dir, 4), saved)
+    assert store.saved_centroids(4, saved) == str(store.centroids_dir / "000004.npz")
     read = store.centroids_of(4)
     assert len(read) == 3 and [c.shape for c in read] == [(2, 2), (0, 2), (1, 2)]
     for got, want in zip(read, saved, strict=True):
