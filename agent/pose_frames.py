@@ -115,6 +115,9 @@ class FrameStore:
         (:class:`CentroidPrefetch` with ``centroids_dir``) before answering.
         """
         path = str(centroid_child.centroids_file(self.centroids_dir, frame))
+        if not os.path.exists(path):  # a resume and the results' free-dot search read the file
+            raise RuntimeError(f"{path}: detection did not save frame {frame}'s centroids "
+                               "(CentroidPrefetch needs the store's centroids_dir)")
         with self._lock:
             self._recent = {path: centroids}
         return path

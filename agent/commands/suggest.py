@@ -52,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
     found = suggest_from_results(args.results, args.frames, args.window)
     suggestion, labels = found.suggestion, found.labels
     if suggestion is None:
-        if too_short_to_search(found.n_frames, found.seed_frames, args.frames, args.window):
-            print(f"nothing to suggest: the run's {found.n_frames} frames are too few to compare "
-                  f"{args.window} frames before and after a rise in flagged labels (seed frames "
-                  f"{', '.join(map(str, found.seed_frames)) or 'none'}); try a smaller --window")
+        if too_short_to_search(found.total_frames, found.seed_frames, args.frames, args.window):
+            print(f"nothing to suggest: no place in the run's {found.total_frames} frames has "
+                  f"{args.window} frames (--window) before and {args.window} + {args.frames} "
+                  f"(--frames) after it away from the seed frames "
+                  f"({', '.join(map(str, found.seed_frames)) or 'none'}); try a smaller --window")
         else:
             print("no lasting rise in flagged labels: nothing to suggest")
         return 0
@@ -82,7 +83,7 @@ class ResultsSuggestion(NamedTuple):
 
     suggestion: LabelSuggestion | None
     labels: pd.DataFrame  # keypoints_2d.csv's rows, ``frame`` as int, the rest strings
-    n_frames: int  # frames in keypoints_3d.csv
+    total_frames: int  # frames in keypoints_3d.csv
     seed_frames: list[int]
 
 

@@ -51,7 +51,41 @@ def test_each_frame_is_saved_before_its_centroids_are_given(recording_dir, tmp_p
     finally:
         prefetch.close()
         recording.close()
-    assert not list(store.centroids_dir.glob("*.tmp"))
+    # Only the frames' files: no temporary file is left behind.
+    assert all(path.name[:6].isdigit() and path.suffix == ".npz"
+               for path in store.centroids_dir.iterdir())
+
+
+def _write_often(path: str, value: float) -> None:
+    from agent.centroid_child import save_centroids
+
+    for _ in range(400):
+        save_centroids(Path(path), [np.full((3, 2), value), np.full((1, 2), value)])
+
+
+def test_two_processes_saving_one_frame_leave_a_whole_file(tmp_path):
+    # The child of a killed run may still finish a job while --resume detects the same frames.
+    import multiprocessing
+
+    path = tmp_path / "000007.npz"
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_write_often, args=(str(path), value)) for value in (1.0, 2.0)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+    store = FrameStore(tmp_path.parent / "store", n_cameras=2, n_keypoints=1)
+    store.centroids_dir.rmdir()
+    store.centroids_dir.symlink_to(tmp_path)
+    xy = store.centroids_of(7)
+    assert [c.shape for c in xy] == [(3, 2), (1, 2)] and len(np.unique(np.concatenate(xy))) == 1
+
+
+def test_a_frame_detection_did_not_save_is_an_error_not_a_silent_gap(tmp_path):
+    store = FrameStore(tmp_path, n_cameras=1, n_keypoints=1)
+    with pytest.raises(RuntimeError, match="did not save frame 3"):
+        store.saved_centroids(3, [np.zeros((0, 2))])
 
 
 @pytest.mark.parametrize("processes", [False, True])

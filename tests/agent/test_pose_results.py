@@ -10,6 +10,7 @@ import pytest
 
 from agent.errors import InputError
 from agent.pose_results import (
+    _write_table,
     read_keypoints_2d,
     read_keypoints_3d,
     read_qc,
@@ -227,3 +228,29 @@ def test_malformed_keypoints_3d_and_qc_raise(tmp_path: Path) -> None:
         read_qc(path, KEYPOINTS)
     with pytest.raises(InputError, match="file not found"):
         read_qc(tmp_path / "absent.csv", KEYPOINTS)
+
+
+def test_the_csv_writer_writes_the_bytes_pandas_wrote(tmp_path: Path, rng: np.random.Generator) -> None:
+    import io
+
+    for trial in range(40):
+        n = int(rng.integers(0, 12))
+        floats = rng.normal(0, 10.0 ** rng.integers(-3, 5), n)
+        floats[rng.random(n) < 0.3] = np.nan
+        floats[rng.random(n) < 0.1] = rng.choice([np.inf, -np.inf, -0.0, 0.0])
+        centroid = rng.integers(-1, 40, n)
+        columns = {
+            "frame": np.arange(n),
+            "name": rng.choice(["ear_L", "a,b", 'say "hi"', "two\nlines", ""], n).astype(object),
+            "x": floats,
+            "y": floats.astype(np.float32),
+            "ncams": rng.integers(0, 6, n),
+            "flagged": rng.random(n) < 0.5,
+            "centroid": np.where(centroid < 0, "", centroid.astype(str)),
+        }
+        float_format = ["%.3f", "%.6f", "%.1f"][trial % 3]
+        expected = io.StringIO()
+        pd.DataFrame(columns).to_csv(expected, index=False, float_format=float_format, na_rep="",
+                                     lineterminator="\n")
+        written = _write_table(tmp_path / f"t{trial}.csv", columns, float_format)
+        assert written.read_text() == expected.getvalue(), trial

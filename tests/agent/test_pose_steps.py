@@ -1159,10 +1159,11 @@ def test_a_keypoint_no_seed_frame_triangulates_starts_from_the_bodys_estimate(sh
     seeds = {frame: points[frame].copy() for frame in range(3)}
     for frame in range(3):
         seeds[frame][tail] = np.nan
-    seeds[0][paw] = np.nan  # seen in a later seed frame: the track has it already
+    seeds[2][paw] = np.nan  # seen in an earlier seed frame: the track carries it already
     estimates = {frame: seeds[frame].copy() for frame in range(3)}
     for frame in range(3):
         estimates[frame][tail] = points[frame, tail] + frame  # the midplane's guess, frame by frame
+    estimates[2][paw] = points[2, paw] + 50.0  # a guess where the track knows better
     store = _SeedStore(seeds)
     plain = np.array(steps.pass_start(store, [0, 1, 2], 12)["last_seen_3d"])
     assert np.isnan(plain[tail]).all()
@@ -1171,6 +1172,7 @@ def test_a_keypoint_no_seed_frame_triangulates_starts_from_the_bodys_estimate(sh
     np.testing.assert_array_equal(started[tail], estimates[2][tail])
     others = np.arange(12) != tail
     np.testing.assert_array_equal(started[others], plain[others])
+    assert np.isfinite(plain[paw]).all()  # carried from frames 0-1, kept over the guess
     assert steps.pass_start(store, [0, 1], 12, body_points={0: estimates[0]})["last_seen_3d"][tail] \
         == estimates[0][tail].tolist()
     # Backward from the first seed frame: its nearest seed frame's estimate.

@@ -72,8 +72,8 @@ def test_a_run_too_short_for_two_windows_says_so_and_names_the_option(tmp_path, 
     _write_results(tmp_path / "out")
     assert main(["suggest", str(tmp_path / "out"), "--window", "120"]) == 0
     printed = capsys.readouterr().out
-    assert "nothing to suggest: the run's 200 frames are too few" in printed
-    assert "seed frames 0, 1, 2" in printed and "--window" in printed
+    assert "nothing to suggest: no place in the run's 200 frames has 120 frames" in printed
+    assert "seed frames (0, 1, 2)" in printed and "--window" in printed
     assert main(["suggest", str(tmp_path / "out"), "--window", "90"]) == 0
     assert "label frames" in capsys.readouterr().out
 
