@@ -171,7 +171,9 @@ def _track(run: RunDir, thread_id: str, recording: Recording, ctx: PoseContext,
         seed_distances=seed_distances, seed_sides=seed_sides,
         template_review=template_review,
         seed_body_points=({int(entry["frame"]): np.asarray(entry["points_3d"], dtype=np.float64)
-                           for entry in body_window} if full else None),
+                           for entry in steps.twins_at_twin_height(
+                               body_window, recording.group, seed_sides, list(recording.keypoints))}
+                          if full else None),
         free_dots=(steps.FreeDotSearch(recording.group, store.centroids_of,
                                        quality_params(ctx, len(recording.cameras)))
                    if template_review is not None else None),

@@ -36,8 +36,10 @@ from tools.body_order import (
     OrderPair,
     agreeing_references,
     chain_end_reversed,
+    lasting,
     order_exchanges,
     order_pairs,
+    pair_behind_axis_front,
 )
 from tools.body_side import (
     SideModel,
@@ -67,7 +69,7 @@ from tools.geometry import (
     reprojection_error,
     triangulate,
 )
-from tools.keypoint_names import left_twins, mirror_groups, tail_chain, twin_indices
+from tools.keypoint_names import ear_pair, left_twins, mirror_groups, tail_chain, twin_indices
 from tools.reacquire import fit_template
 from tools.refine import RefineParams, RefineResult, refine_cross_view
 from tools.seed_check import contradicted_by_seeds
@@ -239,6 +241,43 @@ def midline_from_one_view(seed_window: list[dict], group: CameraGroup, sides: Si
     return completed
 
 
+def twins_at_twin_height(seed_window: list[dict], group: CameraGroup, sides: SideModel | None,
+                         keypoints: list[str]) -> list[dict]:
+    """``seed_window`` with each twin no seed frame triangulates placed at its twin's height, for the track's start.
+
+    A keypoint with a left/right twin (a paw) that one camera labels in a seed
+    frame where its twin is triangulated lies on that camera's ray; both
+    paws of a pair stand at about the same height, so the ray cut by the
+    horizontal plane (the side model's up) through the twin gives its point
+    (:func:`tools.geometry.rays_on_plane`; not where the ray grazes it): on the
+    48 sweep recordings' seed frames 0.5-5.7 mm from a hind paw (median 2.4),
+    6-15 mm from a forepaw (a forepaw is lifted more often). Only where the
+    track starts (:func:`pass_start`): the body's models keep judging such a
+    paw by its twin's distances, and quality control leaves it ``unchecked``.
+    Unchanged without a side model.
+    """
+    if sides is None:
+        return seed_window
+    seeds_3d = np.array([entry["points_3d"] for entry in seed_window], dtype=np.float64)
+    twins = twin_indices(mirror_groups(keypoints))
+    missing = (twins != np.arange(len(keypoints))) & ~np.all(np.isfinite(seeds_3d), axis=2).any(axis=0)
+    if not missing.any():
+        return seed_window
+    completed = []
+    for entry, points_3d in zip(seed_window, seeds_3d, strict=True):
+        filled = points_3d.copy()
+        points_2d = np.asarray(entry["points_2d"], dtype=np.float64)
+        for keypoint in np.flatnonzero(missing):
+            twin = points_3d[twins[keypoint]]
+            if np.isfinite(twin).all():
+                height = (twin @ sides.up) * sides.up
+                on_plane = rays_on_plane(group, points_2d[:, [keypoint]], height, sides.up,
+                                         MIDPLANE_MIN_ANGLE_DEG)[0]
+                filled[keypoint] = np.where(np.isfinite(on_plane), on_plane, filled[keypoint])
+        completed.append({**entry, "points_3d": filled})
+    return completed
+
+
 def template_review(seed_window: list[dict], sides: SideModel | None, keypoints: list[str],
                     regions: list[list[int]], max_body_deviation: float,
                     confirm_body_deviation: float) -> TemplateReview | None:
@@ -262,7 +301,8 @@ def template_review(seed_window: list[dict], sides: SideModel | None, keypoints:
         return None
     body = seed_distance_model(seed_window, twins)
     return TemplateReview(template, body, regions, max_body_deviation, confirm_body_deviation,
-                          twins, sides, seed_points_3d=points_3d, tail=tail_chain(keypoints))
+                          twins, sides, seed_points_3d=points_3d, tail=tail_chain(keypoints),
+                          ears=ear_pair(keypoints))
 
 
 def describe_side_model(model: SideModel | None, keypoints: list[str]) -> dict | None:
@@ -722,7 +762,8 @@ class TemplateReview:
     run's trusted labels and in ``seed_points_3d``, the seed frames' points
     ``(n_seed_frames, K, 3)``). ``tail``: the tail's tip, middle and base, as
     :func:`tools.keypoint_names.tail_chain` reads them from the names, for
-    :func:`flag_reversed_tail`.
+    :func:`flag_reversed_tail`; ``ears``: the left and right ear
+    (:func:`tools.keypoint_names.ear_pair`), for :func:`flag_head_behind_back`.
     """
 
     template: TemplateModel
@@ -735,6 +776,7 @@ class TemplateReview:
     order: tuple[OrderPair, ...] = ()
     seed_points_3d: np.ndarray | None = None
     tail: tuple[int, int, int] | None = None
+    ears: tuple[int, int] | None = None
 
 
 # The places come from the labels QC trusts, which the moves change: a second pass, with the
@@ -840,6 +882,7 @@ def final_records(records: list[FrameRecord], seed_frames: frozenset[int],
             records = accepted_by_body(records, seed_frames, review, misfit, dots.quality)
         records = exchange_reversed_pairs(records, seed_frames, review)
         records = flag_reversed_tail(records, seed_frames, review)
+        records = flag_head_behind_back(records, seed_frames, review)
     return review_against_seeds(records, seed_frames)
 
 
@@ -928,6 +971,50 @@ def flag_reversed_tail(records: list[FrameRecord], seed_frames: frozenset[int],
     return [_flag_labels(record, labels, TAIL_ORDER_REASON)
             if is_reversed and record.frame not in seed_frames else record
             for record, is_reversed in zip(records, reversed_tail, strict=True)]
+
+
+# The ears' midpoint lying behind the back's top (along the body seen from above) by more than
+# this, for at least HEAD_MIN_FRAMES frames in a row, is taken for an ear and the back's top on
+# each other's dots. In the shipped true motion it lies behind by that much in 6 frames, all in
+# the landing (333-338); exchanged, their midpoint falls behind by 14 mm (median) and stays so.
+# On the 48 sweep recordings with paws started at their twin's height (session 27, flags added to
+# finished results): 748 flags on 4 cameras, 450 on really wrong labels, 14 on 6 cameras, 3
+# wrong; without the run of frames, 767 / 451 and 221 / 6.
+HEAD_MARGIN_MM = 10.0
+HEAD_MIN_FRAMES = 10
+# qc.csv reason of ears lying behind the back's top.
+HEAD_ORDER_REASON = "head_order"
+
+
+def flag_head_behind_back(records: list[FrameRecord], seed_frames: frozenset[int],
+                          review: TemplateReview) -> list[FrameRecord]:
+    """``records`` with the ears and the back's top flagged where the ears lie behind it.
+
+    An ear and the back's top lie 15-20 mm apart, and with each on the
+    other's dot the distances to the other regions hardly change (the body
+    check does not see it) and the ear still lies on its side (4 cameras
+    seeds 0 and 43: from the landing to the end, unflagged). Along the body
+    the head lies ahead of the back, so where the ears' midpoint lies behind
+    the back's top by more than ``HEAD_MARGIN_MM``
+    (:func:`tools.body_order.pair_behind_axis_front`, the side model's axis
+    and up) for at least ``HEAD_MIN_FRAMES`` records in a row, the three
+    labels are flagged ``head_order`` for review; a mouse tucking its head in
+    does the same for a few frames (6 in the shipped motion's landing), so
+    they are flagged, not moved. Which keypoints are the ears comes from their names
+    (``review.ears``). Not on seed frames; not an identity doubt for
+    :func:`review_against_seeds`.
+    """
+    sides = review.sides
+    if review.ears is None or sides is None or not records:
+        return records
+    points_3d = np.array([record.points_3d for record in records])
+    behind = lasting(pair_behind_axis_front(points_3d, review.ears, (sides.axis_from, sides.axis_to),
+                                            sides.up, HEAD_MARGIN_MM), HEAD_MIN_FRAMES)
+    labels = np.zeros(points_3d.shape[1], bool)
+    labels[[*review.ears, sides.axis_from]] = True
+    return [_flag_labels(record, labels, HEAD_ORDER_REASON)
+            if is_behind and record.frame not in seed_frames else record
+            for record, is_behind in zip(records, behind, strict=True)]
 
 
 # A label that min_cameras cameras agree on and that fits the body within this many tolerances

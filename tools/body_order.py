@@ -201,3 +201,38 @@ def chain_end_reversed(points_3d: np.ndarray, chain: tuple[int, int, int], margi
     end_to_anchor = np.linalg.norm(points_3d[:, end] - points_3d[:, anchor], axis=1)
     with np.errstate(invalid="ignore"):
         return neighbour_to_anchor > end_to_anchor + margin_mm
+
+
+def pair_behind_axis_front(points_3d: np.ndarray, pair: tuple[int, int], axis: tuple[int, int],
+                           up: np.ndarray, margin_mm: float, min_axis_mm: float = 10.0
+                           ) -> np.ndarray:
+    """``(n_frames,)`` frames where a pair's midpoint lies behind the body axis' front end by more than ``margin_mm``.
+
+    ``points_3d (n_frames, K, 3)``; ``axis`` the keypoints ``(front, back)``
+    of the body axis (the back's top and bottom); ``up (3,)`` the rig's unit
+    up. Along the axis seen from above, the ears lie ahead of the back's top;
+    where an ear and the back's top have taken each other's dots, their
+    midpoint falls behind the false top. Frames missing any of the four
+    points, or whose axis seen from above is shorter than ``min_axis_mm``
+    (upright): False.
+    """
+    points_3d = check_shape("points_3d", points_3d, (None, None, 3))
+    front, back = axis
+    forward = points_3d[:, front] - points_3d[:, back]
+    forward = forward - (forward @ up)[:, None] * up
+    length = np.linalg.norm(forward, axis=1)
+    midpoint = (points_3d[:, pair[0]] + points_3d[:, pair[1]]) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ahead = np.einsum("ij,ij->i", midpoint - points_3d[:, front], forward) / length
+        return (length >= min_axis_mm) & (ahead < -margin_mm)
+
+
+def lasting(mask: np.ndarray, min_frames: int) -> np.ndarray:
+    """``mask (n_frames,)`` with its runs of fewer than ``min_frames`` consecutive True left out."""
+    mask = np.asarray(mask, dtype=bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    kept = np.zeros_like(mask)
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        if end - start >= min_frames:
+            kept[start:end] = True
+    return kept

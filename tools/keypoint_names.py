@@ -1,4 +1,4 @@
-"""What keypoint names say about the body: left and right twins, and the tail's chain.
+"""What keypoint names say about the body: left and right twins, the ears, and the tail's chain.
 
 A recording's keypoints are data (FORMATS.md), so the left and right
 members of a pair (``forepaw_L``/``forepaw_R``, ``left ear``/``right ear``,
@@ -91,6 +91,25 @@ def left_twins(keypoints: Sequence[str], groups: np.ndarray) -> np.ndarray:
     paired = twin_indices(groups) != np.arange(len(keypoints))
     return np.array([bool(is_paired) and _side_and_body_part(name)[0] == "l"
                      for name, is_paired in zip(keypoints, paired, strict=True)], dtype=bool)
+
+
+def ear_pair(keypoints: Sequence[str]) -> tuple[int, int] | None:
+    """``(left, right)`` indices of the ears where the names show one left/right pair of them, else None.
+
+    Examples
+    --------
+    >>> ear_pair(["nose", "Left Ear", "right_ear", "tail_base"])
+    (1, 2)
+    >>> ear_pair(["ear_L", "back"]) is None
+    True
+    """
+    twins = twin_indices(mirror_groups(keypoints))
+    ears = [index for index, name in enumerate(keypoints) if twins[index] != index
+            and _side_and_body_part(name)[1] in ("ear", "ears")]
+    if len(ears) != 2:
+        return None
+    left = [index for index in ears if _side_and_body_part(keypoints[index])[0] == "l"]
+    return (left[0], int(twins[left[0]])) if len(left) == 1 else None
 
 
 # Words that place a tail keypoint along the tail (DeepLabCut, Anipose and MABe names:

@@ -1178,3 +1178,54 @@ def test_a_keypoint_no_seed_frame_triangulates_starts_from_the_bodys_estimate(sh
     # Backward from the first seed frame: its nearest seed frame's estimate.
     backward = steps.backward_start(store, frozenset({0, 1, 2}), 12, body_points=estimates)
     np.testing.assert_array_equal(backward["last_seen_3d"][tail], estimates[0][tail])
+
+
+def test_the_results_flag_ears_and_the_backs_top_where_the_ears_lie_behind_it(shipped_review):
+    from agent.pose_frames import untracked_record
+
+    points, _, sides, review = shipped_review
+    ear_l, ear_r, top = INDEX["ear_L"], INDEX["ear_R"], INDEX["back_top"]
+    assert review.ears == (ear_l, ear_r)  # read from the names
+    records = []
+    for frame in range(100, 200):
+        frame_points = points[frame].copy()
+        if frame >= 150:  # an ear and the back's top on each other's dots from frame 150 on
+            frame_points[[ear_r, top]] = frame_points[[top, ear_r]]
+        records.append(replace(untracked_record(frame, 6, 12), points_3d=frame_points,
+                               flagged=np.zeros(12, bool), reason=np.full(12, ""), score=np.ones(12)))
+    records[-1] = replace(records[-1], frame=2)  # a seed frame stays as it is
+    reviewed = steps.flag_head_behind_back(records, frozenset({0, 1, 2}), review)
+    assert reviewed[:50] == records[:50] and reviewed[-1] is records[-1]
+    flagged = [record for record in reviewed if record.reason[ear_l] == steps.HEAD_ORDER_REASON]
+    assert len(flagged) >= 10 and min(record.frame for record in flagged) >= 150
+    others = np.setdiff1d(np.arange(12), [ear_l, ear_r, top])
+    for record in flagged:
+        assert record.flagged[[ear_l, ear_r, top]].all() and not record.flagged[others].any()
+        assert record.score[top] == 0.5
+    # Names that show no ears, or no side model: nothing to check.
+    assert steps.flag_head_behind_back(records, frozenset({0, 1, 2}), replace(review, ears=None)) == records
+    assert steps.flag_head_behind_back(records, frozenset({0, 1, 2}), replace(review, sides=None)) == records
+
+
+def test_a_paw_the_seeds_saw_in_one_camera_starts_at_its_twins_height(shipped_review):
+    points, _, sides, _ = shipped_review
+    group = qd_render.make_rig(4, (640, 480), points[:3].reshape(-1, 3), np.random.default_rng(5))
+    paw, twin, tail = INDEX["hindpaw_L"], INDEX["hindpaw_R"], INDEX["tail_base"]
+    window = []
+    for frame in range(3):
+        points_2d = project(group, points[frame])
+        points_2d[np.ix_([0, 1, 2], [paw, tail])] = np.nan  # camera 3 alone labels them
+        points_3d = points[frame].copy()
+        points_3d[[paw, tail]] = np.nan
+        window.append({"frame": frame, "points_2d": points_2d, "points_3d": points_3d})
+    started = steps.twins_at_twin_height(window, group, sides, list(QD_KEYPOINTS))
+    for entry, frame in zip(started, range(3), strict=True):
+        # Hind paws stand at about the same height: the ray cut there lies near the true paw.
+        assert np.linalg.norm(entry["points_3d"][paw] - points[frame, paw]) < 6.0
+        assert np.isnan(entry["points_3d"][tail]).all()  # a midline keypoint has no twin
+        untouched = np.arange(12) != paw
+        np.testing.assert_array_equal(entry["points_3d"][untouched], window[frame]["points_3d"][untouched])
+    # Its twin not triangulated, or no side model: nothing is placed.
+    window[0]["points_3d"][twin] = np.nan
+    assert np.isnan(steps.twins_at_twin_height(window, group, sides, list(QD_KEYPOINTS))[0]["points_3d"][paw]).all()
+    assert steps.twins_at_twin_height(window, group, None, list(QD_KEYPOINTS)) is window

@@ -11,8 +11,10 @@ from tools.body_order import (
     MAX_PAIR_DISTANCE_MM,
     agreeing_references,
     chain_end_reversed,
+    lasting,
     order_exchanges,
     order_pairs,
+    pair_behind_axis_front,
 )
 from tools.body_template import template_model, trusted_template
 from tools.keypoint_names import mirror_groups, twin_indices
@@ -183,3 +185,24 @@ def test_the_true_tail_never_lies_reversed_and_an_exchanged_one_does(real_motion
     assert chain_end_reversed(exchanged, TAIL_END, MARGIN_MM).mean() > 0.9
     exchanged[::2, INDEX["tail_base"]] = np.nan
     assert not chain_end_reversed(exchanged, TAIL_END, MARGIN_MM)[::2].any()
+
+
+def test_true_ears_lie_behind_the_backs_top_only_in_the_landing_and_exchanged_ones_do(real_motion):
+    ears, axis, up = (INDEX["ear_L"], INDEX["ear_R"]), (INDEX["back_top"], INDEX["back_bottom"]), np.array([0, 0, 1.0])
+    behind = pair_behind_axis_front(real_motion, ears, axis, up, 10.0)
+    assert set(np.flatnonzero(behind)) <= set(range(330, 341))  # the head tucked in the landing
+    exchanged = real_motion.copy()
+    exchanged[:, [INDEX["ear_R"], INDEX["back_top"]]] = exchanged[:, [INDEX["back_top"], INDEX["ear_R"]]]
+    assert pair_behind_axis_front(exchanged, ears, axis, up, 10.0).mean() > 0.5
+    # A missing point, or an axis seen end-on from above (upright): no judgement.
+    exchanged[::2, INDEX["ear_L"]] = np.nan
+    assert not pair_behind_axis_front(exchanged, ears, axis, up, 10.0)[::2].any()
+    upright = exchanged.copy()
+    upright[:, INDEX["back_bottom"]] = upright[:, INDEX["back_top"]] - [0, 0, 40.0]
+    assert not pair_behind_axis_front(upright, ears, axis, up, 10.0).any()
+
+
+def test_lasting_keeps_only_runs_of_enough_frames():
+    mask = np.array([1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1], bool)
+    assert lasting(mask, 3).tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1]
+    assert not lasting(mask, 5).any() and lasting(mask, 1).tolist() == mask.tolist()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.keypoint_names import left_twins, mirror_groups, tail_chain, twin_indices
+from tools.keypoint_names import ear_pair, left_twins, mirror_groups, tail_chain, twin_indices
 from tools.motion import QD_KEYPOINTS
 
 
@@ -88,3 +88,16 @@ def test_the_tail_chain_is_read_from_the_names(names, chain):
 ])
 def test_names_that_do_not_show_one_base_middle_and_tip_give_no_chain(names):
     assert tail_chain(names) is None
+
+
+@pytest.mark.parametrize("names, ears", [
+    (list(QD_KEYPOINTS), (0, 1)),
+    (["nose", "right ear", "Left Ear"], (2, 1)),
+    (["R_ear", "L_ear", "L_hip", "R_hip"], (1, 0)),
+    # No pair, one side only, or an ear-like word that is not an ear: none.
+    (["ear", "back"], None),
+    (["ear_L", "back"], None),
+    (["left_year", "right_year"], None),
+])
+def test_the_ears_are_read_from_the_names(names, ears):
+    assert ear_pair(names) == ears
