@@ -504,17 +504,23 @@ def test_the_results_leave_a_true_run_as_it_is(shipped_review):
     assert all(after is before for after, before in zip(reviewed, run, strict=True))
 
 
-def test_a_midline_keypoint_the_seeds_saw_in_one_camera_is_placed_on_the_midplane(shipped_review):
-    points, seeds, sides, _ = shipped_review
+def _seen_by_one_camera(points: np.ndarray, keypoints: list[int]) -> tuple:
+    """A 4-camera rig and seed entries of frames 0-2 where camera 3 alone labels ``keypoints``."""
     group = qd_render.make_rig(4, (640, 480), points[:3].reshape(-1, 3), np.random.default_rng(5))
-    tail, paw = INDEX["tail_base"], INDEX["hindpaw_L"]
     window = []
     for frame in range(3):
         points_2d = project(group, points[frame])
-        points_2d[np.ix_([0, 1, 2], [tail, paw])] = np.nan  # camera 3 alone labels them
+        points_2d[np.ix_([0, 1, 2], keypoints)] = np.nan
         points_3d = points[frame].copy()
-        points_3d[[tail, paw]] = np.nan
+        points_3d[keypoints] = np.nan
         window.append({"frame": frame, "points_2d": points_2d, "points_3d": points_3d})
+    return group, window
+
+
+def test_a_midline_keypoint_the_seeds_saw_in_one_camera_is_placed_on_the_midplane(shipped_review):
+    points, seeds, sides, _ = shipped_review
+    tail, paw = INDEX["tail_base"], INDEX["hindpaw_L"]
+    group, window = _seen_by_one_camera(points, [tail, paw])
     completed = steps.midline_from_one_view(window, group, sides, list(QD_KEYPOINTS))
     for entry, frame in zip(completed, range(3), strict=True):
         # The true tail base lies within a few mm of the midplane; its ray meets it near it.
@@ -1209,15 +1215,8 @@ def test_the_results_flag_ears_and_the_backs_top_where_the_ears_lie_behind_it(sh
 
 def test_a_paw_the_seeds_saw_in_one_camera_starts_at_its_twins_height(shipped_review):
     points, _, sides, _ = shipped_review
-    group = qd_render.make_rig(4, (640, 480), points[:3].reshape(-1, 3), np.random.default_rng(5))
     paw, twin, tail = INDEX["hindpaw_L"], INDEX["hindpaw_R"], INDEX["tail_base"]
-    window = []
-    for frame in range(3):
-        points_2d = project(group, points[frame])
-        points_2d[np.ix_([0, 1, 2], [paw, tail])] = np.nan  # camera 3 alone labels them
-        points_3d = points[frame].copy()
-        points_3d[[paw, tail]] = np.nan
-        window.append({"frame": frame, "points_2d": points_2d, "points_3d": points_3d})
+    group, window = _seen_by_one_camera(points, [paw, tail])
     started = steps.twins_at_twin_height(window, group, sides, list(QD_KEYPOINTS))
     for entry, frame in zip(started, range(3), strict=True):
         # Hind paws stand at about the same height: the ray cut there lies near the true paw.
