@@ -696,8 +696,8 @@ def pass_start(store: FrameStore, frames: list[int], n_keypoints: int, window_fr
     The window is the last ``window_frames`` of them; the last seen points
     come from all of them; no keypoint is lost yet. A keypoint none of them
     triangulates starts from its point in ``body_points`` (seed frame ->
-    ``(K, 3)``, the body's models' points, :func:`midline_from_one_view`) of
-    the last of them that has one: without a 3D point it has no prior in any
+    ``(K, 3)``: :func:`midline_from_one_view`'s and
+    :func:`twins_at_twin_height`'s points) of the last of them that has one: without a 3D point it has no prior in any
     camera but the one that labelled it, and is never triangulated (4
     cameras seed 22: the tail base, seen by one camera in the seed frames,
     lost in all 500 frames).

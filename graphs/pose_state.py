@@ -164,11 +164,12 @@ class PoseRuntime:
         (:func:`agent.pose_steps.relabel_by_template`); None outside the full
         pipeline or without a side model.
     seed_body_points : dict[int, np.ndarray], optional
-        Each seed frame's ``(K, 3)`` points as the body's models see them (a
-        midline keypoint no seed frame triangulates placed on the body's
-        midplane, :func:`agent.pose_steps.midline_from_one_view`): where such a
-        keypoint's track starts (:func:`agent.pose_steps.pass_start`). None
-        outside the full pipeline.
+        Each seed frame's ``(K, 3)`` points with the keypoints no seed frame
+        triangulates placed from their one view: a midline keypoint on the
+        body's midplane (:func:`agent.pose_steps.midline_from_one_view`), a
+        twin at its twin's height (:func:`agent.pose_steps.twins_at_twin_height`):
+        where such a keypoint's track starts (:func:`agent.pose_steps.pass_start`).
+        None outside the full pipeline.
     free_dots : FreeDotSearch, optional
         The cameras, the run's centroid files and quality control's thresholds,
         for the results' search of lost keypoints among the dots no label holds

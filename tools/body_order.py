@@ -26,6 +26,7 @@ import numpy as np
 from tools.body_distances import distance_spread
 from tools.body_template import ABOVE_TOLERANCE_MM, ALONG_TOLERANCE_MM
 from tools.camera import check_shape
+from tools.clips import label_runs
 
 # A pair farther apart than this is not ordered: its places coincide only where the pair lies
 # apart across the body (the tail's middle and tip, 41 mm apart, as the tail swings), and
@@ -230,9 +231,8 @@ def pair_behind_axis_front(points_3d: np.ndarray, pair: tuple[int, int], axis: t
 def lasting(mask: np.ndarray, min_frames: int) -> np.ndarray:
     """``mask (n_frames,)`` with its runs of fewer than ``min_frames`` consecutive True left out."""
     mask = np.asarray(mask, dtype=bool)
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
     kept = np.zeros_like(mask)
-    for start, end in zip(edges[::2], edges[1::2], strict=True):
-        if end - start >= min_frames:
+    for start, end, value in zip(*label_runs(mask.astype(np.int64)), strict=True):
+        if value and end - start >= min_frames:
             kept[start:end] = True
     return kept
